@@ -1,0 +1,25 @@
+# ramanseg: from stimulated-Raman images to tumour segmentations and the RamanSeg paper's
+# tables and figures. This file only wires the stages; see README.md and
+# workflow/rules/*.smk.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/bottleneck.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

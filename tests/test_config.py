@@ -1,0 +1,114 @@
+"""The configuration files and their schema."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate as snakemake_validate
+
+from ramanseg.config import (
+    SCHEMA_DIR,
+    ConfigError,
+    channel_names,
+    channel_roles,
+    class_names,
+    foreground_classes,
+    load_config_files,
+    parse_settings,
+    raman_wavenumbers,
+    validate_config,
+)
+from tests.conftest import DEMO_CONFIG, PAPER_CONFIG
+
+SCHEMA = str(SCHEMA_DIR / "config.schema.yaml")
+
+
+def test_demo_config_has_the_papers_channel_layout(demo_config):
+    names = channel_names(demo_config)
+    roles = channel_roles(demo_config)
+    assert len(names) == 24 == len(set(names))
+    assert roles == ["raman"] * 21 + ["transmission", "tpef", "shg"]
+    wavenumbers = raman_wavenumbers(demo_config)
+    assert wavenumbers[0] == 2802.0 and wavenumbers[-1] == 3094.0
+    assert wavenumbers == sorted(wavenumbers)
+
+
+def test_demo_config_maps_tumor_and_necrosis_to_foreground(demo_config):
+    assert foreground_classes(demo_config) == ["Tumor", "Necrosis"]
+    assert class_names(demo_config)[:2] == ["Tumor", "Necrosis"]
+
+
+def test_paper_settings_layer_over_the_demo():
+    paper = load_config_files([DEMO_CONFIG, PAPER_CONFIG])
+    assert (paper["split"]["train"], paper["split"]["val"], paper["split"]["test"]) == (19, 8, 5)
+    assert paper["split"]["folds"] == 5
+    assert paper["models"]["ramanseg"]["prototypes_per_class"] == 15
+    assert paper["models"]["ramanseg_noproj"]["prototypes_per_class"] == 60
+    assert paper["models"]["ramanseg_noproj"]["addon_channels"] == 128
+    assert paper["models"]["ramanseg_noproj"]["dropout"] == 0.5
+    assert paper["models"]["ramanseg_noproj"]["projection"] is False
+    assert paper["models"]["unet"]["learning_rate"] == 1e-4
+    assert paper["models"]["unet"]["weight_decay"] == 1e-3
+    assert paper["nnunet"]["trainer"] == "nnUNetTrainer"
+    # The data section is untouched: the paper's settings apply to the configured data.
+    assert paper["samplesheet"] == ""
+    assert paper["phantom"]["samples"] == 32 and paper["phantom"]["patients"] == 10
+
+
+def test_paper_yaml_holds_no_user_data_path():
+    with PAPER_CONFIG.open() as handle:
+        assert "samplesheet" not in yaml.safe_load(handle)
+
+
+def test_wrong_type_is_rejected_naming_the_field(demo_config):
+    bad = copy.deepcopy(demo_config)
+    bad["split"]["train"] = "nineteen"
+    with pytest.raises(ConfigError, match=r"split\.train: 'nineteen' is not of type 'integer'"):
+        validate_config(bad)
+
+
+def test_wrong_type_is_rejected_by_snakemakes_validate(demo_config):
+    bad = copy.deepcopy(demo_config)
+    bad["preprocess"]["percentiles"]["raman"] = [5, "95"]
+    with pytest.raises(WorkflowError, match=r"'95' is not of type 'number'") as info:
+        snakemake_validate(bad, SCHEMA)
+    assert "percentiles" in str(info.value) and "raman" in str(info.value)
+
+
+def test_unknown_key_is_rejected_naming_it(demo_config):
+    bad = copy.deepcopy(demo_config)
+    bad["preprocess"]["percentile"] = {"raman": [5, 95]}
+    with pytest.raises(ConfigError, match=r"preprocess: .*'percentile' was unexpected"):
+        validate_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("device", "gpu", r"device: 'gpu' does not match"),
+        ("channels", [{"name": "A", "role": "fluorescence"}], r"channels\.0\.role"),
+        ("annotations", {"classes": {"Tumor": 2}}, r"annotations\.classes\.Tumor"),
+    ],
+)
+def test_invalid_values_name_their_key(demo_config, key, value, message):
+    bad = copy.deepcopy(demo_config)
+    bad[key] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(bad)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"does-not-exist\.yaml"):
+        load_config_files([tmp_path / "does-not-exist.yaml"])
+
+
+def test_settings_accept_a_subset_and_fill_defaults():
+    settings = parse_settings('{"split": {"train": 3, "val": 1, "test": 1}}')
+    assert settings["split"]["folds"] == 5
+    with pytest.raises(ConfigError, match=r"split\.test"):
+        parse_settings('{"split": {"train": 3, "val": 1, "test": "1"}}')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        parse_settings("{split")

@@ -1,0 +1,5 @@
+import sys
+
+from ramanseg.cli import main
+
+sys.exit(main())

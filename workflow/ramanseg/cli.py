@@ -1,0 +1,84 @@
+"""The ``ramanseg`` command line: thin entry points over the package's functions.
+
+Each stage module defines ``add_commands(subparsers)``, which adds its subcommands and
+sets ``func`` to a function taking the parsed arguments. The Snakemake rules call these
+commands; they are equally usable by hand (``ramanseg <command> --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from ramanseg import __version__
+from ramanseg.config import ConfigError, load_config_files, parse_settings
+from ramanseg.errors import InputError
+
+#: Modules contributing subcommands, in the order of the pipeline's stages.
+COMMAND_MODULES = (
+    "ramanseg.phantom",
+    "ramanseg.samplesheet",
+    "ramanseg.preprocess",
+    "ramanseg.split",
+    "ramanseg.bottleneck",
+)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` / ``--settings``, the two ways to give a command its settings."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--config",
+        nargs="+",
+        metavar="YAML",
+        default=["config/config.yaml"],
+        help="workflow configuration file(s); later files override earlier ones "
+        "(default: config/config.yaml)",
+    )
+    group.add_argument(
+        "--settings",
+        metavar="JSON",
+        help="the configuration subset as inline JSON or @file (used by the Snakemake rules)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> dict:
+    """The configuration a command runs with, from ``--settings`` or ``--config``."""
+    if getattr(args, "settings", None):
+        return parse_settings(args.settings)
+    return load_config_files(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ramanseg",
+        description="Tumour segmentation of stimulated-Raman images: the RamanSeg pipeline.",
+    )
+    parser.add_argument("--version", action="version", version=f"ramanseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = args.func(args)
+    except (InputError, ConfigError) as error:
+        print(f"ramanseg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

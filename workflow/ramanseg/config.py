@@ -1,0 +1,164 @@
+"""The workflow configuration: loading, validation against the JSON schema, accessors.
+
+The same YAML that drives Snakemake drives the ``ramanseg`` commands: a command takes
+``--config FILE`` (one or more YAML files, later ones override earlier ones, as with
+``snakemake --configfile``) or ``--settings JSON`` (the subset of the configuration the
+command needs, which is how the Snakemake rules call it so that a rule reruns only when
+its own settings change).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+#: The repository's ``workflow/`` folder; schemas live beside the package.
+WORKFLOW_DIR = Path(__file__).resolve().parent.parent
+SCHEMA_DIR = WORKFLOW_DIR / "schemas"
+CHANNEL_ROLES = ("raman", "transmission", "tpef", "shg")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+def load_schema(name: str) -> dict:
+    """Load ``workflow/schemas/<name>.schema.yaml``.
+
+    Args:
+        name: ``config`` or ``samples``.
+    """
+    path = SCHEMA_DIR / f"{name}.schema.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"schema {path} not found: ramanseg must run from a checkout of the repository "
+            "(install it with `pip install -e .`)"
+        )
+    with path.open() as handle:
+        return yaml.safe_load(handle)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "(top level)"
+
+
+def _with_defaults(validator_class):
+    """A validator class that also fills in the schema's defaults, like Snakemake's."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def validate_config(config: Mapping[str, Any], *, partial: bool = False) -> dict:
+    """Validate a configuration against ``config.schema.yaml`` and fill in defaults.
+
+    Args:
+        config: the configuration mapping.
+        partial: accept a subset of the top-level keys (the ``--settings`` of a rule).
+
+    Returns:
+        A deep copy of ``config`` with schema defaults filled in.
+
+    Raises:
+        ConfigError: naming the offending key and what the schema expects.
+    """
+    schema = load_schema("config")
+    if partial:
+        schema = dict(schema)
+        schema.pop("required", None)
+    config = copy.deepcopy(dict(config))
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    return config
+
+
+def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
+    """Recursively merge ``override`` into ``base`` the way Snakemake merges configfiles."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_configs(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_config_files(paths: list[str | Path]) -> dict:
+    """Load and merge YAML configuration files (later ones win), then validate."""
+    config: dict = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"configuration file {str(path)!r} does not exist")
+        with path.open() as handle:
+            loaded = yaml.safe_load(handle) or {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"configuration file {str(path)!r} must hold a mapping")
+        config = merge_configs(config, loaded)
+    return validate_config(config)
+
+
+def parse_settings(text: str) -> dict:
+    """Parse a ``--settings`` value: inline JSON, or ``@path`` to a JSON/YAML file."""
+    if text.startswith("@"):
+        with open(text[1:]) as handle:
+            settings = yaml.safe_load(handle)
+    else:
+        try:
+            settings = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"--settings is not valid JSON: {error}") from error
+    if not isinstance(settings, Mapping):
+        raise ConfigError("--settings must be a JSON object")
+    return validate_config(settings, partial=True)
+
+
+def require(config: Mapping[str, Any], dotted_key: str) -> Any:
+    """Return ``config[a][b]...`` for ``"a.b..."`` or fail naming the missing key."""
+    node: Any = config
+    for part in dotted_key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"configuration key {dotted_key!r} is required here but missing")
+        node = node[part]
+    return node
+
+
+def channel_names(config: Mapping[str, Any]) -> list[str]:
+    """The channel names, in file order."""
+    return [channel["name"] for channel in require(config, "channels")]
+
+
+def channel_roles(config: Mapping[str, Any]) -> list[str]:
+    """The channel roles (raman, transmission, tpef, shg), in file order."""
+    return [channel["role"] for channel in require(config, "channels")]
+
+
+def raman_wavenumbers(config: Mapping[str, Any]) -> list[float]:
+    """Wavenumbers (cm-1) of the Raman channels, in file order."""
+    return [c["wavenumber"] for c in require(config, "channels") if c["role"] == "raman"]
+
+
+def class_names(config: Mapping[str, Any]) -> list[str]:
+    """Annotation class names in class-map order (value 1 is the first, 0 = unannotated)."""
+    return list(require(config, "annotations.classes"))
+
+
+def foreground_classes(config: Mapping[str, Any]) -> list[str]:
+    """Annotation classes mapped to the foreground label."""
+    return [name for name, label in require(config, "annotations.classes").items() if label == 1]

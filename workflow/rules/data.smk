@@ -1,0 +1,69 @@
+# Input data: the synthetic dataset (demo) and per-sample preprocessing.
+
+if USE_PHANTOM:
+
+    rule phantom:
+        output:
+            sheet=SAMPLESHEET,
+            srs=list(SAMPLES["srs"]),
+            he=list(SAMPLES["he"]),
+            annotations=list(SAMPLES["annotations"]),
+            preview=report(
+                PHANTOM_DIR / "preview.png",
+                caption="../report/phantom.rst",
+                category="1. Data",
+            ),
+        params:
+            outdir=PHANTOM_DIR,
+            settings=settings("phantom", "channels", "annotations"),
+        log:
+            LOGS / "phantom.log",
+        benchmark:
+            BENCHMARKS / "phantom.tsv"
+        threads: rule_resources("phantom")["threads"]
+        resources:
+            mem_mb=rule_resources("phantom")["mem_mb"],
+            runtime=rule_resources("phantom")["runtime"],
+            gpu=rule_resources("phantom")["gpu"],
+        conda:
+            "../../envs/ramanseg.yaml"
+        shell:
+            "{RAMANSEG} phantom --outdir {params.outdir:q} --threads {threads}"
+            " --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule preprocess:
+    input:
+        unpack(sample_files),
+    output:
+        stack=PREPROCESSED / "{sample}" / "stack.ome.tif",
+        classes=PREPROCESSED / "{sample}" / "classes.tif",
+        mask=PREPROCESSED / "{sample}" / "mask.tif",
+        foreground=PREPROCESSED / "{sample}" / "foreground.tif",
+        qc=report(
+            PREPROCESSED / "{sample}" / "qc.png",
+            caption="../report/qc.rst",
+            category="1. Data",
+            subcategory="Preprocessing QC",
+            labels={"sample": "{sample}"},
+        ),
+        qc_json=PREPROCESSED / "{sample}" / "qc.json",
+    params:
+        he=lambda wildcards, input: input.get("he", ""),
+        outdir=lambda wildcards: PREPROCESSED / wildcards.sample,
+        settings=settings("channels", "annotations", "preprocess", "seed"),
+    log:
+        LOGS / "preprocess" / "{sample}.log",
+    benchmark:
+        BENCHMARKS / "preprocess" / "{sample}.tsv"
+    threads: rule_resources("preprocess")["threads"]
+    resources:
+        mem_mb=rule_resources("preprocess")["mem_mb"],
+        runtime=rule_resources("preprocess")["runtime"],
+        gpu=rule_resources("preprocess")["gpu"],
+    conda:
+        "../../envs/ramanseg.yaml"
+    shell:
+        "{RAMANSEG} preprocess --sample {wildcards.sample} --srs {input.srs:q}"
+        " --he {params.he:q} --annotations {input.annotations:q} --outdir {params.outdir:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
