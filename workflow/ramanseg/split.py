@@ -1,0 +1,361 @@
+"""Train / validation / test split and cross-validation folds, grouped by patient.
+
+The paper splits its 32 samples of 10 patients into 19 training, 8 validation and 5 test
+samples with all samples of a patient in one split, and trains nnU-Net on 5 folds. Here
+the split is an exact optimisation: among all assignments of whole patients to the
+three splits, one whose sample counts are closest to the requested ones (smallest total
+absolute deviation, then smallest largest deviation); ties are broken by the seed. The
+folds are built over the training + validation samples, again by whole patients, with
+sample counts balanced greedily. Everything is deterministic for a seed.
+
+Output (``split.json``)::
+
+    {"seed": 0,
+     "requested": {"train": 19, "val": 8, "test": 5},
+     "train": [sample ids], "val": [...], "test": [...], "unused": [...],
+     "patients": {"train": [patient ids], "val": [...], "test": [...], "unused": [...]},
+     "folds": [{"train": [...], "val": [...]}, ...]}
+
+``folds`` has nnU-Net's ``splits_final.json`` shape. ``unused`` holds samples left out
+when the requested counts add up to fewer samples than the sheet has.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ramanseg.config import require
+from ramanseg.errors import InputError
+from ramanseg.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+#: Memory limit of the split search's table (one byte per reachable-state cell and patient).
+MAX_TABLE_BYTES = 2_000_000_000
+
+
+def _patients(samples: pd.DataFrame) -> dict[str, list[str]]:
+    """Patient id -> its sample ids (sorted), in sorted patient order."""
+    for column in ("sample_id", "patient_id"):
+        if column not in samples.columns:
+            raise ValueError(f"the sample table has no {column!r} column")
+    ids = samples["sample_id"].astype(str)
+    duplicated = sorted(set(ids[ids.duplicated()]))
+    if duplicated:
+        raise ValueError(f"duplicate sample ids: {', '.join(duplicated)}")
+    groups: dict[str, list[str]] = {}
+    for sample_id, patient_id in zip(ids, samples["patient_id"].astype(str), strict=True):
+        groups.setdefault(patient_id, []).append(sample_id)
+    return {patient: sorted(groups[patient]) for patient in sorted(groups)}
+
+
+def _optimal_counts(
+    reachable: np.ndarray, targets: Sequence[int], rng: np.random.Generator
+) -> tuple[int, int, int]:
+    """The reachable (train, val, test) counts closest to the targets.
+
+    Closest: smallest total absolute deviation, then smallest largest deviation, then a
+    seeded random choice. Splits with a positive target must be non-empty.
+    """
+    grid = np.indices(reachable.shape)
+    deviation = np.abs(grid - np.asarray(targets).reshape(3, 1, 1, 1))
+    allowed = reachable.copy()
+    for axis, target in enumerate(targets):
+        if target > 0:
+            allowed &= grid[axis] > 0
+    if not allowed.any():
+        raise AssertionError("no admissible split; the feasibility checks should prevent this")
+    total = np.where(allowed, deviation.sum(axis=0), np.iinfo(np.int64).max)
+    best = allowed & (total == total.min())
+    largest = np.where(best, deviation.max(axis=0), np.iinfo(np.int64).max)
+    best &= largest == largest.min()
+    candidates = np.argwhere(best)
+    choice = candidates[rng.integers(len(candidates))]
+    return int(choice[0]), int(choice[1]), int(choice[2])
+
+
+def split_by_patient(
+    samples: pd.DataFrame, n_train: int, n_val: int, n_test: int, seed: int
+) -> dict[str, Any]:
+    """Assign whole patients to train / val / test with sample counts closest to the request.
+
+    Exact dynamic programming over the patients (in a seeded random order) records every
+    reachable triple of split sizes, each split capped at its target plus the largest
+    patient (an optimum never needs more: see below). The triple with the smallest total
+    absolute deviation from ``(n_train, n_val, n_test)`` (then the smallest largest
+    deviation, then a seeded choice) is chosen, and an assignment reaching it is traced
+    back, choosing among the possible moves at random (seeded). So the counts are exact
+    whenever some grouping achieves them, and the result depends only on the seed.
+
+    Splits with a positive target receive at least one patient; splits with target 0
+    none. When the targets add up to fewer samples than there are, leftover patients are
+    ``unused`` (with a warning); otherwise every patient is assigned.
+
+    Why the cap is safe: if a split held more than target + largest patient samples, it
+    would hold at least two patients, and moving one of them (to ``unused``, or, when all
+    samples must be used, to a split below its target) would lower the total deviation.
+
+    Args:
+        samples: table with ``sample_id`` and ``patient_id`` columns.
+        n_train: requested training samples (config ``split.train``).
+        n_val: requested validation samples (``split.val``).
+        n_test: requested test samples (``split.test``).
+        seed: random seed (``split.seed``).
+
+    Returns:
+        ``{"seed", "requested", "train", "val", "test", "unused", "patients"}`` with
+        sorted sample and patient ids.
+
+    Raises:
+        ValueError: a negative count, counts adding up to more samples than the table
+            has, fewer patients than non-empty splits (each message names the config
+            keys), or a table without the needed columns or with duplicate sample ids.
+    """
+    groups = _patients(samples)
+    targets = (int(n_train), int(n_val), int(n_test))
+    n_samples = sum(len(ids) for ids in groups.values())
+    for name, target in zip(SPLITS, targets, strict=True):
+        if target < 0:
+            raise ValueError(f"`split.{name}` must not be negative, got {target}")
+    if sum(targets) > n_samples:
+        raise ValueError(
+            f"`split.train` + `split.val` + `split.test` = {sum(targets)} exceeds the "
+            f"{n_samples} samples in the sample sheet; lower them"
+        )
+    non_empty = sum(target > 0 for target in targets)
+    if non_empty > len(groups):
+        raise ValueError(
+            f"{non_empty} non-empty splits (`split.train`, `split.val`, `split.test` = "
+            f"{targets[0]}, {targets[1]}, {targets[2]}) need at least {non_empty} patients, "
+            f"but the sample sheet has {len(groups)}; set one of them to 0"
+        )
+    allow_unused = sum(targets) < n_samples
+    rng = np.random.default_rng(seed)
+    patients = [list(groups)[i] for i in rng.permutation(len(groups))]
+    sizes = [len(groups[p]) for p in patients]
+    largest = max(sizes)
+    shape = tuple(target + largest + 1 if target > 0 else 1 for target in targets)
+    table_bytes = int(np.prod(shape)) * (len(sizes) + 1)
+    if table_bytes > MAX_TABLE_BYTES:
+        raise ValueError(
+            f"the exact split search would need {table_bytes / 1e9:.1f} GB for "
+            f"{n_samples} samples of {len(groups)} patients; request fewer samples per split "
+            "(`split.train`, `split.val`, `split.test`)"
+        )
+
+    # layers[k][t, v, s]: some assignment of the first k patients has those split sizes.
+    layers = [np.zeros(shape, dtype=bool)]
+    layers[0][0, 0, 0] = True
+    for size in sizes:
+        previous = layers[-1]
+        current = previous.copy() if allow_unused else np.zeros(shape, dtype=bool)
+        for axis in range(3):
+            if shape[axis] > size:
+                source = [slice(None)] * 3
+                destination = [slice(None)] * 3
+                source[axis] = slice(0, shape[axis] - size)
+                destination[axis] = slice(size, shape[axis])
+                current[tuple(destination)] |= previous[tuple(source)]
+        layers.append(current)
+
+    counts = list(_optimal_counts(layers[-1], targets, rng))
+    assignment: dict[str, str] = {}
+    for k in range(len(patients) - 1, -1, -1):
+        size, previous = sizes[k], layers[k]
+        options = []
+        for axis, name in enumerate(SPLITS):
+            if counts[axis] >= size:
+                before = list(counts)
+                before[axis] -= size
+                if previous[tuple(before)]:
+                    options.append(name)
+        if allow_unused and previous[tuple(counts)]:
+            options.append("unused")
+        choice = options[rng.integers(len(options))]
+        assignment[patients[k]] = choice
+        if choice != "unused":
+            counts[SPLITS.index(choice)] -= size
+
+    result: dict[str, Any] = {
+        "seed": int(seed),
+        "requested": dict(zip(SPLITS, targets, strict=True)),
+    }
+    patients_of: dict[str, list[str]] = {}
+    for name in (*SPLITS, "unused"):
+        patients_of[name] = sorted(p for p in patients if assignment[p] == name)
+        result[name] = sorted(s for p in patients_of[name] for s in groups[p])
+    result["patients"] = patients_of
+    achieved = tuple(len(result[name]) for name in SPLITS)
+    if achieved != targets:
+        log.warning(
+            "patient grouping allows (train, val, test) = %s samples, not the requested %s",
+            achieved,
+            targets,
+        )
+    if result["unused"]:
+        log.warning(
+            "%d samples of %d patients are in no split (split.train + split.val + "
+            "split.test = %d < %d samples)",
+            len(result["unused"]),
+            len(result["patients"]["unused"]),
+            sum(targets),
+            n_samples,
+        )
+    return result
+
+
+def cross_validation_folds(
+    samples: pd.DataFrame, train_val_ids: Sequence[str], n_folds: int, seed: int
+) -> list[dict[str, list[str]]]:
+    """Cross-validation folds over the given samples, grouped by patient.
+
+    Like scikit-learn's ``GroupKFold`` but seeded: the patients of ``train_val_ids`` are
+    shuffled with the seed, stably sorted by decreasing sample count (so the seed breaks
+    ties between equal-sized patients), and each is put in the fold with the fewest
+    samples so far (the lowest-numbered fold on a tie). Fold ``i`` validates on its own
+    patients' samples and trains on the rest. Every fold has at least one patient.
+
+    Args:
+        samples: table with ``sample_id`` and ``patient_id`` columns.
+        train_val_ids: the samples to fold (training + validation).
+        n_folds: number of folds (config ``split.folds``); 0 gives no folds.
+        seed: random seed.
+
+    Returns:
+        ``[{"train": [ids], "val": [ids]}, ...]`` with sorted ids (nnU-Net's
+        ``splits_final.json``).
+
+    Raises:
+        ValueError: ``n_folds`` of 1 or negative, fewer patients than folds, or sample
+            ids not in the table.
+    """
+    if n_folds == 0:
+        return []
+    if n_folds < 2:
+        raise ValueError(f"`split.folds` must be 0 (no folds) or at least 2, got {n_folds}")
+    groups = _patients(samples)
+    patient_of = {s: p for p, ids in groups.items() for s in ids}
+    missing = sorted(set(train_val_ids) - set(patient_of))
+    if missing:
+        raise ValueError(f"samples not in the sample table: {', '.join(missing)}")
+    members: dict[str, list[str]] = {}
+    for sample_id in sorted(set(train_val_ids)):
+        members.setdefault(patient_of[sample_id], []).append(sample_id)
+    if len(members) < n_folds:
+        raise ValueError(
+            f"`split.folds` = {n_folds} folds need at least {n_folds} patients in training + "
+            f"validation, but there are {len(members)}; lower `split.folds` or move patients "
+            "from the test split (`split.test`)"
+        )
+    rng = np.random.default_rng(seed)
+    order = [sorted(members)[i] for i in rng.permutation(len(members))]
+    order.sort(key=lambda p: -len(members[p]))  # stable: the seeded order breaks ties
+    fold_patients: list[list[str]] = [[] for _ in range(n_folds)]
+    fold_sizes = [0] * n_folds
+    for patient in order:
+        fold = int(np.argmin(fold_sizes))
+        fold_patients[fold].append(patient)
+        fold_sizes[fold] += len(members[patient])
+    all_ids = sorted(set(train_val_ids))
+    folds = []
+    for patients in fold_patients:
+        val = sorted(s for p in patients for s in members[p])
+        val_set = set(val)
+        folds.append({"train": [s for s in all_ids if s not in val_set], "val": val})
+    return folds
+
+
+def make_split(samples: pd.DataFrame, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The split and its folds from the ``split`` configuration section.
+
+    Args:
+        samples: table with ``sample_id`` and ``patient_id`` columns.
+        settings: the workflow configuration (``split.train``, ``split.val``,
+            ``split.test``, ``split.folds``, ``split.seed``).
+
+    Returns:
+        The ``split.json`` content (see the module docstring).
+    """
+    seed = int(require(settings, "split.seed"))
+    result = split_by_patient(
+        samples,
+        int(require(settings, "split.train")),
+        int(require(settings, "split.val")),
+        int(require(settings, "split.test")),
+        seed,
+    )
+    result["folds"] = cross_validation_folds(
+        samples, result["train"] + result["val"], int(require(settings, "split.folds")), seed
+    )
+    return result
+
+
+def read_sample_table(path: str | Path) -> pd.DataFrame:
+    """Read the ``sample_id`` and ``patient_id`` columns of a sample sheet (TSV).
+
+    Raises:
+        InputError: a missing file, a missing column or an empty id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("the sample sheet does not exist", path=path, fix="check the path")
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
+    for column in ("sample_id", "patient_id"):
+        if column not in table.columns:
+            raise InputError(
+                f"the sample sheet has no {column!r} column (columns: {', '.join(table.columns)})",
+                path=path,
+                fix="use a tab-separated sheet with sample_id and patient_id columns",
+            )
+    for column in ("sample_id", "patient_id"):
+        empty = table.index[table[column].str.strip() == ""].tolist()
+        if empty:
+            raise InputError(
+                f"empty {column} in data row(s) {', '.join(str(i + 1) for i in empty)}",
+                path=path,
+                fix=f"give every sample a {column}",
+            )
+    return table[["sample_id", "patient_id"]]
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``split`` to the ``ramanseg`` command line."""
+    from ramanseg.cli import add_settings_arguments, settings_from_args
+
+    parser = subparsers.add_parser(
+        "split",
+        help="patient-grouped train / val / test split and cross-validation folds",
+        description="Write split.json: train / val / test sample ids grouped by patient, "
+        "and the cross-validation folds (nnU-Net splits_final.json shape).",
+    )
+    parser.add_argument(
+        "--samples", required=True, help="sample sheet (TSV with sample_id, patient_id)"
+    )
+    parser.add_argument("--out", required=True, help="output JSON")
+    add_settings_arguments(parser)
+
+    def run(args: Any) -> int:
+        settings = settings_from_args(args)
+        samples = read_sample_table(args.samples)
+        try:
+            result = make_split(samples, settings)
+        except ValueError as error:
+            raise InputError(str(error), path=args.samples) from error
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        log.info(
+            "split: %s samples, %d folds",
+            "/".join(str(len(result[name])) for name in SPLITS),
+            len(result["folds"]),
+        )
+        return 0
+
+    parser.set_defaults(func=run)
