@@ -1,0 +1,195 @@
+"""``ramanseg nnunet-*`` commands: export, plan, train one fold, predict, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from ramanseg.fileio import atomic_path
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    from ramanseg.cli import add_settings_arguments
+
+    parser.add_argument(
+        "--nnunet-dir",
+        required=True,
+        type=Path,
+        help="folder holding nnU-Net's raw, preprocessed and trained folders",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="processes nnU-Net may use")
+    add_settings_arguments(parser)
+
+
+def _configure(args: argparse.Namespace) -> dict:
+    from ramanseg.cli import settings_from_args
+    from ramanseg.nnunet.environment import configure_nnunet
+
+    config = settings_from_args(args)
+    nnunet = config["nnunet"]
+    configure_nnunet(
+        args.nnunet_dir,
+        processes=args.threads,
+        deterministic=config.get("deterministic", False),
+        epochs=nnunet.get("epochs"),
+        iterations_per_epoch=nnunet.get("iterations_per_epoch"),
+        batch_size=nnunet.get("batch_size"),
+    )
+    return config
+
+
+def _export(args: argparse.Namespace) -> int:
+    from ramanseg.nnunet.dataset import export_raw_dataset
+    from ramanseg.nnunet.environment import nnunet_folders
+
+    config = _configure(args)
+    split = json.loads(Path(args.split).read_text())
+    raw_root = nnunet_folders(args.nnunet_dir)["nnUNet_raw"]
+    export_raw_dataset(args.preprocessed, split, config, raw_root, config["nnunet"]["dataset_id"])
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from ramanseg.nnunet.run import plan_and_preprocess
+
+    config = _configure(args)
+    nnunet = config["nnunet"]
+    plan_and_preprocess(
+        nnunet["dataset_id"],
+        nnunet["planner"],
+        nnunet["configuration"],
+        nnunet["fingerprint_voxels"],
+        args.threads,
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ramanseg.nnunet.run import train_fold, validation_dice
+    from ramanseg.runtime import resolve_device
+
+    config = _configure(args)
+    nnunet = config["nnunet"]
+    fold_dir = train_fold(
+        nnunet["dataset_id"],
+        nnunet["configuration"],
+        args.fold,
+        nnunet["trainer"],
+        nnunet["planner"],
+        resolve_device(config.get("device", "auto")),
+        seed=config.get("seed", 0),
+        deterministic=config.get("deterministic", False),
+        keep_best_checkpoint=nnunet["keep_best_checkpoint"],
+    )
+    print(f"fold {args.fold}: validation Dice {validation_dice(fold_dir):.4f}")
+    return 0
+
+
+def _model_dir(config: dict) -> Path:
+    from ramanseg.nnunet.run import trained_model_dir
+
+    nnunet = config["nnunet"]
+    return trained_model_dir(
+        nnunet["dataset_id"], nnunet["trainer"], nnunet["planner"], nnunet["configuration"]
+    )
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ramanseg.nnunet.run import predict_ensemble
+    from ramanseg.runtime import resolve_device
+
+    config = _configure(args)
+    split = json.loads(Path(args.split).read_text())
+    folds = list(range(len(split["folds"])))
+    stacks = {sample: args.preprocessed / sample / "stack.ome.tif" for sample in split["test"]}
+    timing = predict_ensemble(
+        _model_dir(config), folds, stacks, args.outdir, resolve_device(config.get("device", "auto"))
+    )
+    with atomic_path(args.timing) as tmp:
+        tmp.write_text(json.dumps(timing, indent=2))
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ramanseg.nnunet.run import load_ensemble
+    from ramanseg.runtime import resolve_device
+
+    config = _configure(args)
+    device = resolve_device(config.get("device", "auto"))
+    folds = sorted(int(p.name.split("_")[1]) for p in _model_dir(config).glob("fold_*"))
+    if not folds:
+        raise SystemExit(f"no trained folds under {_model_dir(config)}: run the nnunet rules first")
+    predictor = load_ensemble(_model_dir(config), folds, device)
+    channels = len(config["channels"])
+    image = np.random.default_rng(0).random((channels, 1, args.size, args.size), dtype=np.float32)
+    predictor.predict_single_npy_array(image, {"spacing": [999.0, 1.0, 1.0]}, None, None, True)
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        predictor.predict_single_npy_array(image, {"spacing": [999.0, 1.0, 1.0]}, None, None, True)
+        times.append(time.perf_counter() - start)
+    megapixels = args.size * args.size / 1e6
+    result = {
+        "model": "nnunet",
+        "folds": folds,
+        "device": str(device),
+        "image_size": args.size,
+        "repeats": args.repeats,
+        "seconds_median": statistics.median(times),
+        "seconds_per_megapixel": statistics.median(times) / megapixels,
+        "megapixels_per_second": megapixels / statistics.median(times),
+    }
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "nnunet-export",
+        help="write the preprocessed samples as an nnU-Net raw dataset with our folds",
+    )
+    _common(parser)
+    parser.add_argument("--preprocessed", required=True, type=Path, help="results/preprocessed")
+    parser.add_argument("--split", required=True, type=Path, help="the split JSON")
+    parser.set_defaults(func=_export)
+
+    parser = subparsers.add_parser(
+        "nnunet-plan",
+        help="fingerprint (bounded memory), plan with a ResEnc planner, preprocess",
+    )
+    _common(parser)
+    parser.set_defaults(func=_plan)
+
+    parser = subparsers.add_parser(
+        "nnunet-train", help="train one fold; resumes from its last checkpoint"
+    )
+    _common(parser)
+    parser.add_argument("--fold", required=True, type=int, help="fold index")
+    parser.set_defaults(func=_train)
+
+    parser = subparsers.add_parser(
+        "nnunet-predict", help="predict the test samples with the ensemble of all folds"
+    )
+    _common(parser)
+    parser.add_argument("--preprocessed", required=True, type=Path, help="results/preprocessed")
+    parser.add_argument("--split", required=True, type=Path, help="the split JSON")
+    parser.add_argument("--outdir", required=True, type=Path, help="results/predictions/nnunet")
+    parser.add_argument("--timing", required=True, type=Path, help="JSON file for the timing")
+    parser.set_defaults(func=_predict)
+
+    parser = subparsers.add_parser(
+        "bench-nnunet",
+        help="ensemble inference time per megapixel on this machine, written to a file",
+    )
+    _common(parser)
+    parser.add_argument("--size", type=int, default=512, help="side of the square test image")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file for the numbers")
+    parser.set_defaults(func=_benchmark)

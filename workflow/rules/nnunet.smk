@@ -1,0 +1,114 @@
+# nnU-Net v2: raw dataset with our folds, ResEnc planning, one job per fold, the ensemble.
+
+NNUNET_SETTINGS = ("nnunet", "channels", "seed", "deterministic", "device")
+
+
+rule nnunet_export:
+    input:
+        stacks=preprocessed("stack.ome.tif"),
+        masks=preprocessed("mask.tif"),
+        split=SPLIT_JSON,
+    output:
+        dataset_json=NNUNET_RAW / "dataset.json",
+        splits=NNUNET_RAW / "splits_final.json",
+    params:
+        nnunet=NNUNET,
+        preprocessed=PREPROCESSED,
+        settings=settings(*NNUNET_SETTINGS),
+    log:
+        LOGS / "nnunet" / "export.log",
+    benchmark:
+        BENCHMARKS / "nnunet" / "export.tsv"
+    threads: rule_resources("nnunet_export")["threads"]
+    resources:
+        mem_mb=rule_resources("nnunet_export")["mem_mb"],
+        runtime=rule_resources("nnunet_export")["runtime"],
+        gpu=rule_resources("nnunet_export")["gpu"],
+    conda:
+        "../../envs/nnunet.yaml"
+    shell:
+        "python -m ramanseg nnunet-export --nnunet-dir {params.nnunet:q} --preprocessed {params.preprocessed:q}"
+        " --split {input.split:q} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule nnunet_plan:
+    input:
+        dataset_json=NNUNET_RAW / "dataset.json",
+        splits=NNUNET_RAW / "splits_final.json",
+    output:
+        plans=NNUNET_PREPROCESSED / f"{NNUNET_PLANS}.json",
+        splits=NNUNET_PREPROCESSED / "splits_final.json",
+    params:
+        nnunet=NNUNET,
+        settings=settings(*NNUNET_SETTINGS),
+    log:
+        LOGS / "nnunet" / "plan.log",
+    benchmark:
+        BENCHMARKS / "nnunet" / "plan.tsv"
+    threads: rule_resources("nnunet_plan")["threads"]
+    resources:
+        mem_mb=rule_resources("nnunet_plan")["mem_mb"],
+        runtime=rule_resources("nnunet_plan")["runtime"],
+        gpu=rule_resources("nnunet_plan")["gpu"],
+    conda:
+        "../../envs/nnunet.yaml"
+    shell:
+        "python -m ramanseg nnunet-plan --nnunet-dir {params.nnunet:q} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule nnunet_train:
+    input:
+        plans=NNUNET_PREPROCESSED / f"{NNUNET_PLANS}.json",
+        splits=NNUNET_PREPROCESSED / "splits_final.json",
+    output:
+        checkpoint=NNUNET_MODEL / "fold_{fold}" / "checkpoint_final.pth",
+        summary=NNUNET_MODEL / "fold_{fold}" / "validation" / "summary.json",
+    params:
+        nnunet=NNUNET,
+        settings=settings(*NNUNET_SETTINGS),
+    log:
+        LOGS / "nnunet" / "train_fold_{fold}.log",
+    benchmark:
+        BENCHMARKS / "nnunet" / "train_fold_{fold}.tsv"
+    threads: rule_resources("nnunet_train")["threads"]
+    resources:
+        mem_mb=rule_resources("nnunet_train")["mem_mb"],
+        runtime=rule_resources("nnunet_train")["runtime"],
+        gpu=rule_resources("nnunet_train")["gpu"],
+    conda:
+        "../../envs/nnunet.yaml"
+    shell:
+        "python -m ramanseg nnunet-train --nnunet-dir {params.nnunet:q} --fold {wildcards.fold}"
+        " --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule nnunet_predict:
+    input:
+        checkpoints=expand(NNUNET_MODEL / "fold_{fold}" / "checkpoint_final.pth", fold=FOLDS),
+        stacks=preprocessed("stack.ome.tif", TEST_SAMPLES),
+        split=SPLIT_JSON,
+    output:
+        masks=predictions("nnunet", "mask"),
+        probabilities=predictions("nnunet", "probability"),
+        timing=PREDICTIONS / "nnunet" / "timing.json",
+    params:
+        nnunet=NNUNET,
+        preprocessed=PREPROCESSED,
+        outdir=PREDICTIONS / "nnunet",
+        settings=settings(*NNUNET_SETTINGS),
+    log:
+        LOGS / "nnunet" / "predict.log",
+    benchmark:
+        BENCHMARKS / "nnunet" / "predict.tsv"
+    threads: rule_resources("nnunet_predict")["threads"]
+    resources:
+        mem_mb=rule_resources("nnunet_predict")["mem_mb"],
+        runtime=rule_resources("nnunet_predict")["runtime"],
+        gpu=rule_resources("nnunet_predict")["gpu"],
+    conda:
+        "../../envs/nnunet.yaml"
+    shell:
+        "python -m ramanseg nnunet-predict --nnunet-dir {params.nnunet:q} --preprocessed {params.preprocessed:q}"
+        " --split {input.split:q} --outdir {params.outdir:q} --timing {output.timing:q}"
+        " --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"
