@@ -17,6 +17,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/bottleneck.smk"
+include: "workflow/rules/nnunet.smk"
+include: "workflow/rules/models.smk"
 
 
 rule all:

@@ -24,6 +24,10 @@ COMMAND_MODULES = (
     "ramanseg.preprocess",
     "ramanseg.split",
     "ramanseg.bottleneck",
+    "ramanseg.nnunet.cli",
+    "ramanseg.models.cli",
+    "ramanseg.models.bench_losses",
+    "ramanseg.bench_dag",
 )
 
 

@@ -33,5 +33,5 @@ rule bottleneck:
     conda:
         "../../envs/ramanseg.yaml"
     shell:
-        "{RAMANSEG} bottleneck --masks {input.masks:q} --out-prefix {params.prefix:q}"
+        "python -m ramanseg bottleneck --masks {input.masks:q} --out-prefix {params.prefix:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

@@ -10,8 +10,12 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from ramanseg.errors import InputError
+from ramanseg.nnunet.dataset import dataset_name as nnunet_dataset_name
+from ramanseg.nnunet.planners import plans_identifier
 from ramanseg.phantom import phantom_samplesheet
+from ramanseg.predictions import MASK_SUFFIX, PROBABILITY_SUFFIX
 from ramanseg.samplesheet import read_samplesheet
+from ramanseg.split import make_split
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -20,6 +24,22 @@ RESULTS = Path("results")
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"
 PREPROCESSED = RESULTS / "preprocessed"
+PREDICTIONS = RESULTS / "predictions"
+MODELS = RESULTS / "models"
+#: Our PyTorch models (trained by train_model, predicted by predict_model).
+TORCH_MODELS = ["unet", "unetr"]
+SPLIT_JSON = RESULTS / "split" / "split.json"
+NNUNET = RESULTS / "nnunet"
+NNUNET_DATASET = nnunet_dataset_name(config["nnunet"]["dataset_id"])
+NNUNET_PLANS = plans_identifier(config["nnunet"]["planner"])
+NNUNET_RAW = NNUNET / "raw" / NNUNET_DATASET
+NNUNET_PREPROCESSED = NNUNET / "preprocessed" / NNUNET_DATASET
+NNUNET_MODEL = (
+    NNUNET
+    / "trained"
+    / NNUNET_DATASET
+    / f"{config['nnunet']['trainer']}__{NNUNET_PLANS}__{config['nnunet']['configuration']}"
+)
 
 USE_PHANTOM = not config["samplesheet"]
 if USE_PHANTOM:
@@ -36,6 +56,13 @@ else:
 
 SAMPLE_IDS = list(SAMPLES["sample_id"])
 
+# The split is a pure function of the sample sheet and the config, so the whole DAG
+# (test-set predictions included) is known when the workflow starts; the split rule
+# writes the same split to results/split/split.json.
+SPLIT = make_split(SAMPLES[["sample_id", "patient_id"]], config)
+TEST_SAMPLES = list(SPLIT["test"])
+FOLDS = list(range(len(SPLIT["folds"])))
+
 
 wildcard_constraints:
     sample="[A-Za-z0-9_-]+",
@@ -46,13 +73,12 @@ wildcard_constraints:
 _PACKAGE_PATH = shlex.quote(str(Path(workflow.basedir) / "workflow"))
 
 
-def _python():
-    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
-        return "python"
-    return shlex.quote(sys.executable)
-
-
-RAMANSEG = f"PYTHONPATH={_PACKAGE_PATH}${{PYTHONPATH:+:$PYTHONPATH}} {_python()} -m ramanseg"
+# shell.prefix is formatted like a shell command, so its literal braces are doubled.
+_EXPORTS = [f"export PYTHONPATH={_PACKAGE_PATH}${{{{PYTHONPATH:+:$PYTHONPATH}}}};"]
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    # Without conda, jobs use the interpreter (and environment) Snakemake runs in.
+    _EXPORTS.append(f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH;")
+shell.prefix(" ".join(_EXPORTS) + " ")
 
 
 def settings(*keys):
@@ -84,12 +110,35 @@ def preprocessed(name, samples=None):
     return expand(PREPROCESSED / "{sample}" / name, sample=samples or SAMPLE_IDS)
 
 
+def predictions(model, kind):
+    """The prediction files (kind: mask or probability) of a model for the test samples."""
+    suffix = {"mask": MASK_SUFFIX, "probability": PROBABILITY_SUFFIX}[kind]
+    return [PREDICTIONS / model / f"{sample}{suffix}" for sample in TEST_SAMPLES]
+
+
+def model_settings(model):
+    """Settings of train-model / predict-model for one of our PyTorch models."""
+    return json.dumps(
+        {
+            "seed": config["seed"],
+            "deterministic": config["deterministic"],
+            "device": config["device"],
+            "channels": config["channels"],
+            "models": {"training": config["models"]["training"], model: config["models"][model]},
+        },
+        sort_keys=True,
+    )
+
+
 def all_outputs():
     """Every final output of the stages that exist."""
     outputs = [
         *preprocessed("stack.ome.tif"),
         *preprocessed("qc.png"),
-        RESULTS / "split" / "split.json",
+        SPLIT_JSON,
+        *predictions("nnunet", "mask"),
+        *predictions("logreg", "mask"),
+        *[path for model in TORCH_MODELS for path in predictions(model, "mask")],
         *expand(RESULTS / "bottleneck" / "bottleneck.{ext}", ext=["csv", "parquet", "md", "png"]),
     ]
     if USE_PHANTOM:

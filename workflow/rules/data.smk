@@ -28,7 +28,7 @@ if USE_PHANTOM:
         conda:
             "../../envs/ramanseg.yaml"
         shell:
-            "{RAMANSEG} phantom --outdir {params.outdir:q} --threads {threads}"
+            "python -m ramanseg phantom --outdir {params.outdir:q} --threads {threads}"
             " --settings {params.settings:q} > {log:q} 2>&1"
 
 
@@ -64,6 +64,6 @@ rule preprocess:
     conda:
         "../../envs/ramanseg.yaml"
     shell:
-        "{RAMANSEG} preprocess --sample {wildcards.sample} --srs {input.srs:q}"
+        "python -m ramanseg preprocess --sample {wildcards.sample} --srs {input.srs:q} --threads {threads}"
         " --he {params.he:q} --annotations {input.annotations:q} --outdir {params.outdir:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

@@ -5,7 +5,7 @@ rule split:
     input:
         sheet=SAMPLESHEET,
     output:
-        RESULTS / "split" / "split.json",
+        SPLIT_JSON,
     params:
         settings=settings("split"),
     log:
@@ -20,5 +20,5 @@ rule split:
     conda:
         "../../envs/ramanseg.yaml"
     shell:
-        "{RAMANSEG} split --samples {input.sheet:q} --out {output:q}"
+        "python -m ramanseg split --samples {input.sheet:q} --out {output:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
