@@ -49,13 +49,21 @@ def test_lint_is_clean():
 def test_dry_run_plans_the_demo():
     result = snakemake("-n", "--forceall")
     jobs = planned_jobs(result.stdout)
-    assert jobs == {"all": 1, "phantom": 1, "preprocess": 32, "split": 1, "bottleneck": 1}
+    expected = {"all": 1, "phantom": 1, "preprocess": 32, "split": 1, "bottleneck": 1}
+    expected |= {"nnunet_export": 1, "nnunet_plan": 1, "nnunet_train": 5, "nnunet_predict": 1}
+    expected |= {"fit_baseline": 1}
+    assert expected.items() <= jobs.items()
+    assert jobs["train_model"] == jobs["predict_model"] >= 2
 
 
 def test_dry_run_plans_the_paper_settings_on_paper_scale_synthetic_data():
     result = snakemake("-n", "--forceall", "--configfile", "config/paper.yaml")
     jobs = planned_jobs(result.stdout)
-    assert jobs["preprocess"] == 32 and jobs["phantom"] == 1
+    assert jobs["preprocess"] == 32 and jobs["phantom"] == 1 and jobs["nnunet_train"] == 5
+    # The paper's settings reach the jobs: nnU-Net's standard trainer, on a GPU.
+    detail = snakemake("-n", "--forceall", "-p", "--configfile", "config/paper.yaml").stdout
+    assert '"trainer": "nnUNetTrainer"' in detail
+    assert re.search(r"rule nnunet_train:(?:.|\n)*?resources: .*gpu=1", detail)
 
 
 def test_missing_samplesheet_names_the_config_key(tmp_path):
@@ -82,6 +90,12 @@ def tiny_config(workdir: Path) -> Path:
         "phantom": {"patients": 4, "samples": 6, "height": 48, "width": 64, "seed": 3},
         "split": {"train": 3, "val": 1, "test": 2, "folds": 2},
         "bottleneck": {"reference_size": 16, "sizes": [8, 4, 2]},
+        "nnunet": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 2},
+        "models": {
+            "training": {"patch_size": 32, "batch_size": 4, "patches_per_epoch": 8},
+            "unet": {"epochs": 1, "base_channels": 4},
+            "unetr": {"epochs": 1, "hidden_size": 48, "feature_size": 4},
+        },
         "resources": {"default": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}},
     }
     path = workdir / "tiny.yaml"
@@ -113,6 +127,15 @@ def test_tiny_demo_runs_every_rule(tmp_path):
     assert len(split["folds"]) == 2
     table = (workdir / "results" / "bottleneck" / "bottleneck.csv").read_text()
     assert table.count("\n") >= 4
+    # The split the DAG was planned with is the one the split rule wrote.
+    for model in ("nnunet", "unet", "unetr", "logreg"):
+        written = sorted(
+            p.name for p in (workdir / "results" / "predictions" / model).glob("*.tif")
+        )
+        expected = sorted(
+            f"{s}.{kind}.tif" for s in split["test"] for kind in ("mask", "probability")
+        )
+        assert written == expected, model
     # Nothing is left to do: a second invocation plans no job.
     again = snakemake(
         "--snakefile", str(REPO / "Snakefile"),
