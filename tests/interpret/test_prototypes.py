@@ -1,0 +1,178 @@
+"""RamanSeg prototype analyses: class proportions, k-means inertia and the command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+
+from ramanseg.cli import main
+from ramanseg.errors import InputError
+from ramanseg.interpret.prototypes import (
+    class_proportions,
+    kmeans_inertia,
+    read_prototype_vectors,
+    read_records,
+)
+from ramanseg.models.prototypes import PrototypeRecord, write_projection_json
+from tests.interpret import extend_schema, register_commands
+
+NAMES = ["Tumor", "Necrosis", "Epithelium", "Stroma", "Other"]
+
+
+def record(prototype, prototype_class, sample, bbox, size=(8, 8)):
+    return PrototypeRecord(
+        prototype=prototype,
+        prototype_class=prototype_class,
+        sample_id=sample,
+        sample_index=0,
+        latent_y=0,
+        latent_x=0,
+        image_y=bbox[0],
+        image_x=bbox[2],
+        distance=0.0,
+        bbox=bbox,
+        patch_box=bbox,
+        image_size=size,
+        latent_size=(2, 2),
+    )
+
+
+def class_map() -> np.ndarray:
+    """8 x 8: rows 0-3 Tumor (1), rows 4-5 Epithelium (3), rows 6-7 unannotated; column 7
+    of rows 0-3 Stroma (4)."""
+    classes = np.zeros((8, 8), np.uint8)
+    classes[:4] = 1
+    classes[:4, 7] = 4
+    classes[4:6] = 3
+    return classes
+
+
+def test_class_proportions_are_exact_fractions_grouped_by_prototype_class():
+    records = [
+        record(0, 1, "S", (0, 4, 4, 8)),  # 4 x 4: 12 Tumor, 4 Stroma
+        record(1, 0, "S", (2, 6, 0, 2)),  # 4 x 2: 4 Tumor, 4 Epithelium
+        record(2, 0, "S", (4, 8, 0, 4)),  # 4 x 4: 8 Epithelium, 8 unannotated
+    ]
+    table = class_proportions(records, {"S": class_map()}, NAMES)
+    assert table["prototype"].tolist() == [1, 2, 0]  # non-tumour prototypes first
+    assert table["prototype_class_name"].tolist() == ["non-tumour", "non-tumour", "tumour"]
+    by = table.set_index("prototype")
+    assert by.loc[0, ["Tumor", "Stroma", "Epithelium", "unannotated"]].tolist() == [
+        0.75,
+        0.25,
+        0.0,
+        0.0,
+    ]
+    assert by.loc[1, ["Tumor", "Epithelium"]].tolist() == [0.5, 0.5]
+    assert by.loc[2, ["Epithelium", "unannotated"]].tolist() == [0.5, 0.5]
+    assert by.loc[[0, 1, 2], "pixels"].tolist() == [16, 8, 16]
+    np.testing.assert_allclose(table[[*NAMES, "unannotated"]].sum(axis=1), 1.0)
+
+
+def test_class_proportions_reject_mismatched_inputs():
+    with pytest.raises(ValueError, match="shape"):
+        class_proportions([record(0, 0, "S", (0, 2, 0, 2), size=(9, 9))], {"S": class_map()}, NAMES)
+    with pytest.raises(ValueError, match="outside"):
+        class_proportions([record(0, 0, "S", (0, 9, 0, 2))], {"S": class_map()}, NAMES)
+    with pytest.raises(ValueError, match="no class map"):
+        class_proportions([record(0, 0, "T", (0, 2, 0, 2))], {"S": class_map()}, NAMES)
+
+
+def test_kmeans_inertia_decreases_to_zero_for_distinct_vectors():
+    vectors = np.random.default_rng(0).normal(size=(7, 4, 1, 1))
+    table = kmeans_inertia(vectors, seed=0, n_init=4)
+    assert table["k"].tolist() == list(range(1, 8))
+    inertia = table["inertia"].to_numpy()
+    centred = vectors.reshape(7, -1) - vectors.reshape(7, -1).mean(axis=0)
+    assert inertia[0] == pytest.approx((centred**2).sum())  # k = 1: the total scatter
+    assert np.all(np.diff(inertia) <= 1e-9)
+    assert inertia[-1] == pytest.approx(0.0, abs=1e-12)
+    # Two identical prototypes: k = P has an empty cluster, inertia still 0.
+    duplicated = np.concatenate([vectors[:3], vectors[:1]])
+    assert kmeans_inertia(duplicated, seed=0, n_init=2)["inertia"].iloc[-1] == pytest.approx(0)
+
+
+def test_reading_records_and_vectors(tmp_path):
+    records = [record(0, 0, "S", (0, 2, 0, 2)), record(1, 1, "S", (2, 4, 2, 4))]
+    write_projection_json(records, tmp_path / "prototypes.json")
+    assert read_records(tmp_path / "prototypes.json") == records
+    torch.save({"prototype_layer.prototypes": torch.ones(2, 3, 1, 1)}, tmp_path / "model.pt")
+    assert read_prototype_vectors(tmp_path / "model.pt").shape == (2, 3, 1, 1)
+    torch.save({"readout.weight": torch.ones(2, 2)}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match=r"prototype_layer\.prototypes"):
+        read_prototype_vectors(tmp_path / "other.pt")
+    with pytest.raises(InputError, match="train RamanSeg"):
+        read_records(tmp_path / "missing.json")
+
+
+def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):
+    register_commands(monkeypatch, "ramanseg.interpret")
+    extend_schema(monkeypatch)
+    model_dir, preprocessed = tmp_path / "model", tmp_path / "preprocessed"
+    model_dir.mkdir()
+    records = [
+        record(0, 0, "S", (4, 8, 0, 4)),
+        record(1, 0, "S", (2, 6, 0, 2)),
+        record(2, 1, "S", (0, 4, 4, 8)),
+        record(3, 1, "S", (0, 2, 0, 2)),
+    ]
+    write_projection_json(records, model_dir / "prototypes.json")
+    prototypes = torch.arange(4 * 3, dtype=torch.float32).view(4, 3, 1, 1)
+    torch.save({"prototype_layer.prototypes": prototypes}, model_dir / "model.pt")
+    (preprocessed / "S").mkdir(parents=True)
+    tifffile.imwrite(preprocessed / "S" / "classes.tif", class_map())
+    rng = np.random.default_rng(0)
+    channels = len(demo_config["channels"])
+    tifffile.imwrite(
+        preprocessed / "S" / "stack.ome.tif", rng.random((channels, 8, 8), dtype=np.float32)
+    )
+    settings = {key: demo_config[key] for key in ("seed", "channels", "annotations")}
+    settings["interpret"] = {"kmeans_n_init": 2}
+    outdir = tmp_path / "out"
+    argv = [
+        "interpret-prototypes",
+        "--model-dir",
+        str(model_dir),
+        "--preprocessed",
+        str(preprocessed),
+        "--outdir",
+        str(outdir),
+        "--settings",
+        json.dumps(settings),
+    ]
+    assert main(argv) == 0
+    proportions = pd.read_csv(outdir / "class_proportions.csv")
+    assert proportions["prototype"].tolist() == [0, 1, 2, 3]
+    assert proportions.loc[2, "Tumor"] == 0.75 and proportions.loc[3, "Tumor"] == 1.0
+    inertia = pd.read_csv(outdir / "kmeans_inertia.csv")
+    assert inertia["k"].tolist() == [1, 2, 3, 4] and inertia["inertia"].iloc[-1] == 0.0
+    first = {p.name: p.read_bytes() for p in sorted(outdir.iterdir())}
+    assert sorted(first) == [
+        "class_proportions.csv",
+        "class_proportions.pdf",
+        "class_proportions.png",
+        "kmeans_inertia.csv",
+        "kmeans_inertia.pdf",
+        "kmeans_inertia.png",
+        "prototype_gallery.png",
+    ]
+    assert main(argv) == 0
+    assert {p.name: p.read_bytes() for p in sorted(outdir.iterdir())} == first
+    # With the training's gallery in the model folder, that one is copied.
+    (model_dir / "prototype_gallery.png").write_bytes(b"\x89PNG trained gallery")
+    assert main(argv) == 0
+    assert (outdir / "prototype_gallery.png").read_bytes() == b"\x89PNG trained gallery"
+
+
+def test_file_names_match_ramanseg_training():
+    from ramanseg.interpret import prototypes
+    from ramanseg.models import ramanseg_training
+
+    assert prototypes.PROTOTYPES_KEY == ramanseg_training.PROTOTYPES_KEY
+    assert prototypes.PROJECTION_NAME == ramanseg_training.PROJECTION_NAME
+    assert prototypes.GALLERY_NAME == ramanseg_training.GALLERY_NAME

@@ -1,0 +1,306 @@
+"""Evaluation: hand-computed metrics, empty-set conventions, the results table and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from ramanseg.cli import main
+from ramanseg.errors import InputError
+from ramanseg.evaluate import (
+    Confusion,
+    confusion,
+    evaluate_models,
+    evaluation_region,
+    markdown_results,
+    metrics,
+    read_paper_results,
+    results_table,
+    summarise,
+)
+from ramanseg.predictions import write_prediction
+from tests.conftest import REPO
+from tests.interpret import register_commands
+
+PAPER = REPO / "resources" / "paper_results.csv"
+
+
+def test_metrics_of_a_hand_counted_confusion_matrix():
+    truth = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    prediction = np.array([[1, 0, 0, 0], [1, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    # TP: (0,0) (1,0) (1,1) = 3; FN: (0,1) = 1; FP: (1,2) (2,2) = 2; TN: 16 - 6 = 10.
+    counts = confusion(prediction, truth)
+    assert counts == Confusion(tp=3, fp=2, fn=1, tn=10)
+    values = metrics(counts)
+    assert values["dice"] == pytest.approx(6 / 9)  # 2 TP / (2 TP + FP + FN)
+    assert values["sensitivity"] == pytest.approx(3 / 4)
+    assert values["specificity"] == pytest.approx(10 / 12)
+
+
+def test_region_restricts_every_count():
+    truth = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    prediction = np.array([[1, 0, 0, 0], [1, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    region = np.zeros((4, 4), bool)
+    region[:2, :] = True  # the top two rows: TP 3, FN 1, FP (1,2) only, TN 3
+    assert confusion(prediction, truth, region) == Confusion(tp=3, fp=1, fn=1, tn=3)
+
+
+def test_empty_prediction_and_empty_truth_conventions():
+    empty = np.zeros((3, 3), np.uint8)
+    some = np.zeros((3, 3), np.uint8)
+    some[1, 1] = 1
+    both_empty = metrics(confusion(empty, empty))
+    assert both_empty["dice"] == 1.0
+    assert math.isnan(both_empty["sensitivity"])  # no true tumour pixel
+    assert both_empty["specificity"] == 1.0
+    missed = metrics(confusion(empty, some))  # empty prediction, tumour present
+    assert missed == {"dice": 0.0, "sensitivity": 0.0, "specificity": 1.0}
+    invented = metrics(confusion(some, empty))  # tumour predicted, none present
+    assert invented["dice"] == 0.0
+    assert math.isnan(invented["sensitivity"])
+    assert invented["specificity"] == pytest.approx(8 / 9)
+    full = np.ones((3, 3), np.uint8)
+    assert math.isnan(metrics(confusion(full, full))["specificity"])  # no true negative
+
+
+def test_evaluation_regions():
+    foreground = np.array([[1, 1, 0], [0, 0, 0], [0, 0, 0]])
+    classes = np.array([[0, 0, 0], [0, 3, 0], [0, 0, 0]])
+    tissue = evaluation_region("tissue", (3, 3), foreground, classes)
+    assert tissue.sum() == 3 and tissue[1, 1] and tissue[0, 0]
+    annotated = evaluation_region("annotated", (3, 3), None, classes)
+    assert annotated.sum() == 1
+    assert evaluation_region("all", (3, 3), None, None).all()
+    with pytest.raises(ValueError, match=r"evaluate\.pixels"):
+        evaluation_region("glass", (3, 3), None, None)
+
+
+def test_summary_leaves_undefined_values_out_and_counts_them():
+    per_sample = pd.DataFrame(
+        {
+            "model": ["a", "a", "a"],
+            "dice": [0.5, 1.0, 0.0],
+            "sensitivity": [0.5, math.nan, 1.0],
+            "specificity": [1.0, 0.5, 0.5],
+        }
+    )
+    row = summarise(per_sample).iloc[0]
+    assert row["n_samples"] == 3
+    assert row["dice_mean"] == pytest.approx(50.0)
+    assert row["dice_std"] == pytest.approx(np.std([50.0, 100.0, 0.0]))  # ddof = 0
+    assert row["sensitivity_n"] == 2
+    assert row["sensitivity_mean"] == pytest.approx(75.0)
+    assert row["specificity_mean"] == pytest.approx(200 / 3)
+
+
+def test_paper_results_resource_holds_the_papers_table():
+    paper = read_paper_results(PAPER).set_index("model")
+    assert list(paper.index) == ["unet", "unetr", "nnunet", "ramanseg", "ramanseg_noproj"]
+    assert paper.loc["nnunet", ["dice_mean", "dice_std"]].tolist() == [80.9, 10.4]
+    assert paper.loc["ramanseg", ["sensitivity_mean", "specificity_mean"]].tolist() == [95.9, 79.1]
+    assert paper.loc["ramanseg_noproj", "label"] == "Projection-free RamanSeg"
+    assert paper.loc["unet", ["sensitivity_std", "specificity_std"]].tolist() == [23.6, 5.5]
+
+
+def test_paper_bottleneck_resource_keeps_the_lost_sizes_empty():
+    table = pd.read_csv(REPO / "resources" / "paper_bottleneck.csv")
+    assert table["mean_dice"].tolist() == [1.0, 0.9804, 0.9581, 0.9113, 0.8356]
+    assert table["feature_map_size"].isna().all()
+    assert table["note"].str.contains("lost").all()
+
+
+def test_markdown_puts_ours_beside_the_papers():
+    summary = pd.DataFrame(
+        {
+            "model": ["nnunet", "logreg"],
+            "n_samples": [2, 2],
+            "dice_mean": [70.0, 40.0],
+            "dice_std": [5.0, 1.0],
+            "dice_n": [2, 2],
+            "sensitivity_mean": [60.0, math.nan],
+            "sensitivity_std": [2.0, math.nan],
+            "sensitivity_n": [1, 0],
+            "specificity_mean": [90.0, 80.0],
+            "specificity_std": [1.0, 3.0],
+            "specificity_n": [2, 2],
+        }
+    )
+    table = results_table(summary, read_paper_results(PAPER))
+    assert table.loc[0, "label"] == "nnU-Net"
+    assert table.loc[0, "paper_dice_mean"] == 80.9
+    assert math.isnan(table.loc[1, "paper_dice_mean"])
+    text = markdown_results(table, "tissue")
+    assert "| nnU-Net | 2 | 70.0 ± 5.0 | 80.9 ± 10.4 | 60.0 ± 2.0 (n=1) | 83.5 ± 14.5 |" in text
+    assert "| Per-pixel logistic regression | 2 | 40.0 ± 1.0 | n/a | n/a | n/a |" in text
+    assert "pixels counted: tissue" in text
+
+
+# --------------------------------------------------------------------------------------------
+# On files: two samples, two models.
+
+
+def _write_sample(root, sample, truth, foreground, classes):
+    folder = root / sample
+    folder.mkdir(parents=True)
+    tifffile.imwrite(folder / "mask.tif", truth.astype(np.uint8))
+    tifffile.imwrite(folder / "foreground.tif", foreground.astype(np.uint8))
+    tifffile.imwrite(folder / "classes.tif", classes.astype(np.uint8))
+
+
+@pytest.fixture()
+def fake_run(tmp_path, monkeypatch):
+    """Preprocessed ground truth, a split and predictions of nnunet and logreg."""
+    register_commands(monkeypatch, "ramanseg.evaluate")
+    preprocessed = tmp_path / "preprocessed"
+    truth_a = np.zeros((6, 6), np.uint8)
+    truth_a[:3, :3] = 1  # 9 tumour pixels
+    truth_b = np.zeros((6, 6), np.uint8)  # no tumour at all
+    tissue = np.ones((6, 6), np.uint8)
+    tissue[:, 5] = 0  # the last column is glass
+    classes = np.where(truth_a == 1, 1, 4)
+    _write_sample(preprocessed, "A", truth_a, tissue, classes * tissue)
+    _write_sample(preprocessed, "B", truth_b, tissue, 4 * tissue)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [], "val": [], "test": ["A", "B"], "folds": []}))
+    predictions = tmp_path / "predictions"
+    nnunet_a = np.zeros((6, 6), np.float32)
+    nnunet_a[:3, :2] = 1.0  # TP 6, FN 3
+    nnunet_a[5, 5] = 1.0  # a false positive on glass: not counted with pixels=tissue
+    write_prediction(predictions / "nnunet", "A", nnunet_a)
+    write_prediction(predictions / "nnunet", "B", np.zeros((6, 6), np.float32))
+    logreg_a = np.zeros((6, 6), np.float32)
+    logreg_a[:3, :3] = 1.0
+    logreg_a[4, 0] = 1.0  # FP 1 in tissue
+    write_prediction(predictions / "logreg", "A", logreg_a)
+    logreg_b = np.zeros((6, 6), np.float32)
+    logreg_b[0, 0] = 1.0
+    write_prediction(predictions / "logreg", "B", logreg_b)
+    return {
+        "preprocessed": preprocessed,
+        "split": split,
+        "predictions": predictions,
+        "out": tmp_path / "evaluation" / "results",
+    }
+
+
+def test_per_sample_metrics_on_files(fake_run):
+    table = evaluate_models(
+        fake_run["predictions"], ["nnunet", "logreg"], fake_run["preprocessed"], ["A", "B"]
+    ).set_index(["model", "sample"])
+    # nnunet on A, 30 tissue pixels: TP 6, FN 3, FP 0 (the glass one is outside), TN 21.
+    row = table.loc[("nnunet", "A")]
+    assert (row.tp, row.fp, row.fn, row.tn, row.pixels) == (6, 0, 3, 21, 30)
+    assert row.dice == pytest.approx(12 / 15)
+    assert table.loc[("nnunet", "B"), "dice"] == 1.0  # both empty
+    assert math.isnan(table.loc[("nnunet", "B"), "sensitivity"])
+    assert table.loc[("logreg", "B"), "dice"] == 0.0  # tumour invented
+    assert table.loc[("logreg", "A"), "specificity"] == pytest.approx(20 / 21)
+    everything = evaluate_models(
+        fake_run["predictions"], ["nnunet"], fake_run["preprocessed"], ["A"], pixels="all"
+    )
+    assert everything.loc[0, "fp"] == 1 and everything.loc[0, "pixels"] == 36
+
+
+def _cli(run, *extra):
+    return main(
+        [
+            "evaluate",
+            "--predictions",
+            str(run["predictions"]),
+            "--models",
+            "nnunet",
+            "logreg",
+            "--preprocessed",
+            str(run["preprocessed"]),
+            "--split",
+            str(run["split"]),
+            "--paper",
+            str(PAPER),
+            "--out-prefix",
+            str(run["out"]),
+            "--settings",
+            json.dumps({"seed": 0}),
+            *extra,
+        ]
+    )
+
+
+def test_cli_writes_the_table_beside_the_paper_deterministically(fake_run):
+    assert _cli(fake_run) == 0
+    out = fake_run["out"]
+    names = [
+        "results.csv",
+        "results.parquet",
+        "results.md",
+        "results_per_sample.csv",
+        "results_per_sample.parquet",
+        "results_dice.png",
+        "results_dice.pdf",
+    ]
+    first = {name: (out.parent / name).read_bytes() for name in names}
+    table = pd.read_csv(out.parent / "results.csv").set_index("model")
+    # nnunet Dice: A 0.8, B 1.0 -> mean 90, std 10 (ddof 0).
+    assert table.loc["nnunet", "dice_mean"] == pytest.approx(90.0)
+    assert table.loc["nnunet", "dice_std"] == pytest.approx(10.0)
+    assert table.loc["nnunet", "sensitivity_n"] == 1
+    assert table.loc["nnunet", "paper_dice_mean"] == 80.9
+    markdown = (out.parent / "results.md").read_text()
+    assert (
+        "| nnU-Net | 2 | 90.0 ± 10.0 | 80.9 ± 10.4 | 66.7 ± 0.0 (n=1) | 83.5 ± 14.5 |" in markdown
+    )
+    per_sample = pd.read_parquet(out.parent / "results_per_sample.parquet")
+    assert len(per_sample) == 4
+    assert first["results_dice.png"].startswith(b"\x89PNG")
+    assert _cli(fake_run) == 0
+    assert {name: (out.parent / name).read_bytes() for name in names} == first
+
+
+def test_missing_prediction_names_the_model_and_its_rule(fake_run, capsys):
+    (fake_run["predictions"] / "logreg" / "B.mask.tif").unlink()
+    assert _cli(fake_run) == 2
+    message = capsys.readouterr().err
+    assert "model 'logreg'" in message and "fit_baseline" in message and "'B'" in message
+    assert not fake_run["out"].parent.exists()
+    with pytest.raises(InputError, match=r"predict_model \(model=unet\)"):
+        evaluate_models(fake_run["predictions"], ["unet"], fake_run["preprocessed"], ["A"])
+
+
+CAPTIONS = [
+    "results_table",
+    "results_dice",
+    "results_per_sample",
+    "gradcam_folds",
+    "gradcam_mean",
+    "integrated_gradients",
+    "feature_ablation",
+    "class_proportions",
+    "kmeans_inertia",
+    "prototype_gallery",
+    "rule_times",
+]
+
+
+@pytest.mark.parametrize("target_pixel", ["auto", [40, 50]])
+def test_report_captions_render_with_the_demo_configuration(monkeypatch, target_pixel):
+    import types
+
+    import jinja2
+
+    from ramanseg.config import load_config_files
+    from tests.conftest import DEMO_CONFIG
+    from tests.interpret import extend_schema
+
+    extend_schema(monkeypatch)
+    config = load_config_files([DEMO_CONFIG])
+    config["interpret"]["target_pixel"] = target_pixel
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    snakemake = types.SimpleNamespace(config=config)
+    for name in CAPTIONS:
+        source = (REPO / "workflow" / "report" / f"{name}.rst").read_text()
+        text = environment.from_string(source).render(snakemake=snakemake)
+        assert "{{" not in text and len(text) > 100, name

@@ -1,0 +1,125 @@
+"""Shared helpers for the workflow's tables and figures: deterministic bytes, atomic writes.
+
+Every table is written as CSV + Parquet (+ Markdown where it is read by people) and every
+figure as PNG + PDF. Two runs on the same inputs must give byte-identical files, so
+
+* figures are drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas (no
+  pyplot global state, no display needed, safe in worker processes);
+* PNGs are saved without the ``Software`` tag and PDFs without ``Creator``, ``Producer``
+  and ``CreationDate`` (matplotlib writes no other time- or version-dependent field);
+* all outputs of one command are rendered to bytes first and then written with
+  :func:`write_files`, each atomically; if one write fails, those already written are
+  removed, so a failed command leaves no partial set of outputs behind.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ramanseg.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+#: The annotation classes' colours in figures (QuPath's where it has one), by class name.
+CLASS_COLOURS = {
+    "Tumor": "#c83232",
+    "Necrosis": "#323232",
+    "Epithelium": "#e6a01e",
+    "Stroma": "#96c864",
+    "Other": "#4682b4",
+    "unannotated": "#d9d9d9",
+}
+
+#: Colours of the remaining classes when a configuration names classes not above.
+_FALLBACK_COLOURS = ("#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#9467bd")
+
+PNG_METADATA = {"Software": None}
+PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
+
+
+def class_colour(name: str, index: int = 0) -> str:
+    """The colour of an annotation class: its entry in :data:`CLASS_COLOURS`, else a fallback.
+
+    Args:
+        name: the class name.
+        index: the class's position, to pick a distinct fallback colour.
+    """
+    return CLASS_COLOURS.get(name, _FALLBACK_COLOURS[index % len(_FALLBACK_COLOURS)])
+
+
+def new_figure(width: float, height: float, dpi: int = 150) -> Figure:
+    """A figure of ``width`` x ``height`` inches on an Agg canvas, constrained layout."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_bytes(figure: Figure) -> dict[str, bytes]:
+    """The figure as deterministic ``{".png": ..., ".pdf": ...}`` bytes."""
+    png, pdf = io.BytesIO(), io.BytesIO()
+    figure.savefig(png, format="png", metadata=PNG_METADATA)
+    figure.savefig(pdf, format="pdf", metadata=PDF_METADATA)
+    return {".png": png.getvalue(), ".pdf": pdf.getvalue()}
+
+
+def table_bytes(
+    frame: pd.DataFrame, markdown: str | None = None, float_format: str = "%.6g"
+) -> dict[str, bytes]:
+    """A table as ``{".csv": ..., ".parquet": ...}`` bytes, plus ``".md"`` when given.
+
+    Args:
+        frame: the table (its index is not written).
+        markdown: the Markdown rendering, if the table has one.
+        float_format: the CSV's float format.
+    """
+    parquet = io.BytesIO()
+    frame.to_parquet(parquet, index=False)
+    files = {
+        ".csv": frame.to_csv(index=False, float_format=float_format).encode(),
+        ".parquet": parquet.getvalue(),
+    }
+    if markdown is not None:
+        files[".md"] = markdown.encode()
+    return files
+
+
+def with_suffix(prefix: str | Path, suffix: str) -> Path:
+    """``prefix`` with ``suffix`` appended to its name (``results/x`` + ``.csv``)."""
+    prefix = Path(prefix)
+    return prefix.with_name(prefix.name + suffix)
+
+
+def prefixed(prefix: str | Path, files: Mapping[str, bytes]) -> dict[Path, bytes]:
+    """``{suffix: bytes}`` as ``{prefix + suffix: bytes}``."""
+    return {with_suffix(prefix, suffix): data for suffix, data in files.items()}
+
+
+def write_files(files: Mapping[str | Path, bytes]) -> list[Path]:
+    """Write every file atomically; on a failure remove those already written and re-raise.
+
+    Args:
+        files: path -> content.
+
+    Returns:
+        The paths written, in order.
+    """
+    written: list[Path] = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written

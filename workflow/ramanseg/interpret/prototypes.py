@@ -1,0 +1,383 @@
+"""Interpretability of RamanSeg's prototypes (paper section 4.1.2).
+
+* **Class proportions.** Each projected prototype has a source region: the bounding box
+  ``(y0, y1, x0, x1)`` (half-open, image pixels) of ProtoPNet's high-activation region in its
+  source sample, recorded in ``prototypes.json`` by the projection
+  (:class:`ramanseg.models.prototypes.PrototypeRecord`). Indexing the source sample's class
+  map (``classes.tif``) with it gives the proportion of each annotation class inside, plus
+  the unannotated share, so the proportions of a prototype sum to 1. Prototypes are grouped
+  by the class they represent (RamanSeg's two: non-tumour, then tumour; the paper's figure
+  has the tumour prototypes last), in prototype order inside a group.
+* **k-means inertia.** The prototype vectors (``prototype_layer.prototypes`` in
+  ``model.pt``, shape ``(P, D, k, k)``) are flattened to ``(P, D k k)`` and clustered with
+  scikit-learn's k-means for every ``k`` from 1 to ``P`` (``random_state = seed``,
+  ``n_init = interpret.kmeans_n_init``); the inertia (the sum of squared distances to the
+  nearest centre) falls to 0 at ``k = P`` when the prototypes are distinct. A curve that
+  keeps falling steeply means the prototypes are diverse.
+* **Gallery.** The prototypes' source regions (``prototype_gallery.png``), copied from the
+  training folder, where the projection writes it; drawn here with
+  :func:`ramanseg.models.prototypes.prototype_gallery` on the display channel if that folder
+  has none.
+
+Projection-free RamanSeg has no source regions (its prototypes are never projected), so the
+class proportions apply to RamanSeg with projection only; the inertia curve does not need
+them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ramanseg.config import channel_names, class_names
+from ramanseg.errors import InputError
+from ramanseg.figures import (
+    class_colour,
+    figure_bytes,
+    new_figure,
+    prefixed,
+    table_bytes,
+    write_files,
+)
+from ramanseg.interpret import (
+    display_channel_index,
+    interpret_settings,
+    read_class_map,
+    read_stack,
+)
+
+log = logging.getLogger(__name__)
+
+#: The state-dict key of the prototype vectors in RamanSeg's ``model.pt``.
+PROTOTYPES_KEY = "prototype_layer.prototypes"
+#: The projection records and the gallery in RamanSeg's training folder (and our outdir).
+PROJECTION_NAME = "prototypes.json"
+GALLERY_NAME = "prototype_gallery.png"
+#: Names of RamanSeg's prototype classes (its binary labels).
+PROTOTYPE_CLASS_NAMES = ("non-tumour", "tumour")
+UNANNOTATED = "unannotated"
+
+
+def read_records(path: str | Path) -> list[Any]:
+    """The projection records of ``prototypes.json`` as ``PrototypeRecord`` objects.
+
+    Raises:
+        InputError: a missing or unreadable file, or records lacking fields.
+    """
+    from ramanseg.models.prototypes import PrototypeRecord
+
+    path = Path(path)
+    fix = "train RamanSeg with prototype projection (rule train_model, model=ramanseg)"
+    if not path.is_file():
+        raise InputError("the prototype projection records do not exist", path=path, fix=fix)
+    known = {field.name for field in dataclasses.fields(PrototypeRecord)}
+    try:
+        entries = json.loads(path.read_text())["prototypes"]
+        records = [
+            PrototypeRecord(
+                **{
+                    k: tuple(v) if isinstance(v, list) else v
+                    for k, v in entry.items()
+                    if k in known
+                }
+            )
+            for entry in entries
+        ]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(
+            f"the prototype records cannot be read ({type(error).__name__}: {error})",
+            path=path,
+            fix=fix,
+        ) from None
+    if not records:
+        raise InputError("the prototype records are empty", path=path, fix=fix)
+    return records
+
+
+def class_proportions(
+    records: Sequence[Any], class_maps: Mapping[str, np.ndarray], names: Sequence[str]
+) -> pd.DataFrame:
+    """The proportion of each annotation class inside each prototype's source region.
+
+    Args:
+        records: ``PrototypeRecord``-like objects (``prototype``, ``prototype_class``,
+            ``sample_id``, ``bbox``, ``image_size``).
+        class_maps: the class map (0 = unannotated, ``1 + index`` into ``names``) of every
+            source sample.
+        names: the annotation classes in configuration order.
+
+    Returns:
+        One row per prototype, grouped by prototype class, then by prototype index:
+        ``prototype``, ``prototype_class``, ``prototype_class_name``, ``sample_id``,
+        ``y0``, ``y1``, ``x0``, ``x1``, ``pixels``, one column per class and
+        ``unannotated`` (fractions summing to 1).
+
+    Raises:
+        ValueError: a missing class map, a class map whose size differs from the record's
+            image size, or an empty or out-of-image box.
+    """
+    rows = []
+    for record in sorted(records, key=lambda r: (r.prototype_class, r.prototype)):
+        if record.sample_id not in class_maps:
+            raise ValueError(f"prototype {record.prototype}: no class map of {record.sample_id!r}")
+        classes = np.asarray(class_maps[record.sample_id])
+        if tuple(classes.shape) != tuple(record.image_size):
+            raise ValueError(
+                f"prototype {record.prototype}: class map of {record.sample_id!r} has shape "
+                f"{classes.shape}, the projection saw {tuple(record.image_size)}"
+            )
+        y0, y1, x0, x1 = (int(v) for v in record.bbox)
+        if not (0 <= y0 < y1 <= classes.shape[0] and 0 <= x0 < x1 <= classes.shape[1]):
+            raise ValueError(
+                f"prototype {record.prototype}: bounding box {record.bbox} is empty or outside "
+                f"the image {classes.shape}"
+            )
+        region = classes[y0:y1, x0:x1]
+        counts = np.bincount(region.ravel().astype(np.int64), minlength=len(names) + 1)
+        if counts.size > len(names) + 1:
+            raise ValueError(
+                f"class map of {record.sample_id!r} holds value {counts.size - 1}, "
+                f"but only {len(names)} classes are configured"
+            )
+        fractions = counts / region.size
+        label = int(record.prototype_class)
+        rows.append(
+            {
+                "prototype": int(record.prototype),
+                "prototype_class": label,
+                "prototype_class_name": (
+                    PROTOTYPE_CLASS_NAMES[label]
+                    if label < len(PROTOTYPE_CLASS_NAMES)
+                    else f"class {label}"
+                ),
+                "sample_id": record.sample_id,
+                "y0": y0,
+                "y1": y1,
+                "x0": x0,
+                "x1": x1,
+                "pixels": int(region.size),
+                **{name: float(fractions[i + 1]) for i, name in enumerate(names)},
+                UNANNOTATED: float(fractions[0]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def kmeans_inertia(vectors: np.ndarray, seed: int = 0, n_init: int = 10) -> pd.DataFrame:
+    """k-means inertia of the prototype vectors for every ``k`` from 1 to ``P``.
+
+    Args:
+        vectors: ``(P, ...)``, flattened to ``(P, features)``.
+        seed: k-means' ``random_state``.
+        n_init: restarts per ``k`` (the best inertia is kept).
+
+    Returns:
+        ``k`` and ``inertia`` (float64), one row per ``k``.
+
+    Raises:
+        ValueError: fewer than one vector or a non-finite value.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    data = np.asarray(vectors, dtype=np.float64)
+    data = data.reshape(data.shape[0], -1) if data.ndim else data
+    if data.ndim != 2 or data.shape[0] < 1:
+        raise ValueError(f"need at least one prototype vector, got shape {np.shape(vectors)}")
+    if not np.isfinite(data).all():
+        raise ValueError("the prototype vectors hold NaN or infinite values")
+    inertias = []
+    for k in range(1, data.shape[0] + 1):
+        with warnings.catch_warnings():
+            # Duplicate prototypes give fewer distinct clusters than k: expected, inertia 0.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(data)
+        inertias.append(float(model.inertia_))
+    return pd.DataFrame({"k": np.arange(1, data.shape[0] + 1), "inertia": inertias})
+
+
+def read_prototype_vectors(path: str | Path) -> np.ndarray:
+    """The prototype vectors ``(P, D, k, k)`` from RamanSeg's ``model.pt`` (a state dict).
+
+    Raises:
+        InputError: a missing or unreadable file, or no ``prototype_layer.prototypes`` entry.
+    """
+    import torch
+
+    path = Path(path)
+    fix = "train RamanSeg first (rule train_model)"
+    if not path.is_file():
+        raise InputError("the RamanSeg weights do not exist", path=path, fix=fix)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise InputError(
+            f"the weights cannot be read ({type(error).__name__}: {error})", path=path, fix=fix
+        ) from error
+    if not isinstance(state, Mapping) or PROTOTYPES_KEY not in state:
+        keys = [k for k in state if "prototype" in k] if isinstance(state, Mapping) else []
+        raise InputError(
+            f"the weights hold no {PROTOTYPES_KEY!r} (prototype-like keys: {keys})",
+            path=path,
+            fix="give the folder of a RamanSeg model",
+        )
+    return state[PROTOTYPES_KEY].detach().cpu().double().numpy()
+
+
+def proportions_figure(table: pd.DataFrame, names: Sequence[str]):
+    """Stacked bars of the class proportions per prototype, grouped by prototype class."""
+    from matplotlib.patches import Patch
+
+    categories = [*names, UNANNOTATED]
+    figure = new_figure(max(6.0, 0.22 * len(table) + 2.5), 4.2)
+    axis = figure.subplots()
+    positions = np.arange(len(table))
+    bottom = np.zeros(len(table))
+    for index, name in enumerate(categories):
+        values = table[name].to_numpy(dtype=float)
+        axis.bar(
+            positions, values, 0.85, bottom=bottom, color=class_colour(name, index), label=name
+        )
+        bottom += values
+    groups = table["prototype_class_name"].to_numpy()
+    edges = [i for i in range(1, len(table)) if groups[i] != groups[i - 1]]
+    for edge in edges:
+        axis.axvline(edge - 0.5, color="black", linewidth=1.0)
+    starts = [0, *edges]
+    ends = [*edges, len(table)]
+    for start, end in zip(starts, ends, strict=True):
+        axis.text(
+            (start + end - 1) / 2,
+            1.03,
+            f"{groups[start]} prototypes ({end - start})",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            transform=axis.get_xaxis_transform(),
+        )
+    axis.set_xticks(positions)
+    axis.set_xticklabels(table["prototype"].astype(str), rotation=90, fontsize=6)
+    axis.set_xlim(-0.6, len(table) - 0.4)
+    axis.set_ylim(0, 1)
+    axis.set_xlabel("prototype")
+    axis.set_ylabel("class proportion in the source region")
+    handles = [Patch(color=class_colour(n, i), label=n) for i, n in enumerate(categories)]
+    axis.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle("Annotation classes inside each prototype's source region", fontsize=10)
+    return figure
+
+
+def inertia_figure(table: pd.DataFrame, seed: int, n_init: int):
+    """The k-means inertia against k."""
+    figure = new_figure(5.5, 3.8)
+    axis = figure.subplots()
+    axis.plot(table["k"], table["inertia"], marker="o", markersize=3)
+    axis.set_xlabel("number of clusters k")
+    axis.set_ylabel("k-means inertia (sum of squared distances)")
+    axis.grid(True, alpha=0.3)
+    axis.set_title(
+        f"k-means of {len(table)} prototype vectors (seed {seed}, n_init {n_init})", fontsize=9
+    )
+    return figure
+
+
+def run_interpret_prototypes(
+    model_dir: str | Path,
+    preprocessed: str | Path,
+    outdir: str | Path,
+    config: Mapping[str, Any],
+) -> dict[str, pd.DataFrame]:
+    """Class proportions, the k-means inertia curve and the gallery of a RamanSeg model.
+
+    Reads ``model_dir/prototypes.json``, ``model_dir/model.pt`` and, if present,
+    ``model_dir/prototype_gallery.png``; writes into ``outdir``
+    ``class_proportions.png/.pdf/.csv``, ``kmeans_inertia.png/.pdf/.csv`` and
+    ``prototype_gallery.png``.
+
+    Args:
+        model_dir: ``results/models/ramanseg``.
+        preprocessed: ``results/preprocessed``.
+        outdir: ``results/interpret/ramanseg``.
+        config: the configuration (``channels``, ``annotations``, ``interpret``, ``seed``).
+
+    Returns:
+        ``{"class_proportions": ..., "kmeans_inertia": ...}``.
+
+    Raises:
+        InputError: missing or unreadable inputs.
+    """
+    from ramanseg.models.prototypes import prototype_gallery
+
+    settings = interpret_settings(config)
+    names = class_names(config)
+    channels = channel_names(config)
+    display = display_channel_index(config, settings.display_channel)
+    model_dir = Path(model_dir)
+    records = read_records(model_dir / PROJECTION_NAME)
+    vectors = read_prototype_vectors(model_dir / "model.pt")
+    if vectors.shape[0] != len(records):
+        raise InputError(
+            f"model.pt holds {vectors.shape[0]} prototypes, prototypes.json {len(records)}",
+            path=model_dir,
+            fix="retrain RamanSeg so both come from the same run",
+        )
+    sources = sorted({record.sample_id for record in records})
+    class_maps = {s: read_class_map(preprocessed, s, names) for s in sources}
+    try:
+        proportions = class_proportions(records, class_maps, names)
+    except ValueError as error:
+        raise InputError(
+            str(error),
+            path=model_dir / PROJECTION_NAME,
+            fix="retrain RamanSeg on the current preprocessing",
+        ) from None
+    inertia = kmeans_inertia(vectors, settings.seed, settings.kmeans_n_init)
+
+    outdir = Path(outdir)
+    files = {
+        outdir / "class_proportions.csv": table_bytes(proportions)[".csv"],
+        outdir / "kmeans_inertia.csv": table_bytes(inertia)[".csv"],
+        **prefixed(
+            outdir / "class_proportions", figure_bytes(proportions_figure(proportions, names))
+        ),
+        **prefixed(
+            outdir / "kmeans_inertia",
+            figure_bytes(inertia_figure(inertia, settings.seed, settings.kmeans_n_init)),
+        ),
+    }
+    trained_gallery = model_dir / GALLERY_NAME
+    if trained_gallery.is_file():  # written by the training's projection: copy it
+        files[outdir / GALLERY_NAME] = trained_gallery.read_bytes()
+        write_files(files)
+    else:  # a model folder from before galleries were written: draw it
+        gallery = outdir / GALLERY_NAME
+        stacks: dict[str, np.ndarray] = {}
+
+        def load(sample: str) -> np.ndarray:
+            if sample not in stacks:
+                stacks[sample] = read_stack(preprocessed, sample, len(channels))
+            return stacks[sample]
+
+        prototype_gallery(
+            records,
+            load,
+            gallery,
+            channel=display,
+            channel_name=channels[display],
+            class_names=list(PROTOTYPE_CLASS_NAMES),
+        )
+        try:
+            write_files(files)
+        except BaseException:
+            gallery.unlink(missing_ok=True)
+            raise
+    log.info("prototype analyses of %d prototypes written to %s", len(records), outdir)
+    return {"class_proportions": proportions, "kmeans_inertia": inertia}
