@@ -19,6 +19,9 @@ include: "workflow/rules/split.smk"
 include: "workflow/rules/bottleneck.smk"
 include: "workflow/rules/nnunet.smk"
 include: "workflow/rules/models.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/interpret.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -27,6 +27,9 @@ COMMAND_MODULES = (
     "ramanseg.nnunet.cli",
     "ramanseg.models.cli",
     "ramanseg.models.bench_losses",
+    "ramanseg.evaluate",
+    "ramanseg.interpret",
+    "ramanseg.report",
     "ramanseg.bench_dag",
 )
 

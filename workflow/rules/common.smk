@@ -26,8 +26,13 @@ BENCHMARKS = RESULTS / "benchmarks"
 PREPROCESSED = RESULTS / "preprocessed"
 PREDICTIONS = RESULTS / "predictions"
 MODELS = RESULTS / "models"
+INTERPRET = RESULTS / "interpret"
+NNUNET_FIGURES = ["gradcam_folds", "gradcam_mean", "integrated_gradients", "feature_ablation"]
+PROTOTYPE_FIGURES = ["class_proportions", "kmeans_inertia"]
 #: Our PyTorch models (trained by train_model, predicted by predict_model).
 TORCH_MODELS = ["unet", "unetr"]
+#: Every model of the results table, in the paper's order, then the per-pixel baseline.
+EVALUATED_MODELS = ["unet", "unetr", "nnunet", "logreg"]
 SPLIT_JSON = RESULTS / "split" / "split.json"
 NNUNET = RESULTS / "nnunet"
 NNUNET_DATASET = nnunet_dataset_name(config["nnunet"]["dataset_id"])
@@ -83,7 +88,8 @@ shell.prefix(" ".join(_EXPORTS) + " ")
 
 def settings(*keys):
     """The configuration subset a rule's command needs, as JSON (rerun when it changes)."""
-    return json.dumps({key: config[key] for key in keys}, sort_keys=True)
+    # Key order is kept: the order of annotations.classes defines the class-map values.
+    return json.dumps({key: config[key] for key in keys})
 
 
 def rule_resources(rule_name):
@@ -125,21 +131,31 @@ def model_settings(model):
             "device": config["device"],
             "channels": config["channels"],
             "models": {"training": config["models"]["training"], model: config["models"][model]},
-        },
-        sort_keys=True,
+        }
     )
 
 
-def all_outputs():
-    """Every final output of the stages that exist."""
+def paper_outputs():
+    """Every table and figure of the paper that the workflow regenerates."""
     outputs = [
-        *preprocessed("stack.ome.tif"),
         *preprocessed("qc.png"),
-        SPLIT_JSON,
-        *predictions("nnunet", "mask"),
-        *predictions("logreg", "mask"),
-        *[path for model in TORCH_MODELS for path in predictions(model, "mask")],
         *expand(RESULTS / "bottleneck" / "bottleneck.{ext}", ext=["csv", "parquet", "md", "png"]),
+        *expand(RESULTS / "evaluation" / "results.{ext}", ext=["csv", "parquet", "md"]),
+        RESULTS / "evaluation" / "results_dice.png",
+        *expand(INTERPRET / "nnunet" / "{name}.png", name=NNUNET_FIGURES),
+    ]
+    if "ramanseg" in TORCH_MODELS:
+        outputs += expand(INTERPRET / "ramanseg" / "{name}.png", name=PROTOTYPE_FIGURES)
+    return outputs
+
+
+def all_outputs():
+    """Every final output: the paper's tables and figures, the data and the run's times."""
+    outputs = [
+        *paper_outputs(),
+        *preprocessed("stack.ome.tif"),
+        SPLIT_JSON,
+        RESULTS / "report" / "rule_times.csv",
     ]
     if USE_PHANTOM:
         outputs.append(PHANTOM_DIR / "preview.png")

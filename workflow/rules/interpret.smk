@@ -1,0 +1,99 @@
+# Interpretability (paper section 4.1): Captum on the nnU-Net ensemble, RamanSeg prototypes.
+
+
+rule interpret_nnunet:
+    input:
+        checkpoints=expand(NNUNET_MODEL / "fold_{fold}" / "checkpoint_final.pth", fold=FOLDS),
+        masks=predictions("nnunet", "mask"),
+        probabilities=predictions("nnunet", "probability"),
+        stacks=preprocessed("stack.ome.tif", TEST_SAMPLES),
+        truth=preprocessed("mask.tif", TEST_SAMPLES),
+        classes=preprocessed("classes.tif", TEST_SAMPLES),
+        foreground=preprocessed("foreground.tif", TEST_SAMPLES),
+        split=SPLIT_JSON,
+    output:
+        figures=[
+            report(
+                INTERPRET / "nnunet" / f"{name}.png",
+                caption=f"../report/{name}.rst",
+                category="4. Interpretability",
+                subcategory="nnU-Net",
+            )
+            for name in NNUNET_FIGURES
+        ],
+        pdfs=expand(INTERPRET / "nnunet" / "{name}.pdf", name=NNUNET_FIGURES),
+        tables=expand(
+            INTERPRET / "nnunet" / "{name}.csv", name=["integrated_gradients", "feature_ablation"]
+        ),
+        target=INTERPRET / "nnunet" / "target.json",
+    params:
+        nnunet=NNUNET,
+        preprocessed=PREPROCESSED,
+        predictions=PREDICTIONS / "nnunet",
+        outdir=INTERPRET / "nnunet",
+        settings=settings(
+            "seed", "deterministic", "device", "channels", "annotations", "nnunet", "interpret"
+        ),
+    log:
+        LOGS / "interpret" / "nnunet.log",
+    benchmark:
+        BENCHMARKS / "interpret" / "nnunet.tsv"
+    threads: rule_resources("interpret_nnunet")["threads"]
+    resources:
+        mem_mb=rule_resources("interpret_nnunet")["mem_mb"],
+        runtime=rule_resources("interpret_nnunet")["runtime"],
+        gpu=rule_resources("interpret_nnunet")["gpu"],
+    conda:
+        "../../envs/nnunet.yaml"
+    shell:
+        "python -m ramanseg interpret-nnunet --nnunet-dir {params.nnunet:q}"
+        " --preprocessed {params.preprocessed:q} --predictions {params.predictions:q}"
+        " --split {input.split:q} --outdir {params.outdir:q} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule interpret_prototypes:
+    input:
+        weights=MODELS / "ramanseg" / "model.pt",
+        prototypes=MODELS / "ramanseg" / "prototypes.json",
+        gallery=MODELS / "ramanseg" / "prototype_gallery.png",
+        stacks=preprocessed("stack.ome.tif"),
+        classes=preprocessed("classes.tif"),
+    output:
+        figures=[
+            report(
+                INTERPRET / "ramanseg" / f"{name}.png",
+                caption=f"../report/{name}.rst",
+                category="4. Interpretability",
+                subcategory="RamanSeg",
+            )
+            for name in PROTOTYPE_FIGURES
+        ],
+        pdfs=expand(INTERPRET / "ramanseg" / "{name}.pdf", name=PROTOTYPE_FIGURES),
+        tables=expand(INTERPRET / "ramanseg" / "{name}.csv", name=PROTOTYPE_FIGURES),
+        gallery=report(
+            INTERPRET / "ramanseg" / "prototype_gallery.png",
+            caption="../report/prototype_gallery.rst",
+            category="4. Interpretability",
+            subcategory="RamanSeg",
+        ),
+    params:
+        model_dir=MODELS / "ramanseg",
+        preprocessed=PREPROCESSED,
+        outdir=INTERPRET / "ramanseg",
+        settings=settings("seed", "channels", "annotations", "interpret"),
+    log:
+        LOGS / "interpret" / "prototypes.log",
+    benchmark:
+        BENCHMARKS / "interpret" / "prototypes.tsv"
+    threads: rule_resources("interpret_prototypes")["threads"]
+    resources:
+        mem_mb=rule_resources("interpret_prototypes")["mem_mb"],
+        runtime=rule_resources("interpret_prototypes")["runtime"],
+        gpu=rule_resources("interpret_prototypes")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m ramanseg interpret-prototypes --model-dir {params.model_dir:q}"
+        " --preprocessed {params.preprocessed:q} --outdir {params.outdir:q}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
