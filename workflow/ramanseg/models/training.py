@@ -21,6 +21,9 @@ last layer). Everything else is the harness's:
 * the final weights ``model.pt`` (state dict) and ``model.json`` (the model's registry
   name and architecture keyword arguments, so prediction rebuilds it with
   :func:`load_trained_model`);
+* strategy state (:meth:`TrainingStrategy.state_dict`, e.g. RamanSeg's projection records)
+  kept in the checkpoint, and a last hook (:meth:`TrainingStrategy.on_train_end`) that
+  writes a model's own outputs (RamanSeg's ``prototypes.json`` and gallery) to ``outdir``;
 * device choice (``auto``, ``cpu``, ``cuda``, ``cuda:N``), float16 mixed precision on CUDA
   only, seeds (Python, NumPy, PyTorch) and a deterministic mode.
 
@@ -280,6 +283,27 @@ class EpochContext:
     val_samples: Sequence[Sample]
 
 
+@dataclass
+class TrainEndContext:
+    """What :meth:`TrainingStrategy.on_train_end` sees.
+
+    Attributes:
+        model: the model holding the weights that are kept (``model.pt``), on ``device``.
+        device: the training device.
+        outdir: the training output folder, for the model's own output files.
+        selected_epoch: the epoch whose weights are kept.
+        train_samples: the training samples.
+        val_samples: the validation samples.
+    """
+
+    model: nn.Module
+    device: torch.device
+    outdir: Path
+    selected_epoch: int
+    train_samples: Sequence[Sample]
+    val_samples: Sequence[Sample]
+
+
 LossValue = torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor | float]]
 
 
@@ -380,6 +404,34 @@ class TrainingStrategy:
             context: the epoch.
         """
 
+    def on_train_end(self, context: TrainEndContext) -> None:
+        """Run once after the last epoch, before ``model.pt`` and ``model.json`` are written
+        (e.g. write the model's own outputs to ``context.outdir``).
+
+        Also run when a resumed run finds every epoch done; a kill during it is repaired by
+        the rerun, which resumes from the last checkpoint and calls it again.
+
+        Args:
+            context: the trained model and the output folder.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """Strategy state the hooks built up and a resume must restore (e.g. projection
+        records), saved in every checkpoint.
+
+        Returns:
+            Tensors, numbers, strings and lists / dicts of them (what
+            ``torch.load(..., weights_only=True)`` reads); the default has none.
+        """
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned, on a resume (before any hook runs).
+
+        Args:
+            state: the saved state (empty for a checkpoint of a strategy without state).
+        """
+
 
 class SupervisedStrategy(TrainingStrategy):
     """A loss function and an optimiser factory, for models without phases.
@@ -462,6 +514,8 @@ class ModelEntry:
 MODEL_REGISTRY: dict[str, ModelEntry | str] = {
     "unet": "ramanseg.models.unet:ENTRY",
     "unetr": "ramanseg.models.unetr:ENTRY",
+    "ramanseg": "ramanseg.models.ramanseg_training:ENTRY",
+    "ramanseg_noproj": "ramanseg.models.ramanseg_training:ENTRY",
 }
 
 
@@ -647,9 +701,10 @@ def train(
     A checkpoint is resumed only if it was written by the same run: same model name,
     architecture, hyperparameters, settings (except the device), epochs and samples.
     Otherwise (a changed configuration: Snakemake reruns the rule) it is set aside with a
-    warning and training starts afresh. When training ends, ``model.pt``, ``model.json``
-    and ``training_log.csv`` are written and the checkpoints are deleted unless
-    ``keep_checkpoint``.
+    warning and training starts afresh. When training ends, the kept weights are loaded
+    into ``model``, the strategy's :meth:`~TrainingStrategy.on_train_end` runs, then
+    ``model.pt``, ``model.json`` and ``training_log.csv`` are written and the checkpoints
+    are deleted unless ``keep_checkpoint``.
 
     Args:
         model: the model, freshly built (after :func:`configure_reproducibility`).
@@ -741,6 +796,7 @@ def train(
         if use_amp and checkpoint["scaler"] is not None:
             scaler.load_state_dict(checkpoint["scaler"])
         _set_rng_state(checkpoint["rng"])
+        strategy.load_state_dict(checkpoint.get("strategy") or {})
         history = list(checkpoint["history"])
         best_epoch, best_dice = int(checkpoint["best_epoch"]), float(checkpoint["best_dice"])
         # Killed between the checkpoint and the best weights of its epoch: those weights
@@ -842,6 +898,7 @@ def train(
                 "history": history,
                 "best_epoch": best_epoch,
                 "best_dice": best_dice,
+                "strategy": strategy.state_dict(),
             },
             checkpoint_path,
         )
@@ -864,9 +921,13 @@ def train(
     if strategy.model_selection == "best" and best_epoch > 0:
         saved = torch.load(best_path, map_location="cpu", weights_only=True)
         weights, selected = saved["model"], int(saved["epoch"])
+        model.load_state_dict(weights)
     else:
         weights, selected = _cpu_state(model), epochs
     selected_dice = float(history[selected - 1]["val_dice"]) if history else math.nan
+    strategy.on_train_end(
+        TrainEndContext(model, device, outdir, selected, train_samples, val_samples)
+    )
     weights_path, metadata_path = outdir / WEIGHTS_NAME, outdir / METADATA_NAME
     metadata = {
         "model": model_name,

@@ -1,0 +1,526 @@
+"""Training RamanSeg in the harness: its phases, prototype projection and registry entry.
+
+Both variants of the paper are one :class:`RamanSegStrategy` with a :class:`PhaseSchedule`
+read from ``config["models"][<name>]``:
+
+* RamanSeg (``models.ramanseg``, ``projection: true``; paper 3.2 and ProtoPNet's schedule):
+  ``epochs.warmup`` warm-up epochs (add-on, prototypes and head train, the feature extractor
+  and the readout are frozen), ``epochs.joint`` joint epochs (everything but the readout),
+  then, at the end of the last joint epoch, prototype projection onto the training images
+  (each prototype becomes the nearest latent patch of its own class,
+  :func:`~ramanseg.models.prototypes.project_prototypes`), then ``epochs.last_layer`` epochs
+  training only the readout. The projected prototypes are frozen from then on, so each is
+  exactly a latent patch of a training image of its class; the final weights are kept
+  (``model_selection = "last"``: an earlier epoch's weights are not projected).
+* projection-free RamanSeg (``models.ramanseg_noproj``, ``projection: false``; paper 3.2.4):
+  warm-up and joint epochs (and last-layer epochs if ``epochs.last_layer > 0``), no
+  projection; the weights of the epoch with the best validation Dice are kept.
+
+Every phase has its own optimiser (Adam, as ProtoPNet), built with one parameter group per
+part of the network and the learning rates of ``learning_rates``
+(:func:`~ramanseg.models.ramanseg.phase_param_groups`), weight decay
+:data:`WEIGHT_DECAY` on the convolutional parts (ProtoPNet's value). The joint phase's rates
+are annealed by a cosine over the phase (``joint_lr_schedule``, default ``cosine``; ProtoPNet
+decays them stepwise, by 10 every 5 epochs, which suits its pretrained extractor, not our
+extractor trained from scratch): the network projected at the end of the joint phase has then
+settled instead of being caught in one of the swings of a constant-rate run. The loss is
+:class:`~ramanseg.models.prototypes.RamanSegLoss` of the entry (``loss_weights``,
+``diversity_loss``); its terms are logged as ``loss_cross_entropy``, ``loss_dice``,
+``loss_diversity`` and ``loss_l1`` columns of the training log.
+
+A projection model's training folder also holds ``prototypes.json`` (one record per
+prototype: source sample, latent and image location, distance, bounding region; see
+:class:`~ramanseg.models.prototypes.PrototypeRecord`) and ``prototype_gallery.png`` (the
+source regions in the Raman channel nearest :data:`GALLERY_WAVENUMBER` cm-1). The records are
+strategy state, saved in every checkpoint, so a run resumed after the projection epoch writes
+the same files as an uninterrupted one. The final prototype vectors are the state-dict entry
+:data:`PROTOTYPES_KEY` of ``model.pt`` (shape ``(P, D, k, k)``; their classes are
+:data:`PROTOTYPE_CLASS_KEY`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ramanseg.config import ConfigError, require
+from ramanseg.models.data import Sample
+from ramanseg.models.prototypes import (
+    PrototypeRecord,
+    RamanSegLoss,
+    project_prototypes,
+    prototype_gallery,
+    write_projection_json,
+)
+from ramanseg.models.ramanseg import CONFIG_KEYS, PHASES, RamanSeg, phase_param_groups, set_phase
+from ramanseg.models.training import (
+    EpochContext,
+    LossValue,
+    ModelEntry,
+    TrainEndContext,
+    TrainingStrategy,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CLASS_NAMES",
+    "ENTRY",
+    "GALLERY_NAME",
+    "GALLERY_WAVENUMBER",
+    "JOINT_LR_SCHEDULES",
+    "OPTIONAL_ARCHITECTURE_KEYS",
+    "PROJECTION_NAME",
+    "PROTOTYPES_KEY",
+    "PROTOTYPE_CLASS_KEY",
+    "WEIGHT_DECAY",
+    "PhaseSchedule",
+    "RamanSegStrategy",
+    "gallery_channel_name",
+    "ramanseg_architecture",
+    "ramanseg_strategy",
+]
+
+#: The projection records written next to ``model.pt`` by projection models.
+PROJECTION_NAME = "prototypes.json"
+#: The prototype gallery written next to ``model.pt`` by projection models.
+GALLERY_NAME = "prototype_gallery.png"
+#: The gallery shows the Raman band nearest this wavenumber (cm-1): the CH3 stretch of
+#: proteins (about 2930-2950 cm-1), which shows cellular, and so tumour, regions.
+GALLERY_WAVENUMBER = 2930.0
+#: ``model.pt`` key of the prototype vectors, shape ``(P, D, k, k)``.
+PROTOTYPES_KEY = "prototype_layer.prototypes"
+#: ``model.pt`` key of the prototypes' classes, shape ``(P,)``.
+PROTOTYPE_CLASS_KEY = "prototype_layer.prototype_class"
+#: Weight decay of the feature extractor, add-on and head (ProtoPNet's 1e-3).
+WEIGHT_DECAY = 1e-3
+#: Learning-rate schedules of the joint phase (``joint_lr_schedule``).
+JOINT_LR_SCHEDULES = ("cosine", "constant")
+#: Class names of the binary task, by label.
+CLASS_NAMES = ("background", "tumour")
+#: Architecture keys a configuration entry may set; :data:`ARCHITECTURE_DEFAULTS` otherwise.
+OPTIONAL_ARCHITECTURE_KEYS = ("stride", "head_layers")
+#: Architecture keyword arguments that are not in the configuration, stored in
+#: ``model.json`` so that a later change of a default cannot change a trained model.
+ARCHITECTURE_DEFAULTS: dict[str, Any] = {
+    "num_classes": 2,
+    "stride": 8,
+    "base_channels": 32,
+    "max_channels": 256,
+    "head_layers": 2,
+    "head_kernel_size": 3,
+    "upsample": "probabilities",
+}
+
+
+def _non_negative_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class PhaseSchedule:
+    """Which training phase each epoch belongs to, and when prototypes are projected.
+
+    Epochs ``1 .. warmup`` are warm-up, the next ``joint`` epochs joint training, the last
+    ``last_layer`` epochs last-layer training. With ``projection``, prototypes are projected
+    at the end of the last joint (or, without joint epochs, warm-up) epoch.
+
+    Attributes:
+        warmup: warm-up epochs.
+        joint: joint epochs.
+        last_layer: last-layer epochs.
+        projection: project the prototypes.
+
+    Raises:
+        ValueError: a negative or non-integer count, or no warm-up or joint epoch (the
+            last-layer phase alone trains nothing that projection could use, and a
+            projection-free model needs its prototypes trained).
+    """
+
+    warmup: int
+    joint: int
+    last_layer: int
+    projection: bool
+
+    def __post_init__(self) -> None:
+        for name in ("warmup", "joint", "last_layer"):
+            _non_negative_int(getattr(self, name), f"epochs.{name}")
+        if not isinstance(self.projection, bool):
+            raise ValueError(f"projection must be true or false, got {self.projection!r}")
+        if self.warmup + self.joint < 1:
+            raise ValueError(
+                "RamanSeg needs at least one warm-up or joint epoch (epochs.warmup + "
+                f"epochs.joint >= 1), got warmup={self.warmup}, joint={self.joint}"
+            )
+
+    @classmethod
+    def from_config(
+        cls, entry: Mapping[str, Any], section: str = "models.ramanseg"
+    ) -> PhaseSchedule:
+        """The schedule of a ``models.ramanseg`` / ``models.ramanseg_noproj`` entry.
+
+        Args:
+            entry: the entry (``epochs.{warmup,joint,last_layer}``, ``projection``).
+            section: its dotted name, for error messages.
+
+        Returns:
+            The schedule.
+
+        Raises:
+            ConfigError: a missing key.
+            ValueError: an invalid count (see the class).
+        """
+        epochs = require(entry, "epochs")
+        if not isinstance(epochs, Mapping):
+            raise ConfigError(f"{section}.epochs must be a mapping of phase to epochs")
+        counts = {}
+        for phase in PHASES:
+            if phase not in epochs:
+                raise ConfigError(f"configuration key '{section}.epochs.{phase}' is missing")
+            counts[phase] = epochs[phase]
+        try:
+            return cls(projection=require(entry, "projection"), **counts)
+        except ConfigError as error:
+            raise ConfigError(f"{section}: {error}") from None
+        except ValueError as error:
+            raise ValueError(f"{section}: {error}") from None
+
+    @property
+    def epochs(self) -> int:
+        """All epochs: the sum of the phases."""
+        return self.warmup + self.joint + self.last_layer
+
+    @property
+    def projection_epoch(self) -> int | None:
+        """The epoch at whose end prototypes are projected; None without projection."""
+        return self.warmup + self.joint if self.projection else None
+
+    def phase(self, epoch: int) -> str:
+        """The phase of ``epoch`` (counted from 1): ``warmup``, ``joint`` or ``last_layer``.
+
+        Raises:
+            ValueError: an epoch outside ``1 .. epochs``.
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= self.epochs:
+            raise ValueError(f"epoch must be in 1..{self.epochs}, got {epoch!r}")
+        if epoch <= self.warmup:
+            return "warmup"
+        if epoch <= self.warmup + self.joint:
+            return "joint"
+        return "last_layer"
+
+
+def gallery_channel_name(channels: Sequence[Mapping[str, Any]]) -> str | None:
+    """The channel the prototype gallery shows, from the configuration's channel list.
+
+    The Raman channel whose wavenumber is nearest :data:`GALLERY_WAVENUMBER` (the first on
+    ties); without wavenumbers the first Raman channel; without Raman channels the first
+    channel; None for an empty list.
+
+    Args:
+        channels: ``config["channels"]``: dicts with ``name``, ``role``, ``wavenumber``.
+
+    Returns:
+        The channel name, or None.
+    """
+    raman = [c for c in channels if c.get("role") == "raman"]
+    with_wavenumber = [c for c in raman if c.get("wavenumber") is not None]
+    if with_wavenumber:
+        best = min(with_wavenumber, key=lambda c: abs(float(c["wavenumber"]) - GALLERY_WAVENUMBER))
+        return str(best["name"])
+    if raman:
+        return str(raman[0]["name"])
+    return str(channels[0]["name"]) if channels else None
+
+
+def _record_from_dict(data: Mapping[str, Any]) -> PrototypeRecord:
+    values = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in data.items()
+    }
+    return PrototypeRecord(**values)
+
+
+class RamanSegStrategy(TrainingStrategy):
+    """RamanSeg's training phases, projection and outputs (see the module docstring).
+
+    Args:
+        model: the model to be trained.
+        criterion: the objective.
+        schedule: the phases.
+        learning_rates: ``features``, ``addon``, ``prototypes``, ``last_layer`` (and
+            optionally ``head``; the add-on rate otherwise).
+        weight_decay: weight decay of the convolutional groups.
+        gallery_channel: name of the channel the gallery shows (None: the first channel).
+        channel_names: the configuration's channel names in file order, used to find the
+            gallery channel in stacks without channel names.
+        class_names: names of the classes, by label, for the gallery.
+        percentile: the bounding-region percentile of projection (ProtoPNet: 95).
+        joint_lr_schedule: ``cosine`` (anneal the joint phase's rates, see
+            :meth:`build_scheduler`) or ``constant``.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`~ramanseg.models.ramanseg.RamanSeg`.
+        ValueError: a learning rate missing or not positive for a phase of the schedule.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: RamanSegLoss,
+        schedule: PhaseSchedule,
+        learning_rates: Mapping[str, float],
+        *,
+        weight_decay: float = WEIGHT_DECAY,
+        gallery_channel: str | None = None,
+        channel_names: Sequence[str] = (),
+        class_names: Sequence[str] = CLASS_NAMES,
+        percentile: float = 95.0,
+        joint_lr_schedule: str = "cosine",
+    ) -> None:
+        if not isinstance(model, RamanSeg):
+            raise TypeError(f"RamanSegStrategy trains a RamanSeg, got {type(model).__name__}")
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        if not 0.0 <= percentile <= 100.0:
+            raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+        if joint_lr_schedule not in JOINT_LR_SCHEDULES:
+            raise ValueError(
+                f"joint_lr_schedule must be one of {list(JOINT_LR_SCHEDULES)}, "
+                f"got {joint_lr_schedule!r}"
+            )
+        self.criterion = criterion
+        self.schedule = schedule
+        self.learning_rates = dict(learning_rates)
+        self.weight_decay = float(weight_decay)
+        self.gallery_channel = gallery_channel
+        self.channel_names = tuple(channel_names)
+        self.class_names = tuple(class_names)
+        self.percentile = float(percentile)
+        self.joint_lr_schedule = joint_lr_schedule
+        self.epochs = schedule.epochs
+        self.model_selection = "last" if schedule.projection else "best"
+        self.records: list[PrototypeRecord] = []
+        # Fail now, not at the phase change hours later: every phase's rates must exist.
+        for phase in {schedule.phase(e) for e in range(1, schedule.epochs + 1)}:
+            phase_param_groups(model, phase, self.learning_rates, self.weight_decay)
+
+    def optimizer_key(self, epoch: int) -> str:
+        """The phase of ``epoch``: a new optimiser at every phase change."""
+        return self.schedule.phase(epoch)
+
+    def build_optimizer(self, model: nn.Module, epoch: int) -> torch.optim.Optimizer:
+        """Adam over the parameter groups of ``epoch``'s phase (chosen by phase, not by
+        ``requires_grad``)."""
+        groups = phase_param_groups(
+            model, self.schedule.phase(epoch), self.learning_rates, self.weight_decay
+        )
+        return torch.optim.Adam(groups)
+
+    def build_scheduler(
+        self, optimizer: torch.optim.Optimizer, epoch: int
+    ) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """With ``joint_lr_schedule="cosine"``, cosine annealing of the joint phase's rates.
+
+        Epoch ``i`` of ``J`` joint epochs (from 0) trains at ``lr (1 + cos(pi i / J)) / 2``,
+        so the network projected after the last joint epoch has settled. The warm-up and
+        last-layer rates are constant.
+        """
+        if self.joint_lr_schedule == "cosine" and self.schedule.phase(epoch) == "joint":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.schedule.joint)
+        return None
+
+    def on_epoch_start(self, context: EpochContext) -> None:
+        """Freeze everything but the parameters of the epoch's phase.
+
+        A projection model also checks here that the gallery channel can be found, so that
+        a bad channel list fails in the first epoch rather than after training.
+        """
+        if self.schedule.projection:
+            self.gallery_channel_index(context.train_samples)
+        set_phase(context.model, self.schedule.phase(context.epoch))
+        if context.epoch == 1 or self.schedule.phase(context.epoch - 1) != context.model.phase:
+            logger.info("RamanSeg epoch %d: %s phase", context.epoch, context.model.phase)
+
+    def loss(self, output: Any, target: torch.Tensor, model: nn.Module) -> LossValue:
+        """The RamanSeg objective, with its computed terms as named parts."""
+        terms = self.criterion(output, target, model)
+        parts = {
+            name: value
+            for name, value in (
+                ("cross_entropy", terms.cross_entropy),
+                ("dice", terms.dice),
+                ("diversity", terms.diversity),
+                ("l1", terms.l1),
+            )
+            if value is not None
+        }
+        return terms.total, parts
+
+    def on_epoch_end(self, context: EpochContext) -> None:
+        """Project the prototypes onto the training images after the last joint epoch."""
+        if context.epoch != self.schedule.projection_epoch:
+            return
+        samples = list(context.train_samples)
+        self.records = project_prototypes(
+            context.model,
+            [s.image for s in samples],
+            [s.mask for s in samples],
+            [s.sample_id for s in samples],
+            percentile=self.percentile,
+            device=context.device,
+        )
+        distances = [r.distance for r in self.records]
+        logger.info(
+            "projected %d prototypes after epoch %d: squared distance moved mean %.4g, max %.4g",
+            len(self.records),
+            context.epoch,
+            sum(distances) / len(distances),
+            max(distances),
+        )
+
+    def gallery_channel_index(self, samples: Sequence[Sample]) -> tuple[int, str | None]:
+        """Index and name of the gallery channel in the samples' stacks.
+
+        Args:
+            samples: the samples (their ``channel_names``).
+
+        Returns:
+            ``(index, name)``; ``(0, first name or None)`` without a gallery channel.
+
+        Raises:
+            ValueError: the gallery channel is not among the stacks' channel names, or the
+                stacks have no names and the configuration's channel list does not fit them.
+        """
+        names = tuple(samples[0].channel_names) if samples else ()
+        if self.gallery_channel is None:
+            return 0, names[0] if names else None
+        if names:
+            if self.gallery_channel not in names:
+                raise ValueError(
+                    f"the gallery channel {self.gallery_channel!r} is not a channel of the "
+                    f"training stacks {list(names)}"
+                )
+            return names.index(self.gallery_channel), self.gallery_channel
+        channels = samples[0].image.shape[0] if samples else 0
+        if self.gallery_channel in self.channel_names and len(self.channel_names) == channels:
+            return self.channel_names.index(self.gallery_channel), self.gallery_channel
+        raise ValueError(
+            f"the training stacks have no channel names and {channels} channels; the "
+            f"configured channels {list(self.channel_names)} do not locate the gallery "
+            f"channel {self.gallery_channel!r}"
+        )
+
+    def on_train_end(self, context: TrainEndContext) -> None:
+        """Write ``prototypes.json`` and ``prototype_gallery.png`` for a projection model.
+
+        Raises:
+            RuntimeError: a projection model without projection records.
+        """
+        if not self.schedule.projection:
+            return
+        if not self.records:
+            raise RuntimeError(
+                "RamanSeg was trained with projection but holds no projection records"
+            )
+        samples = {s.sample_id: s.image for s in context.train_samples}
+        channel, name = self.gallery_channel_index(list(context.train_samples))
+        write_projection_json(self.records, context.outdir / PROJECTION_NAME)
+        prototype_gallery(
+            self.records,
+            samples,
+            context.outdir / GALLERY_NAME,
+            channel=channel,
+            channel_name=name,
+            class_names=self.class_names,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """The projection records (empty before projection)."""
+        return {"records": [record.to_dict() for record in self.records]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the projection records of a checkpoint."""
+        self.records = [_record_from_dict(data) for data in state.get("records", [])]
+
+
+def ramanseg_architecture(config: Mapping[str, Any], name: str, in_channels: int) -> dict[str, Any]:
+    """:class:`~ramanseg.models.ramanseg.RamanSeg` keyword arguments from
+    ``config["models"][name]``.
+
+    Reads ``prototypes_per_class``, ``prototype_size``, ``prototype_channels``,
+    ``addon_channels``, ``dropout`` and, if present, :data:`OPTIONAL_ARCHITECTURE_KEYS`
+    (``stride``, ``head_layers``); the other arguments are :data:`ARCHITECTURE_DEFAULTS`,
+    written out so that ``model.json`` describes the model completely.
+
+    Args:
+        config: the configuration.
+        name: the model name (``ramanseg``, ``ramanseg_noproj``, ...).
+        in_channels: channels of the preprocessed stacks.
+
+    Returns:
+        The keyword arguments.
+
+    Raises:
+        ConfigError: a missing key.
+    """
+    section = f"models.{name}"
+    entry = require(config, section)
+    architecture: dict[str, Any] = {"in_channels": int(in_channels), **ARCHITECTURE_DEFAULTS}
+    for key in CONFIG_KEYS:
+        architecture[key] = require(config, f"{section}.{key}")
+    for key in OPTIONAL_ARCHITECTURE_KEYS:
+        if key in entry:
+            architecture[key] = entry[key]
+    return architecture
+
+
+def ramanseg_strategy(config: Mapping[str, Any], name: str, model: nn.Module) -> RamanSegStrategy:
+    """The :class:`RamanSegStrategy` of ``config["models"][name]``.
+
+    Args:
+        config: the configuration (``models.<name>`` with ``projection``, ``epochs``,
+            ``learning_rates``, ``loss_weights``, ``diversity_loss`` and optionally
+            ``joint_lr_schedule``, default ``cosine``; ``channels`` for the gallery channel).
+        name: the model name.
+        model: the model built from :func:`ramanseg_architecture`.
+
+    Returns:
+        The strategy.
+
+    Raises:
+        ConfigError: a missing key.
+        ValueError: invalid phase lengths, learning rates or loss weights.
+    """
+    section = f"models.{name}"
+    entry = require(config, section)
+    schedule = PhaseSchedule.from_config(entry, section)
+    learning_rates = require(config, f"{section}.learning_rates")
+    try:
+        criterion = RamanSegLoss.from_config(entry)
+    except ValueError as error:
+        raise ValueError(f"{section}: {error}") from None
+    channels = config.get("channels") or []
+    try:
+        return RamanSegStrategy(
+            model,
+            criterion,
+            schedule,
+            learning_rates,
+            gallery_channel=gallery_channel_name(channels),
+            channel_names=[str(c["name"]) for c in channels],
+            joint_lr_schedule=entry.get("joint_lr_schedule", "cosine"),
+        )
+    except ValueError as error:
+        raise ValueError(f"{section}: {error}") from None
+
+
+#: The registry entry of both RamanSeg variants (``ramanseg``, ``ramanseg_noproj``): the
+#: builders receive the model name and read its own configuration section.
+ENTRY = ModelEntry(architecture=ramanseg_architecture, build=RamanSeg, strategy=ramanseg_strategy)
