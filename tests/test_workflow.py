@@ -95,7 +95,21 @@ def tiny_config(workdir: Path) -> Path:
             "training": {"patch_size": 32, "batch_size": 4, "patches_per_epoch": 8},
             "unet": {"epochs": 1, "base_channels": 4},
             "unetr": {"epochs": 1, "hidden_size": 48, "feature_size": 4},
+            "ramanseg": {
+                "prototypes_per_class": 2,
+                "addon_channels": 8,
+                "prototype_channels": 8,
+                "epochs": {"warmup": 1, "joint": 1, "last_layer": 1},
+            },
+            "ramanseg_noproj": {
+                "prototypes_per_class": 3,
+                "addon_channels": 8,
+                "prototype_channels": 8,
+                "epochs": {"warmup": 1, "joint": 1, "last_layer": 0},
+            },
+            "prototype_sweep": {"prototypes_per_class": [1, 2]},
         },
+        "interpret": {"ig_steps": 4, "internal_batch_size": 4},
         "resources": {"default": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0}},
     }
     path = workdir / "tiny.yaml"
@@ -128,7 +142,7 @@ def test_tiny_demo_runs_every_rule(tmp_path):
     table = (workdir / "results" / "bottleneck" / "bottleneck.csv").read_text()
     assert table.count("\n") >= 4
     # The split the DAG was planned with is the one the split rule wrote.
-    for model in ("nnunet", "unet", "unetr", "logreg"):
+    for model in ("nnunet", "unet", "unetr", "ramanseg", "ramanseg_noproj", "logreg"):
         written = sorted(
             p.name for p in (workdir / "results" / "predictions" / model).glob("*.tif")
         )
@@ -136,6 +150,24 @@ def test_tiny_demo_runs_every_rule(tmp_path):
             f"{s}.{kind}.tif" for s in split["test"] for kind in ("mask", "probability")
         )
         assert written == expected, model
+    results = (workdir / "results" / "evaluation" / "results.csv").read_text()
+    for model in ("unet", "unetr", "nnunet", "ramanseg", "ramanseg_noproj", "logreg"):
+        assert model in results
+    sweep = (workdir / "results" / "sweep" / "prototype_sweep.csv").read_text()
+    assert sweep.count("\n") == 3  # header + two counts
+    for name in ("gradcam_folds", "integrated_gradients", "feature_ablation"):
+        assert (workdir / "results" / "interpret" / "nnunet" / f"{name}.png").is_file()
+    for name in ("class_proportions", "kmeans_inertia", "prototype_gallery"):
+        assert (workdir / "results" / "interpret" / "ramanseg" / f"{name}.png").is_file()
+    assert (workdir / "results" / "report" / "rule_times.csv").is_file()
+    # The HTML report collects every table and figure.
+    snakemake(
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(REPO / "config" / "config.yaml"), str(config),
+        "--report", "report.html",
+    )  # fmt: skip
+    assert (workdir / "report.html").stat().st_size > 10_000
     # Nothing is left to do: a second invocation plans no job.
     again = snakemake(
         "--snakefile", str(REPO / "Snakefile"),

@@ -30,9 +30,12 @@ INTERPRET = RESULTS / "interpret"
 NNUNET_FIGURES = ["gradcam_folds", "gradcam_mean", "integrated_gradients", "feature_ablation"]
 PROTOTYPE_FIGURES = ["class_proportions", "kmeans_inertia"]
 #: Our PyTorch models (trained by train_model, predicted by predict_model).
-TORCH_MODELS = ["unet", "unetr"]
+TORCH_MODELS = ["unet", "unetr", "ramanseg", "ramanseg_noproj"]
 #: Every model of the results table, in the paper's order, then the per-pixel baseline.
-EVALUATED_MODELS = ["unet", "unetr", "nnunet", "logreg"]
+EVALUATED_MODELS = ["unet", "unetr", "nnunet", "ramanseg", "ramanseg_noproj", "logreg"]
+#: Files RamanSeg with projection writes beside its weights.
+PROTOTYPE_FILES = ["prototypes.json", "prototype_gallery.png"]
+SWEEP_COUNTS = config["models"]["prototype_sweep"]["prototypes_per_class"]
 SPLIT_JSON = RESULTS / "split" / "split.json"
 NNUNET = RESULTS / "nnunet"
 NNUNET_DATASET = nnunet_dataset_name(config["nnunet"]["dataset_id"])
@@ -122,17 +125,28 @@ def predictions(model, kind):
     return [PREDICTIONS / model / f"{sample}{suffix}" for sample in TEST_SAMPLES]
 
 
-def model_settings(model):
-    """Settings of train-model / predict-model for one of our PyTorch models."""
+def model_settings(model, **overrides):
+    """Settings of train-model / predict-model for one of our PyTorch models; `overrides`
+    replace keys of the model's section (the prototype sweep's count)."""
     return json.dumps(
         {
             "seed": config["seed"],
             "deterministic": config["deterministic"],
             "device": config["device"],
             "channels": config["channels"],
-            "models": {"training": config["models"]["training"], model: config["models"][model]},
+            "models": {
+                "training": config["models"]["training"],
+                model: {**config["models"][model], **overrides},
+            },
         }
     )
+
+
+def sweep_run(count):
+    """The model folder of one prototype count; the configured count is RamanSeg's own run."""
+    if int(count) == config["models"]["ramanseg"]["prototypes_per_class"]:
+        return MODELS / "ramanseg"
+    return MODELS / "sweep" / f"p{count}"
 
 
 def paper_outputs():
@@ -142,6 +156,7 @@ def paper_outputs():
         *expand(RESULTS / "bottleneck" / "bottleneck.{ext}", ext=["csv", "parquet", "md", "png"]),
         *expand(RESULTS / "evaluation" / "results.{ext}", ext=["csv", "parquet", "md"]),
         RESULTS / "evaluation" / "results_dice.png",
+        *expand(RESULTS / "sweep" / "prototype_sweep.{ext}", ext=["csv", "parquet", "md", "png"]),
         *expand(INTERPRET / "nnunet" / "{name}.png", name=NNUNET_FIGURES),
     ]
     if "ramanseg" in TORCH_MODELS:

@@ -3,8 +3,11 @@
 TRAINING_SAMPLES = list(SPLIT["train"]) + list(SPLIT["val"])
 
 
+# RamanSeg with projection has its own training rule (it also writes its prototypes).
 wildcard_constraints:
     model="|".join(TORCH_MODELS),
+    trained="|".join(m for m in TORCH_MODELS if m != "ramanseg"),
+    prototypes=r"\d+",
 
 
 rule train_model:
@@ -32,9 +35,111 @@ rule train_model:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m ramanseg train-model --model {wildcards.model} --preprocessed {params.preprocessed:q}"
+        "python -m ramanseg train-model --model {wildcards.trained} --preprocessed {params.preprocessed:q}"
         " --split {input.split:q} --outdir {params.outdir:q} --threads {threads}"
         " --no-progress --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule train_ramanseg:
+    input:
+        stacks=preprocessed("stack.ome.tif", TRAINING_SAMPLES),
+        masks=preprocessed("mask.tif", TRAINING_SAMPLES),
+        split=SPLIT_JSON,
+    output:
+        weights=MODELS / "ramanseg" / "model.pt",
+        metadata=MODELS / "ramanseg" / "model.json",
+        training_log=MODELS / "ramanseg" / "training_log.csv",
+        prototypes=MODELS / "ramanseg" / "prototypes.json",
+        gallery=MODELS / "ramanseg" / "prototype_gallery.png",
+    params:
+        preprocessed=PREPROCESSED,
+        outdir=MODELS / "ramanseg",
+        settings=model_settings("ramanseg"),
+    log:
+        LOGS / "models" / "train_ramanseg.log",
+    benchmark:
+        BENCHMARKS / "models" / "train_ramanseg.tsv"
+    threads: rule_resources("train_model")["threads"]
+    resources:
+        mem_mb=rule_resources("train_model")["mem_mb"],
+        runtime=rule_resources("train_model")["runtime"],
+        gpu=rule_resources("train_model")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m ramanseg train-model --model ramanseg --preprocessed {params.preprocessed:q}"
+        " --split {input.split:q} --outdir {params.outdir:q} --threads {threads}"
+        " --no-progress --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule train_sweep:
+    input:
+        stacks=preprocessed("stack.ome.tif", TRAINING_SAMPLES),
+        masks=preprocessed("mask.tif", TRAINING_SAMPLES),
+        split=SPLIT_JSON,
+    output:
+        weights=MODELS / "sweep" / "p{prototypes}" / "model.pt",
+        metadata=MODELS / "sweep" / "p{prototypes}" / "model.json",
+        training_log=MODELS / "sweep" / "p{prototypes}" / "training_log.csv",
+        prototypes=MODELS / "sweep" / "p{prototypes}" / "prototypes.json",
+        gallery=MODELS / "sweep" / "p{prototypes}" / "prototype_gallery.png",
+    params:
+        preprocessed=PREPROCESSED,
+        outdir=lambda wildcards: MODELS / "sweep" / f"p{wildcards.prototypes}",
+        settings=lambda wildcards: model_settings(
+            "ramanseg", prototypes_per_class=int(wildcards.prototypes)
+        ),
+    log:
+        LOGS / "models" / "train_sweep_p{prototypes}.log",
+    benchmark:
+        BENCHMARKS / "models" / "train_sweep_p{prototypes}.tsv"
+    threads: rule_resources("train_model")["threads"]
+    resources:
+        mem_mb=rule_resources("train_model")["mem_mb"],
+        runtime=rule_resources("train_model")["runtime"],
+        gpu=rule_resources("train_model")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m ramanseg train-model --model ramanseg --preprocessed {params.preprocessed:q}"
+        " --split {input.split:q} --outdir {params.outdir:q} --threads {threads}"
+        " --no-progress --settings {params.settings:q} > {log:q} 2>&1"
+
+
+rule sweep_summary:
+    input:
+        [sweep_run(count) / "model.json" for count in SWEEP_COUNTS],
+    output:
+        table=report(
+            RESULTS / "sweep" / "prototype_sweep.csv",
+            caption="../report/prototype_sweep.rst",
+            category="2. RamanSeg",
+        ),
+        parquet=RESULTS / "sweep" / "prototype_sweep.parquet",
+        markdown=RESULTS / "sweep" / "prototype_sweep.md",
+        plot=report(
+            RESULTS / "sweep" / "prototype_sweep.png",
+            caption="../report/prototype_sweep.rst",
+            category="2. RamanSeg",
+        ),
+        pdf=RESULTS / "sweep" / "prototype_sweep.pdf",
+    params:
+        runs=[sweep_run(count) for count in SWEEP_COUNTS],
+        prefix=RESULTS / "sweep" / "prototype_sweep",
+    log:
+        LOGS / "models" / "sweep_summary.log",
+    benchmark:
+        BENCHMARKS / "models" / "sweep_summary.tsv"
+    threads: rule_resources("sweep_summary")["threads"]
+    resources:
+        mem_mb=rule_resources("sweep_summary")["mem_mb"],
+        runtime=rule_resources("sweep_summary")["runtime"],
+        gpu=rule_resources("sweep_summary")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m ramanseg sweep-summary --runs {params.runs:q} --out-prefix {params.prefix:q}"
+        " > {log:q} 2>&1"
 
 
 rule predict_model:
