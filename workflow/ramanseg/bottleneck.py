@@ -39,7 +39,7 @@ import tifffile
 
 from ramanseg.config import require
 from ramanseg.errors import InputError
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import prefixed, write_files
 
 log = logging.getLogger(__name__)
 
@@ -312,17 +312,7 @@ def run_bottleneck(
         ".png": png,
         ".pdf": pdf,
     }
-    written: list[Path] = []
-    try:
-        for suffix, data in outputs.items():
-            path = prefix.with_name(prefix.name + suffix)
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
-            written.append(path)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    write_files(prefixed(prefix, outputs))
     log.info("bottleneck experiment on %d masks:\n%s", len(masks), markdown)
     return summary
 

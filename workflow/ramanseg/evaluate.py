@@ -50,14 +50,8 @@ import tifffile
 
 from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
-from ramanseg.figures import (
-    figure_bytes,
-    new_figure,
-    prefixed,
-    table_bytes,
-    with_suffix,
-    write_files,
-)
+from ramanseg.figures import figure_bytes, new_figure, table_bytes
+from ramanseg.fileio import prefixed, with_suffix, write_files
 from ramanseg.predictions import prediction_paths
 
 log = logging.getLogger(__name__)

@@ -8,18 +8,14 @@ figure as PNG + PDF. Two runs on the same inputs must give byte-identical files,
 * PNGs are saved without the ``Software`` tag and PDFs without ``Creator``, ``Producer``
   and ``CreationDate`` (matplotlib writes no other time- or version-dependent field);
 * all outputs of one command are rendered to bytes first and then written with
-  :func:`write_files`, each atomically; if one write fails, those already written are
-  removed, so a failed command leaves no partial set of outputs behind.
+  :func:`ramanseg.fileio.write_files`, each atomically; if one write fails, those already
+  written are removed, so a failed command leaves no partial set of outputs behind.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING
-
-from ramanseg.fileio import atomic_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,37 +85,3 @@ def table_bytes(
     if markdown is not None:
         files[".md"] = markdown.encode()
     return files
-
-
-def with_suffix(prefix: str | Path, suffix: str) -> Path:
-    """``prefix`` with ``suffix`` appended to its name (``results/x`` + ``.csv``)."""
-    prefix = Path(prefix)
-    return prefix.with_name(prefix.name + suffix)
-
-
-def prefixed(prefix: str | Path, files: Mapping[str, bytes]) -> dict[Path, bytes]:
-    """``{suffix: bytes}`` as ``{prefix + suffix: bytes}``."""
-    return {with_suffix(prefix, suffix): data for suffix, data in files.items()}
-
-
-def write_files(files: Mapping[str | Path, bytes]) -> list[Path]:
-    """Write every file atomically; on a failure remove those already written and re-raise.
-
-    Args:
-        files: path -> content.
-
-    Returns:
-        The paths written, in order.
-    """
-    written: list[Path] = []
-    try:
-        for path, data in files.items():
-            path = Path(path)
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
-            written.append(path)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return written

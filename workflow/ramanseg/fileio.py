@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 
@@ -40,3 +40,37 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def with_suffix(prefix: str | Path, suffix: str) -> Path:
+    """``prefix`` with ``suffix`` appended to its name (``results/x`` + ``.csv``)."""
+    prefix = Path(prefix)
+    return prefix.with_name(prefix.name + suffix)
+
+
+def prefixed(prefix: str | Path, files: Mapping[str, bytes]) -> dict[Path, bytes]:
+    """``{suffix: bytes}`` as ``{prefix + suffix: bytes}``."""
+    return {with_suffix(prefix, suffix): data for suffix, data in files.items()}
+
+
+def write_files(files: Mapping[str | Path, bytes]) -> list[Path]:
+    """Write every file atomically; on a failure remove those already written and re-raise.
+
+    Args:
+        files: path -> content.
+
+    Returns:
+        The paths written, in order.
+    """
+    written: list[Path] = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written

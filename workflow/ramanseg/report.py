@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from ramanseg.errors import InputError
-from ramanseg.figures import figure_bytes, new_figure, prefixed, table_bytes, write_files
+from ramanseg.figures import figure_bytes, new_figure, table_bytes
+from ramanseg.fileio import prefixed, write_files
 
 log = logging.getLogger(__name__)
 

@@ -74,7 +74,8 @@ from torch import Tensor, nn
 from ramanseg.config import ConfigError, channel_names, channel_roles, class_names
 from ramanseg.errors import InputError
 from ramanseg.evaluate import read_ground_truth, read_test_samples
-from ramanseg.figures import figure_bytes, new_figure, prefixed, table_bytes, write_files
+from ramanseg.figures import figure_bytes, new_figure, table_bytes
+from ramanseg.fileio import prefixed, write_files
 from ramanseg.interpret import (
     GRADCAM_MIN_SIZE,
     InterpretSettings,

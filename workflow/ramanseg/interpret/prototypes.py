@@ -39,14 +39,8 @@ import pandas as pd
 
 from ramanseg.config import channel_names, class_names
 from ramanseg.errors import InputError
-from ramanseg.figures import (
-    class_colour,
-    figure_bytes,
-    new_figure,
-    prefixed,
-    table_bytes,
-    write_files,
-)
+from ramanseg.figures import class_colour, figure_bytes, new_figure, table_bytes
+from ramanseg.fileio import prefixed, write_files
 from ramanseg.interpret import (
     display_channel_index,
     interpret_settings,

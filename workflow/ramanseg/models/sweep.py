@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from ramanseg.errors import InputError
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import prefixed, write_files
 
 logger = logging.getLogger(__name__)
 
@@ -217,17 +217,7 @@ def run_sweep_summary(run_dirs: Sequence[str | Path], out_prefix: str | Path) ->
         ".pdf": pdf,
     }
     prefix = Path(out_prefix)
-    written: list[Path] = []
-    try:
-        for suffix, data in outputs.items():
-            path = prefix.with_name(prefix.name + suffix)
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
-            written.append(path)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    write_files(prefixed(prefix, outputs))
     logger.info("prototype sweep over %d runs:\n%s", len(table), markdown)
     return table
 
