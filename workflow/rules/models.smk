@@ -16,17 +16,17 @@ rule train_model:
         masks=preprocessed("mask.tif", TRAINING_SAMPLES),
         split=SPLIT_JSON,
     output:
-        weights=MODELS / "{model}" / "model.pt",
-        metadata=MODELS / "{model}" / "model.json",
-        training_log=MODELS / "{model}" / "training_log.csv",
+        weights=MODELS / "{trained}" / "model.pt",
+        metadata=MODELS / "{trained}" / "model.json",
+        training_log=MODELS / "{trained}" / "training_log.csv",
     params:
         preprocessed=PREPROCESSED,
-        outdir=lambda wildcards: MODELS / wildcards.model,
-        settings=lambda wildcards: model_settings(wildcards.model),
+        outdir=lambda wildcards: MODELS / wildcards.trained,
+        settings=lambda wildcards: model_settings(wildcards.trained),
     log:
-        LOGS / "models" / "train_{model}.log",
+        LOGS / "models" / "train_{trained}.log",
     benchmark:
-        BENCHMARKS / "models" / "train_{model}.tsv"
+        BENCHMARKS / "models" / "train_{trained}.tsv"
     threads: rule_resources("train_model")["threads"]
     resources:
         mem_mb=rule_resources("train_model")["mem_mb"],
