@@ -21,6 +21,8 @@ from ramanseg.split import make_split
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = Path("results")
+#: The paper's own numbers, shipped with the workflow (not in the working directory).
+PAPER_RESULTS = Path(workflow.basedir) / "resources" / "paper_results.csv"
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"
 PREPROCESSED = RESULTS / "preprocessed"

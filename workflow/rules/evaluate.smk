@@ -8,7 +8,7 @@ rule evaluate:
         classes=preprocessed("classes.tif", TEST_SAMPLES),
         foreground=preprocessed("foreground.tif", TEST_SAMPLES),
         split=SPLIT_JSON,
-        paper="resources/paper_results.csv",
+        paper=PAPER_RESULTS,
     output:
         table=report(
             RESULTS / "evaluation" / "results.csv",

@@ -59,11 +59,11 @@ rule train_ramanseg:
         LOGS / "models" / "train_ramanseg.log",
     benchmark:
         BENCHMARKS / "models" / "train_ramanseg.tsv"
-    threads: rule_resources("train_model")["threads"]
+    threads: rule_resources("train_ramanseg")["threads"]
     resources:
-        mem_mb=rule_resources("train_model")["mem_mb"],
-        runtime=rule_resources("train_model")["runtime"],
-        gpu=rule_resources("train_model")["gpu"],
+        mem_mb=rule_resources("train_ramanseg")["mem_mb"],
+        runtime=rule_resources("train_ramanseg")["runtime"],
+        gpu=rule_resources("train_ramanseg")["gpu"],
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -93,11 +93,11 @@ rule train_sweep:
         LOGS / "models" / "train_sweep_p{prototypes}.log",
     benchmark:
         BENCHMARKS / "models" / "train_sweep_p{prototypes}.tsv"
-    threads: rule_resources("train_model")["threads"]
+    threads: rule_resources("train_sweep")["threads"]
     resources:
-        mem_mb=rule_resources("train_model")["mem_mb"],
-        runtime=rule_resources("train_model")["runtime"],
-        gpu=rule_resources("train_model")["gpu"],
+        mem_mb=rule_resources("train_sweep")["mem_mb"],
+        runtime=rule_resources("train_sweep")["runtime"],
+        gpu=rule_resources("train_sweep")["gpu"],
     conda:
         "../../envs/torch.yaml"
     shell:

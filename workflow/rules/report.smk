@@ -37,6 +37,10 @@ rule benchmark_summary:
         " --out-prefix {params.prefix:q} > {log:q} 2>&1"
 
 
+localrules:
+    paper,
+
+
 rule paper:
     input:
         paper_outputs(),
