@@ -161,8 +161,10 @@ def test_from_config(demo_config, variant):
     per_class, k = entry["prototypes_per_class"], entry["prototype_size"]
     assert model.prototype_layer.prototypes.shape == (2 * per_class, 64, k, k)
     assert model.addon[0].out_channels == entry["addon_channels"]
-    assert model.head[2].p == entry["dropout"]
-    assert model.in_channels == 24 and model.stride == 8
+    assert len(model.head) == 3 * entry.get("head_layers", 2)
+    if entry.get("head_layers", 2):
+        assert model.head[2].p == entry["dropout"]
+    assert model.in_channels == 24 and model.stride == entry.get("stride", 8)
     output = model.eval()(torch.rand(1, 24, 16, 16))
     assert output.logits.shape == (1, 2, 16, 16)
 

@@ -226,8 +226,9 @@ def test_registry_serves_both_variants_from_their_sections(demo_config):
         architecture = ENTRY.architecture(demo_config, name, 24)
         for key in ("prototypes_per_class", "prototype_size", "addon_channels", "dropout"):
             assert architecture[key] == section[key]
-        assert architecture["in_channels"] == 24 and architecture["stride"] == 8
-        assert architecture["head_layers"] == 2
+        assert architecture["in_channels"] == 24
+        assert architecture["stride"] == section.get("stride", 8)
+        assert architecture["head_layers"] == section.get("head_layers", 2)
         model = ENTRY.build(**architecture)
         strategy = ENTRY.strategy(demo_config, name, model)
         epochs = section["epochs"]

@@ -282,7 +282,8 @@ class RamanSeg(nn.Module):
         """The model of a ``models.ramanseg`` / ``models.ramanseg_noproj`` config entry.
 
         Reads ``prototypes_per_class``, ``prototype_size``, ``prototype_channels``,
-        ``addon_channels`` and ``dropout`` (all required) and, if present, ``stride``; the
+        ``addon_channels`` and ``dropout`` (all required) and, if present, ``stride`` and
+        ``head_layers``; the
         training keys (``projection``, ``loss_weights``, ``epochs``, ...) belong to the trainer
         and :class:`~ramanseg.models.prototypes.RamanSegLoss`.
 
@@ -299,8 +300,9 @@ class RamanSeg(nn.Module):
         if missing:
             raise ValueError(f"RamanSeg config entry lacks {missing}; it needs {list(CONFIG_KEYS)}")
         kwargs: dict[str, Any] = {key: entry[key] for key in CONFIG_KEYS}
-        if "stride" in entry:
-            kwargs["stride"] = entry["stride"]
+        for key in ("stride", "head_layers"):
+            if key in entry:
+                kwargs[key] = entry[key]
         kwargs.update(overrides)
         return cls(in_channels=in_channels, **kwargs)
 
