@@ -40,6 +40,7 @@ import tifffile
 from ramanseg.config import require
 from ramanseg.errors import InputError
 from ramanseg.fileio import prefixed, write_files
+from ramanseg.metrics import dice_score as dice
 
 log = logging.getLogger(__name__)
 
@@ -127,23 +128,6 @@ def bottleneck_mask(mask: np.ndarray, size: int, reference_size: int) -> np.ndar
     high = bilinear_upsample_matrix(low_h, height) @ low  # (H, low_w)
     high = (bilinear_upsample_matrix(low_w, width) @ high.T).T  # (H, W)
     return high > 0.5
-
-
-def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
-    """Dice coefficient of two binary masks; 1.0 when both are empty.
-
-    Args:
-        prediction: boolean (or 0/1) array.
-        truth: boolean (or 0/1) array of the same shape.
-
-    Returns:
-        ``2 |A and B| / (|A| + |B|)``.
-    """
-    a, b = prediction.astype(bool), truth.astype(bool)
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def bottleneck_table(

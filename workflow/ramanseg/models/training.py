@@ -53,6 +53,7 @@ import ramanseg
 from ramanseg.config import require
 from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
+from ramanseg.metrics import dice_score
 from ramanseg.models.data import PatchSampler, Sample
 from ramanseg.models.inference import (
     BLEND_MODES,
@@ -155,29 +156,6 @@ def soft_dice_loss(
     intersection = (probability * target).sum()
     denominator = probability.sum() + target.sum()
     return 1.0 - (2.0 * intersection + smooth) / (denominator + smooth)
-
-
-def dice_score(prediction: np.ndarray, target: np.ndarray) -> float:
-    """Hard Dice of two binary masks; 1.0 when both are empty.
-
-    Args:
-        prediction: predicted mask (bool or 0 / 1).
-        target: ground-truth mask of the same shape.
-
-    Returns:
-        ``2 |P & T| / (|P| + |T|)``.
-
-    Raises:
-        ValueError: if the shapes differ.
-    """
-    if prediction.shape != target.shape:
-        raise ValueError(f"shapes differ: {prediction.shape} and {target.shape}")
-    prediction = prediction.astype(bool)
-    target = target.astype(bool)
-    total = int(prediction.sum()) + int(target.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(prediction, target).sum()) / total
 
 
 # --- settings, strategies, registry ---------------------------------------------------------
