@@ -206,27 +206,53 @@ def test_activation_overlap_equals_naive_loops():
     assert float(got) == pytest.approx(naive_overlap(similarities, prototype_class), rel=1e-12)
 
 
-def test_activation_overlap_gradient():
+@pytest.mark.parametrize(
+    "prototype_class",
+    [[0, 0, 0, 1, 1], [0, 0, 0, 1, 1, 1], [1, 0, 1, 2]],
+    ids=["unequal-classes", "equal-classes", "unsorted-with-single"],
+)
+def test_activation_overlap_gradient(prototype_class):
     generator = torch.Generator().manual_seed(2)
-    similarities = torch.rand(2, 5, 3, 3, generator=generator, dtype=torch.float64)
-    similarities.requires_grad_()
-    prototype_class = torch.tensor([0, 0, 0, 1, 1])
-    assert torch.autograd.gradcheck(
-        lambda s: activation_overlap_loss(s, prototype_class), (similarities,)
-    )
+    similarities = torch.rand(2, len(prototype_class), 3, 3, generator=generator)
+    similarities = similarities.double().requires_grad_()
+    classes = torch.tensor(prototype_class)
+    assert torch.autograd.gradcheck(lambda s: activation_overlap_loss(s, classes), (similarities,))
+
+
+def test_activation_overlap_gradient_in_float32_matches_autograd():
+    # The hand-written backward against autograd on the plain pairwise formula.
+    generator = torch.Generator().manual_seed(3)
+    similarities = torch.rand(4, 10, 8, 8, generator=generator, requires_grad=True)
+    prototype_class = torch.tensor([0] * 6 + [1] * 4)
+    activation_overlap_loss(similarities, prototype_class).backward()
+    reference = similarities.detach().clone().requires_grad_()
+    flat = reference.reshape(4, 10, -1)
+    expected = 0.0
+    for members in (range(6), range(6, 10)):
+        members = list(members)
+        gram = torch.einsum("bin,bjn->ij", flat[:, members], flat[:, members])
+        pairs = len(members) * (len(members) - 1) / 2
+        expected = expected + torch.triu(gram, diagonal=1).sum() / (pairs * 4 * 64)
+    expected.backward()
+    torch.testing.assert_close(similarities.grad, reference.grad)
 
 
 def test_activation_overlap_is_zero_for_disjoint_supports():
-    # Each class's prototypes fire on disjoint sets of positions (float32, exact zero), while
-    # prototypes of different classes may overlap freely.
+    # Each class's prototypes fire on disjoint sets of positions, while prototypes of
+    # different classes overlap freely. In float32 the two sums of the loss hold the same
+    # squares added in different orders, so "zero" is zero up to rounding: far below the
+    # loss of a single shared position.
+    generator = torch.Generator().manual_seed(4)
     similarities = torch.zeros(2, 6, 4, 4)
-    for j in range(3):
-        similarities[:, j, j, :] = torch.rand(2, 4) + 0.5  # class 0: rows 0, 1, 2
-        similarities[:, 3 + j, :, j] = torch.rand(2, 4) + 0.5  # class 1: columns 0, 1, 2
+    for j in range(3):  # class 0: rows 0, 1, 2; class 1: columns 0, 1, 2
+        similarities[:, j, j, :] = torch.rand(2, 4, generator=generator) + 0.5
+        similarities[:, 3 + j, :, j] = torch.rand(2, 4, generator=generator) + 0.5
     prototype_class = torch.tensor([0, 0, 0, 1, 1, 1])
-    assert float(activation_overlap_loss(similarities, prototype_class)) == 0.0
+    disjoint = float(activation_overlap_loss(similarities, prototype_class))
     similarities[:, 1, 0, 0] = 1.0  # prototypes 0 and 1 now share a position
-    assert float(activation_overlap_loss(similarities, prototype_class)) > 0.0
+    shared = float(activation_overlap_loss(similarities, prototype_class))
+    assert shared > 0.0
+    assert abs(disjoint) < 1e-5 * shared
 
 
 def test_activation_overlap_single_prototype_per_class_is_zero():
@@ -464,7 +490,19 @@ def test_records_json_and_gallery(tmp_path):
         class_names=["background", "tumour"],
         columns=3,
     )
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = out.read_bytes()
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"Software" not in first  # no matplotlib version: byte-identical across installs
+    prototype_gallery(
+        records,
+        dict(zip(ids, images, strict=True)),
+        out,
+        channel=1,
+        channel_name="Raman 2846",
+        class_names=["background", "tumour"],
+        columns=3,
+    )
+    assert out.read_bytes() == first
     with pytest.raises(ValueError, match="channel 7"):
         prototype_gallery(records, dict(zip(ids, images, strict=True)), out, channel=7)
 

@@ -12,10 +12,11 @@ the same synthetic inputs, in one run:
 
 Inputs: ``batch`` images, a ``size x size`` latent map, two classes with ``P_c`` prototypes
 each, distances uniform in [0, 10), similarities their log similarities, and a blocky random
-ground truth with both classes. Times are the median over ``repeats`` after ``warmup``
-untimed runs (the loop version runs ``loop_repeats`` times, no warm-up). The minimum over the
-repeats is reported too, with its ratio: on a machine shared with other work the median
-includes waiting for the CPU, the minimum much less so.
+ground truth with both classes. Times are the median over ``repeats`` rounds after ``warmup``
+untimed ones; each round runs both batched losses in turn, so a change in the machine's load
+affects both alike (the loop version runs ``loop_repeats`` times afterwards, no warm-up).
+The minimum over the repeats is reported too, with its ratio: on a machine shared with other
+work the median includes waiting for the CPU, the minimum much less so.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import logging
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,17 +92,20 @@ def _inputs(
     )
 
 
-def _time(
-    step: Callable[[], torch.Tensor],
-    leaf: torch.Tensor,
+def _time_interleaved(
+    steps: Mapping[str, tuple[Callable[[], torch.Tensor], torch.Tensor]],
     repeats: int,
     warmup: int,
     device: torch.device,
-) -> list[float]:
-    """Seconds of forward + backward for each timed repeat."""
+) -> dict[str, list[float]]:
+    """Seconds of forward + backward of each step, per timed round.
+
+    Each round runs every step once, in turn, so a change in the machine's load during the
+    benchmark affects all steps alike and their ratio stays meaningful.
+    """
     import torch
 
-    def once() -> float:
+    def once(step: Callable[[], torch.Tensor], leaf: torch.Tensor) -> float:
         leaf.grad = None
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -111,9 +115,13 @@ def _time(
             torch.cuda.synchronize(device)
         return time.perf_counter() - start
 
-    for _ in range(warmup):
-        once()
-    return [once() for _ in range(repeats)]
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for round_index in range(warmup + repeats):
+        for name, (step, leaf) in steps.items():
+            seconds = once(step, leaf)
+            if round_index >= warmup:
+                times[name].append(seconds)
+    return times
 
 
 def run_benchmark(
@@ -173,30 +181,25 @@ def run_benchmark(
         distances, similarities, target, prototype_class = _inputs(
             count, size, batch, seed, torch_device
         )
-        times = {
-            "overlap": _time(
+        steps = {
+            "overlap": (
                 lambda s=similarities, c=prototype_class: activation_overlap_loss(s, c),
                 similarities,
-                repeats,
-                warmup,
-                torch_device,
             ),
-            "kld": _time(
+            "kld": (
                 lambda d=distances, t=target, c=prototype_class: kld_diversity_loss(d, t, c),
                 distances,
-                repeats,
-                warmup,
-                torch_device,
             ),
         }
+        times = _time_interleaved(steps, repeats, warmup, torch_device)
         if include_loop:
-            times["kld_loop"] = _time(
-                lambda d=distances, t=target, c=prototype_class: _kld_pairwise_loop(d, t, c),
-                distances,
-                loop_repeats,
-                0,
-                torch_device,
-            )
+            loop_step = {
+                "kld_loop": (
+                    lambda d=distances, t=target, c=prototype_class: _kld_pairwise_loop(d, t, c),
+                    distances,
+                )
+            }
+            times |= _time_interleaved(loop_step, loop_repeats, 0, torch_device)
         row: dict[str, Any] = {"prototypes_per_class": count}
         for name, values in times.items():
             row[f"{name}_ms"] = 1e3 * statistics.median(values)
