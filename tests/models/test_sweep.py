@@ -71,7 +71,7 @@ def test_repeated_counts_are_kept_and_averaged_in_the_plot(tmp_path):
     runs = [fake_run(tmp_path, "a", 5, 0.5), fake_run(tmp_path, "b", 5, 0.7)]
     table = sweep.sweep_table(runs)
     assert table["val_dice"].tolist() == [0.5, 0.7]
-    png, _ = sweep.sweep_figure_bytes(table)
+    png = sweep.sweep_figure_bytes(table)[".png"]
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -25,7 +25,6 @@ Both resamplings are separable linear maps, applied as sparse matrices along y a
 
 from __future__ import annotations
 
-import io as _bytes_io
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,7 @@ import tifffile
 
 from ramanseg.config import require
 from ramanseg.errors import InputError
+from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, write_files
 from ramanseg.metrics import dice_score as dice
 
@@ -197,13 +197,11 @@ def markdown_table(summary: pd.DataFrame, reference_size: int) -> str:
     return header + "\n".join(lines) + "\n"
 
 
-def _figure_bytes(summary: pd.DataFrame, reference_size: int) -> tuple[bytes, bytes]:
-    """The Dice-vs-size plot as (PNG, PDF) bytes, both deterministic."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _figure_bytes(summary: pd.DataFrame, reference_size: int) -> dict[str, bytes]:
+    """The Dice-vs-size plot as deterministic ``{".png": ..., ".pdf": ...}`` bytes."""
+    from ramanseg.figures import figure_bytes, new_figure
 
-    figure = Figure(figsize=(5.0, 3.6), dpi=150, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(5.0, 3.6)
     axis = figure.subplots()
     axis.errorbar(
         summary["feature_map_size"],
@@ -220,12 +218,7 @@ def _figure_bytes(summary: pd.DataFrame, reference_size: int) -> tuple[bytes, by
     axis.set_ylim(min(0.0, float((summary["mean_dice"] - summary["std_dice"]).min())), 1.02)
     axis.grid(True, alpha=0.3)
     axis.set_title(f"Perfect bottleneck, {int(summary['n_samples'].iloc[0])} masks")
-    png, pdf = _bytes_io.BytesIO(), _bytes_io.BytesIO()
-    figure.savefig(png, format="png", metadata={"Software": None})
-    figure.savefig(
-        pdf, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None}
-    )
-    return png.getvalue(), pdf.getvalue()
+    return figure_bytes(figure)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
@@ -284,19 +277,9 @@ def run_bottleneck(
     masks = [read_mask(path) for path in mask_paths]
     summary, _ = bottleneck_table(masks, sizes, reference_size)
     markdown = markdown_table(summary, reference_size)
-    png, pdf = _figure_bytes(summary, reference_size)
-    csv = summary.to_csv(index=False, float_format="%.6f")
-    parquet = _bytes_io.BytesIO()
-    summary.to_parquet(parquet, index=False)
-    prefix = Path(out_prefix)
-    outputs = {
-        ".csv": csv.encode(),
-        ".parquet": parquet.getvalue(),
-        ".md": markdown.encode(),
-        ".png": png,
-        ".pdf": pdf,
-    }
-    write_files(prefixed(prefix, outputs))
+    outputs = table_bytes(summary, markdown, float_format="%.6f")
+    outputs |= _figure_bytes(summary, reference_size)
+    write_files(prefixed(Path(out_prefix), outputs))
     log.info("bottleneck experiment on %d masks:\n%s", len(masks), markdown)
     return summary
 

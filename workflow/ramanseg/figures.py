@@ -15,6 +15,7 @@ figure as PNG + PDF. Two runs on the same inputs must give byte-identical files,
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -58,12 +59,26 @@ def new_figure(width: float, height: float, dpi: int = 150) -> Figure:
     return figure
 
 
-def figure_bytes(figure: Figure) -> dict[str, bytes]:
-    """The figure as deterministic ``{".png": ..., ".pdf": ...}`` bytes."""
-    png, pdf = io.BytesIO(), io.BytesIO()
-    figure.savefig(png, format="png", metadata=PNG_METADATA)
-    figure.savefig(pdf, format="pdf", metadata=PDF_METADATA)
-    return {".png": png.getvalue(), ".pdf": pdf.getvalue()}
+def figure_bytes(figure: Figure, suffixes: Sequence[str] = (".png", ".pdf")) -> dict[str, bytes]:
+    """The figure as deterministic bytes, by suffix: ``{".png": ..., ".pdf": ...}``.
+
+    Args:
+        figure: the figure.
+        suffixes: the formats wanted, ``.png`` and / or ``.pdf``.
+
+    Raises:
+        ValueError: on another suffix.
+    """
+    metadata = {".png": PNG_METADATA, ".pdf": PDF_METADATA}
+    unknown = sorted(set(suffixes) - set(metadata))
+    if unknown:
+        raise ValueError(f"figures are written as .png or .pdf, not {', '.join(unknown)}")
+    rendered = {}
+    for suffix in suffixes:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=suffix[1:], metadata=metadata[suffix])
+        rendered[suffix] = buffer.getvalue()
+    return rendered
 
 
 def table_bytes(

@@ -25,7 +25,6 @@ as the paper describes.
 
 from __future__ import annotations
 
-import io as _bytes_io
 import json
 import logging
 import math
@@ -622,6 +621,8 @@ def render_qc_figure(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    from ramanseg.figures import figure_bytes
+
     step = _display_step(raman.shape)
     height, width = raman.shape
     extent = (-0.5, width - 0.5, height - 0.5, -0.5)
@@ -682,9 +683,7 @@ def render_qc_figure(
         axis.set_xlabel("x (pixels)")
         axis.set_ylabel("y (pixels)")
     figure.suptitle(f"sample {sample_id}")
-    buffer = _bytes_io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return figure_bytes(figure, [".png"])[".png"]
 
 
 # ------------------------------------------------------------------------------ per sample

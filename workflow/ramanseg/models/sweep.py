@@ -12,7 +12,6 @@ of validation Dice against prototypes per class (PNG, PDF), all byte-determinist
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import math
@@ -23,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ramanseg.errors import InputError
+from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, write_files
 
 logger = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ def markdown_table(table: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, floatfmt=".4f") + "\n"
 
 
-def sweep_figure_bytes(table: pd.DataFrame) -> tuple[bytes, bytes]:
-    """Validation Dice against prototypes per class, as deterministic (PNG, PDF) bytes.
+def sweep_figure_bytes(table: pd.DataFrame) -> dict[str, bytes]:
+    """Validation Dice against prototypes per class, as deterministic ``.png`` / ``.pdf`` bytes.
 
     Each run is a point; the line joins the mean Dice of each count (several runs of one
     count, e.g. seeds, are averaged).
@@ -155,14 +155,12 @@ def sweep_figure_bytes(table: pd.DataFrame) -> tuple[bytes, bytes]:
         table: the sweep table.
 
     Returns:
-        The PNG and PDF bytes.
+        ``{".png": ..., ".pdf": ...}``.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ramanseg.figures import figure_bytes, new_figure
 
     means = table.groupby("prototypes_per_class", sort=True)["val_dice"].mean()
-    figure = Figure(figsize=(5.0, 3.6), dpi=150, layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure(5.0, 3.6)
     axis = figure.subplots()
     axis.plot(means.index, means.to_numpy(), marker="o", color="C0", label="mean per count")
     axis.scatter(
@@ -179,12 +177,7 @@ def sweep_figure_bytes(table: pd.DataFrame) -> tuple[bytes, bytes]:
     axis.set_title(f"Prototype-count sweep ({models})")
     if len(table) > len(means):
         axis.legend(loc="lower right")
-    png, pdf = io.BytesIO(), io.BytesIO()
-    figure.savefig(png, format="png", metadata={"Software": None})
-    figure.savefig(
-        pdf, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None}
-    )
-    return png.getvalue(), pdf.getvalue()
+    return figure_bytes(figure)
 
 
 def run_sweep_summary(run_dirs: Sequence[str | Path], out_prefix: str | Path) -> pd.DataFrame:
@@ -206,18 +199,8 @@ def run_sweep_summary(run_dirs: Sequence[str | Path], out_prefix: str | Path) ->
     """
     table = sweep_table(run_dirs)
     markdown = markdown_table(table)
-    png, pdf = sweep_figure_bytes(table)
-    parquet = io.BytesIO()
-    table.to_parquet(parquet, index=False)
-    outputs = {
-        ".csv": table.to_csv(index=False, float_format="%.6f").encode(),
-        ".parquet": parquet.getvalue(),
-        ".md": markdown.encode(),
-        ".png": png,
-        ".pdf": pdf,
-    }
-    prefix = Path(out_prefix)
-    write_files(prefixed(prefix, outputs))
+    outputs = table_bytes(table, markdown, float_format="%.6f") | sweep_figure_bytes(table)
+    write_files(prefixed(Path(out_prefix), outputs))
     logger.info("prototype sweep over %d runs:\n%s", len(table), markdown)
     return table
 
