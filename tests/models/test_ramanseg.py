@@ -10,6 +10,7 @@ from ramanseg.models.prototypes import RamanSegLoss
 from ramanseg.models.ramanseg import (
     PHASES,
     FeatureExtractor,
+    PrototypeHead,
     RamanSeg,
     parameter_groups,
     phase_param_groups,
@@ -82,8 +83,27 @@ def test_head_starts_as_identity_and_readout_as_protopnet():
     weight = model.readout.weight[:, :, 0, 0]
     assert weight.tolist() == [[1, 1, 1, -0.5, -0.5, -0.5], [-0.5, -0.5, -0.5, 1, 1, 1]]
     assert model.readout.bias is None
-    dropouts = [m for m in model.head if isinstance(m, torch.nn.Dropout2d)]
-    assert len(dropouts) == 2 and all(m.p == 0.2 for m in dropouts)
+    # Two convolutions with spatial dropout between them (one Dropout2d), the last at zero.
+    assert model.head.layers == 2
+    dropouts = [m for m in model.head.modules() if isinstance(m, torch.nn.Dropout2d)]
+    assert len(dropouts) == 1 and dropouts[0].p == 0.2
+    assert not model.head.convs[-1].weight.any()
+
+
+def test_head_keeps_every_prototype_on_the_path_to_the_readout():
+    # The residual head: whatever its convolutions learn (here: a dead ReLU, all outputs
+    # negative), each prototype's similarity still reaches the readout.
+    torch.manual_seed(0)
+    head = PrototypeHead(channels=4, layers=2, dropout=0.5).eval()
+    with torch.no_grad():
+        head.convs[0].bias.fill_(-100.0)
+    similarities = torch.rand(2, 4, 5, 5)
+    torch.testing.assert_close(head(similarities), similarities)
+    assert PrototypeHead(4, 0)(similarities) is similarities
+    with pytest.raises(ValueError, match="odd"):
+        PrototypeHead(4, 1, kernel_size=2)
+    with pytest.raises(ValueError, match=">= 0"):
+        PrototypeHead(4, -1)
 
 
 def test_gradients_reach_every_parameter():
@@ -92,6 +112,10 @@ def test_gradients_reach_every_parameter():
     target = torch.zeros(2, 16, 16, dtype=torch.long)
     target[:, 8:] = 1
     loss = RamanSegLoss({"cross_entropy": 1.0, "dice": 1.0, "diversity": 0.1, "l1": 1e-3})
+    # The head's last convolution starts at zero, which blocks the gradient of the ones
+    # before it until it has moved: move it.
+    with torch.no_grad():
+        model.head.convs[-1].weight.normal_(0.0, 0.1)
     loss(model(torch.rand(2, 3, 16, 16)), target, model).total.backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
@@ -104,7 +128,7 @@ def test_gradients_reach_every_parameter():
     [
         ("warmup", {"addon", "prototypes", "head"}),
         ("joint", {"features", "addon", "prototypes", "head"}),
-        ("last_layer", {"last_layer"}),
+        ("last_layer", {"head", "last_layer"}),
     ],
 )
 def test_set_phase_freezes_the_right_parameters(phase, trained):
@@ -147,7 +171,7 @@ def test_phase_errors():
     with pytest.raises(ValueError, match="lacks 'features'"):
         phase_param_groups(model, "joint", {"addon": 1e-3, "prototypes": 1e-3})
     with pytest.raises(ValueError, match="> 0"):
-        phase_param_groups(model, "last_layer", {"last_layer": 0.0})
+        phase_param_groups(model, "last_layer", {"addon": 1e-3, "last_layer": 0.0})
     assert PHASES == ("warmup", "joint", "last_layer")
     # Without head layers there is no (empty) head group.
     assert "head" not in phase_parameters(tiny(head_layers=0), "joint")
@@ -161,9 +185,10 @@ def test_from_config(demo_config, variant):
     per_class, k = entry["prototypes_per_class"], entry["prototype_size"]
     assert model.prototype_layer.prototypes.shape == (2 * per_class, 64, k, k)
     assert model.addon[0].out_channels == entry["addon_channels"]
-    assert len(model.head) == 3 * entry.get("head_layers", 2)
-    if entry.get("head_layers", 2):
-        assert model.head[2].p == entry["dropout"]
+    assert model.head.layers == entry.get("head_layers", 2)
+    for module in model.head.modules():
+        if isinstance(module, torch.nn.Dropout2d):
+            assert module.p == entry["dropout"]
     assert model.in_channels == 24 and model.stride == entry.get("stride", 8)
     output = model.eval()(torch.rand(1, 24, 16, 16))
     assert output.logits.shape == (1, 2, 16, 16)

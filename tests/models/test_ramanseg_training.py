@@ -240,7 +240,7 @@ def test_registry_serves_both_variants_from_their_sections(demo_config):
     changed["models"]["ramanseg"].update(stride=4, head_layers=0)
     architecture = ENTRY.architecture(changed, "ramanseg", 24)
     assert architecture["stride"] == 4 and architecture["head_layers"] == 0
-    assert len(ENTRY.build(**architecture).head) == 0
+    assert ENTRY.build(**architecture).head.layers == 0
 
 
 def test_strategy_rejects_bad_configuration(config):
@@ -270,7 +270,7 @@ def test_phases_switch_at_the_right_epochs(projection_run):
     warmup = {"features": {False}, "addon": {True}, "prototypes": {True}, "head": {True},
               "last_layer": {False}}  # fmt: skip
     joint = {**warmup, "features": {True}}
-    last = {"features": {False}, "addon": {False}, "prototypes": {False}, "head": {False},
+    last = {"features": {False}, "addon": {False}, "prototypes": {False}, "head": {True},
             "last_layer": {True}}  # fmt: skip
     assert [s["trains"] for s in seen] == [warmup, joint, joint, last, last]
     lr = LEARNING_RATES
@@ -282,7 +282,7 @@ def test_phases_switch_at_the_right_epochs(projection_run):
     assert seen[1]["lr"] == {"features": lr["features"], **seen[0]["lr"]}
     # The joint rates are annealed by a cosine over the phase's two epochs.
     assert seen[2]["lr"] == pytest.approx({k: v / 2 for k, v in seen[1]["lr"].items()})
-    assert seen[3]["lr"] == {"last_layer": lr["last_layer"]}
+    assert seen[3]["lr"] == {"head": lr["addon"], "last_layer": lr["last_layer"]}
     # A new optimiser at each phase change, the same one within a phase.
     optimizers = [s["optimizer"] for s in seen]
     assert optimizers[1] == optimizers[2] and optimizers[3] == optimizers[4]

@@ -6,27 +6,35 @@ The network, for an input of ``C`` channels and size ``H x W``::
       -> features   plain conv blocks, log2(stride) stride-2 stages    (B, F, h, w)
       -> addon      1x1 conv, ReLU, 1x1 conv, sigmoid (ProtoPNet)       (B, D, h, w)   latent z
       -> prototypes squared L2 distances and log similarities           (B, P, h, w)
-      -> head       [conv, ReLU, Dropout2d] x head_layers, P -> P       (B, P, h, w)
+      -> head       s + convs(s): head_layers convs, ReLU + Dropout2d   (B, P, h, w)
+                    between them; the last one starts at zero
       -> readout    1x1 conv, no bias, +1 / -0.5 initialised            (B, K, h, w)   latent logits
       -> bilinear upsampling of the latent class probabilities          (B, K, H, W)
 
 with ``h = ceil(H / stride)`` and no decoder (paper 3.2.1: the latent probability map is the
 segmentation). The paper adds "a series of two-dimensional convolutions after the prototype
-layer, with Spatial Dropout between them" (3.2.3); its figure is lost, so here is our reading:
-the readout is itself a 1 x 1 two-dimensional convolution, the last of that series, and
-``Dropout2d`` sits between consecutive convolutions of the series (so none with
-``head_layers=0``). The head convolutions map the ``P`` similarity channels to ``P`` channels
-and are initialised to the identity (Dirac kernels, zero bias): similarities are positive, so
-the ReLU passes them and, at initialisation, the network is exactly ProtoPNet/ProtoSeg's
-"similarities -> class readout". Channel ``j`` of the head keeps prototype ``j``'s place, which
-keeps the readout's +1 / -0.5 class connections and the L1 penalty on its wrong-class
-weights meaningful. Dropout2d on these maps drops whole prototype channels.
+layer, with Spatial Dropout between them" (3.2.3); its figure is lost, so here is our reading,
+:class:`PrototypeHead`: ``head_layers`` convolutions mapping the ``P`` similarity maps to ``P``
+maps, with ReLU and ``Dropout2d`` between consecutive ones, added to the similarities as a
+residual, ``h = s + convs(s)``. The last convolution starts at zero, so at initialisation the
+network is exactly ProtoPNet/ProtoSeg's "similarities -> class readout", and channel ``j`` of
+the head stays prototype ``j``'s evidence (plus a learned, spatially informed correction),
+which keeps the readout's +1 / -0.5 class connections and the L1 penalty on its wrong-class
+weights meaningful. A plain series of ReLU convolutions in that place (our first design) does
+not train: spatial dropout removes whole prototype channels, channels die behind the ReLU,
+and the frozen readout then sees nothing (demo validation Dice 0.4 against 0.8 without a
+head). The residual keeps every prototype's similarity on the path to the readout, and the
+dropout acts on the correction's hidden maps.
 
 Training phases (ProtoPNet; :func:`set_phase`, :func:`phase_param_groups`):
 
 * ``warmup``: add-on, prototypes and head train; the feature extractor and readout are frozen;
 * ``joint``: feature extractor, add-on, prototypes and head train; the readout is frozen;
-* ``last_layer``: only the readout trains (after projection, with the L1 term).
+* ``last_layer``: after projection, everything after the prototype layer trains, i.e. the
+  head and the readout (the L1 term on the readout). In ProtoPNet the readout is all there is
+  after the prototypes; projection moves the prototypes onto training patches, which changes
+  the similarities the head was trained on (a projected prototype matches its source patch
+  with distance 0, the largest similarity there is), so the head must adapt with the readout.
 
 The feature extractor uses GroupNorm rather than BatchNorm: it has no running statistics, so a
 frozen extractor is truly frozen in every phase and training and evaluation behave alike
@@ -49,6 +57,7 @@ __all__ = [
     "PHASES",
     "PHASE_GROUPS",
     "FeatureExtractor",
+    "PrototypeHead",
     "RamanSeg",
     "RamanSegOutput",
     "parameter_groups",
@@ -64,7 +73,7 @@ PHASES = ("warmup", "joint", "last_layer")
 PHASE_GROUPS: dict[str, tuple[str, ...]] = {
     "warmup": ("addon", "prototypes", "head"),
     "joint": ("features", "addon", "prototypes", "head"),
-    "last_layer": ("last_layer",),
+    "last_layer": ("head", "last_layer"),
 }
 
 #: The config keys ``from_config`` reads, all required.
@@ -145,6 +154,57 @@ class FeatureExtractor(nn.Module):
         return self.layers(x)
 
 
+class PrototypeHead(nn.Module):
+    """The convolutions after the prototype layer, as a residual on the similarity maps.
+
+    ``h = s + convs(s)``, where ``convs`` is ``layers`` convolutions ``P -> P`` (kernel
+    ``kernel_size``, same padding) with ReLU and ``Dropout2d(dropout)`` between consecutive
+    ones. The earlier convolutions use Kaiming initialisation, the last starts at zero (so the
+    head starts as the identity). ``layers=0`` is the identity.
+
+    Args:
+        channels: the number of prototypes ``P``.
+        layers: the number of convolutions.
+        kernel_size: their (odd) kernel size.
+        dropout: the spatial dropout probability between them.
+
+    Raises:
+        ValueError: on a negative ``layers``, an even ``kernel_size`` or ``dropout`` outside
+            ``[0, 1)``.
+    """
+
+    def __init__(self, channels: int, layers: int, kernel_size: int = 3, dropout: float = 0.0):
+        super().__init__()
+        if layers < 0:
+            raise ValueError(f"head layers must be >= 0, got {layers}")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"head kernel size must be odd and >= 1, got {kernel_size}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        modules: list[nn.Module] = []
+        for index in range(layers):
+            if index:
+                modules += [nn.ReLU(), nn.Dropout2d(dropout)]
+            conv = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+            if index == layers - 1:
+                nn.init.zeros_(conv.weight)
+            else:
+                nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            modules.append(conv)
+        self.convs = nn.Sequential(*modules)
+
+    @property
+    def layers(self) -> int:
+        """The number of convolutions."""
+        return sum(isinstance(m, nn.Conv2d) for m in self.convs)
+
+    def forward(self, similarities: Tensor) -> Tensor:
+        if not len(self.convs):
+            return similarities
+        return similarities + self.convs(similarities)
+
+
 class RamanSegOutput(NamedTuple):
     """The forward pass of :class:`RamanSeg`.
 
@@ -183,7 +243,8 @@ class RamanSeg(nn.Module):
         stride: downsampling of the latent map (a power of two; 8: 64 px -> 8 x 8).
         base_channels: feature extractor stem width.
         max_channels: feature extractor channel cap.
-        head_layers: number of P -> P convolutions before the readout (0: plain readout).
+        head_layers: number of P -> P convolutions of the residual head before the readout
+            (0: plain readout); see :class:`PrototypeHead`.
         head_kernel_size: their kernel size (odd).
         epsilon: the log similarity's ``eps``.
         incorrect_class_connection: readout init of wrong-class connections (ProtoPNet: -0.5).
@@ -262,15 +323,7 @@ class RamanSeg(nn.Module):
             num_classes, prototypes_per_class, prototype_channels, prototype_size, epsilon
         )
         num_prototypes = self.prototype_layer.num_prototypes
-        head: list[nn.Module] = []
-        for _ in range(head_layers):
-            conv = nn.Conv2d(
-                num_prototypes, num_prototypes, head_kernel_size, padding=head_kernel_size // 2
-            )
-            nn.init.dirac_(conv.weight)
-            nn.init.zeros_(conv.bias)
-            head += [conv, nn.ReLU(inplace=True), nn.Dropout2d(dropout)]
-        self.head = nn.Sequential(*head)
+        self.head = PrototypeHead(num_prototypes, head_layers, head_kernel_size, dropout)
         self.readout = nn.Conv2d(num_prototypes, num_classes, kernel_size=1, bias=False)
         self.incorrect_class_connection = incorrect_class_connection
         init_last_layer_(

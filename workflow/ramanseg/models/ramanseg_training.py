@@ -9,7 +9,8 @@ read from ``config["models"][<name>]``:
   then, at the end of the last joint epoch, prototype projection onto the training images
   (each prototype becomes the nearest latent patch of its own class,
   :func:`~ramanseg.models.prototypes.project_prototypes`), then ``epochs.last_layer`` epochs
-  training only the readout. The projected prototypes are frozen from then on, so each is
+  training what follows the prototype layer: the head and the readout (see
+  :mod:`ramanseg.models.ramanseg`). The projected prototypes are frozen from then on, so each is
   exactly a latent patch of a training image of its class; the final weights are kept
   (``model_selection = "last"``: an earlier epoch's weights are not projected).
 * projection-free RamanSeg (``models.ramanseg_noproj``, ``projection: false``; paper 3.2.4):
