@@ -481,28 +481,23 @@ def test_records_json_and_gallery(tmp_path):
     loaded = json.loads((tmp_path / "projection.json").read_text())["prototypes"]
     assert loaded[0] == records[0].to_dict() and len(loaded) == 6
     out = tmp_path / "gallery.png"
-    prototype_gallery(
-        records,
-        dict(zip(ids, images, strict=True)),
-        out,
-        channel=1,
-        channel_name="Raman 2846",
-        class_names=["background", "tumour"],
-        columns=3,
-    )
-    first = out.read_bytes()
+
+    def render() -> bytes:
+        prototype_gallery(
+            records,
+            dict(zip(ids, images, strict=True)),
+            out,
+            channel=1,
+            channel_name="Raman 2846",
+            class_names=["background", "tumour"],
+            columns=3,
+        )
+        return out.read_bytes()
+
+    first = render()
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"Software" not in first  # no matplotlib version: byte-identical across installs
-    prototype_gallery(
-        records,
-        dict(zip(ids, images, strict=True)),
-        out,
-        channel=1,
-        channel_name="Raman 2846",
-        class_names=["background", "tumour"],
-        columns=3,
-    )
-    assert out.read_bytes() == first
+    assert render() == first
     with pytest.raises(ValueError, match="channel 7"):
         prototype_gallery(records, dict(zip(ids, images, strict=True)), out, channel=7)
 

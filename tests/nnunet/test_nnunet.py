@@ -127,6 +127,32 @@ def test_planning_installs_our_splits(planned):
     assert (folder / "nnUNetResEncUNetDemoPlans.json").is_file()
 
 
+#: The demo planner's plan for a dataset of 128 x 128 images (the demo's), in a fresh process:
+#: nnU-Net reads its folders from the environment when first imported.
+PLAN_FOR_128 = """
+import json, sys
+from ramanseg.nnunet.environment import configure_nnunet
+configure_nnunet(sys.argv[1])
+from ramanseg.nnunet.demo_planner import nnUNetPlannerResEncDemo
+planner = nnUNetPlannerResEncDemo(987)
+plan = planner.get_plans_for_configuration((1.0, 1.0), (128, 128), "2d", 32 * 128 * 128, {})
+arch = plan["architecture"]["arch_kwargs"]
+patch = [int(edge) for edge in plan["patch_size"]]
+print(json.dumps({"patch_size": patch, "features": list(arch["features_per_stage"])}))
+"""
+
+
+def test_demo_planner_caps_the_patch_for_cpus(planned):
+    # nnU-Net would take the whole 128 px image as the patch; the demo planner caps it.
+    result = subprocess.run(
+        [sys.executable, "-c", PLAN_FOR_128, str(planned["nnunet_dir"])],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    plan = json.loads(result.stdout.strip().splitlines()[-1])
+    assert plan["patch_size"] == [64, 64]
+    assert plan["features"][0] == 16 and max(plan["features"]) == 128
+
+
 def _train(planned, fold: int, **popen) -> subprocess.CompletedProcess:
     return ramanseg(
         "nnunet-train", "--nnunet-dir", str(planned["nnunet_dir"]), "--threads", "1",

@@ -56,6 +56,8 @@ rule preprocess:
         LOGS / "preprocess" / "{sample}.log",
     benchmark:
         BENCHMARKS / "preprocess" / "{sample}.tsv"
+    # Every sample first: the nnU-Net chain, the demo's longest, needs all of them.
+    priority: 10
     threads: rule_resources("preprocess")["threads"]
     resources:
         mem_mb=rule_resources("preprocess")["mem_mb"],

@@ -19,6 +19,7 @@ rule nnunet_export:
         LOGS / "nnunet" / "export.log",
     benchmark:
         BENCHMARKS / "nnunet" / "export.tsv"
+    priority: 10
     threads: rule_resources("nnunet_export")["threads"]
     resources:
         mem_mb=rule_resources("nnunet_export")["mem_mb"],
@@ -45,6 +46,7 @@ rule nnunet_plan:
         LOGS / "nnunet" / "plan.log",
     benchmark:
         BENCHMARKS / "nnunet" / "plan.tsv"
+    priority: 10
     threads: rule_resources("nnunet_plan")["threads"]
     resources:
         mem_mb=rule_resources("nnunet_plan")["mem_mb"],
@@ -71,6 +73,8 @@ rule nnunet_train:
         LOGS / "nnunet" / "train_fold_{fold}.log",
     benchmark:
         BENCHMARKS / "nnunet" / "train_fold_{fold}.tsv"
+    # The folds are the demo's longest chain: start them before the other models.
+    priority: 10
     threads: rule_resources("nnunet_train")["threads"]
     resources:
         mem_mb=rule_resources("nnunet_train")["mem_mb"],

@@ -1,14 +1,25 @@
-"""``nnUNetPlannerResEncDemo``: ResEnc M's topology, narrower and shallower, for CPUs."""
+"""``nnUNetPlannerResEncDemo``: ResEnc M's topology, narrower, on smaller patches, for CPUs."""
 
 from __future__ import annotations
 
+import numpy as np
 from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import (  # noqa: E501
     nnUNetPlannerResEncM,
 )
 
 
 class nnUNetPlannerResEncDemo(nnUNetPlannerResEncM):
-    """ResEnc M's topology at a width and depth a CPU trains in minutes (demo only)."""
+    """ResEnc M's topology at a width a CPU trains in minutes, on patches of at most
+    :attr:`max_patch_edge` pixels a side (demo only).
+
+    nnU-Net sizes the patch from the median image shape (up to the whole image) and the GPU
+    memory target. On a CPU an iteration's cost grows with the patch area, and the demo's
+    128 px images as whole-image patches make an iteration four times as costly as 64 px
+    patches, for the same number of gradient steps; the smaller patch leaves time for more
+    of them.
+    """
+
+    max_patch_edge = 64
 
     def __init__(
         self,
@@ -30,3 +41,8 @@ class nnUNetPlannerResEncDemo(nnUNetPlannerResEncM):
         self.UNet_base_num_features = 16
         self.UNet_max_features_2d = 128
         self.UNet_blocks_per_stage_encoder = (1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2)
+
+    def get_plans_for_configuration(self, spacing, median_shape, *args, **kwargs):
+        # nnU-Net clips the initial patch size to the median shape: clip that first.
+        capped = np.minimum(np.asarray(median_shape), self.max_patch_edge)
+        return super().get_plans_for_configuration(spacing, capped, *args, **kwargs)
