@@ -7,11 +7,13 @@ started is a failure. What runs where is checked from SLURM's own job records
 
 * a trivial workflow: a CPU job and a GPU job, the latter sent to the `gpu` partition
   per rule (`--set-resources RULE:slurm_partition=gpu`);
-* the demo workflow's data stages (phantom, preprocess, split, bottleneck) on a tiny
-  synthetic dataset through the profile, the bottleneck rule given a GPU by the
-  configuration and partitions chosen automatically (`--slurm-partition-config`); one
-  running preprocess job is cancelled with `scancel` and must be retried by the
-  profile's `retries`, its outputs equal to those of a local run.
+* the demo workflow's data stages (phantom, preprocess, split, bottleneck) and one model
+  training (the U-Net, tiny) on a tiny synthetic dataset through the profile, the
+  bottleneck rule given a GPU by the configuration and partitions chosen automatically
+  (`--slurm-partition-config`). One running preprocess job is cancelled with `scancel`
+  and must be retried by the profile's `retries`, its outputs equal to those of a local
+  run; the training job is cancelled after its first checkpoint and its retry must
+  resume from that checkpoint and end with the weights of an uninterrupted local run.
 """
 
 from __future__ import annotations
@@ -191,6 +193,11 @@ TINY = {
     "phantom": {"patients": 3, "samples": 5, "height": 48, "width": 48, "seed": 1},
     "split": {"train": 2, "val": 1, "test": 2, "folds": 2},
     "bottleneck": {"reference_size": 16, "sizes": [8, 4]},
+    # Enough epochs of a few seconds' training to cancel it between two checkpoints.
+    "models": {
+        "training": {"patch_size": 16, "batch_size": 2, "patches_per_epoch": 8},
+        "unet": {"epochs": 40, "base_channels": 4, "levels": 2},
+    },
     "resources": {
         "default": {"threads": 1, "mem_mb": 1000, "runtime": 10, "gpu": 0},
         # One rule gets a GPU through the configuration, as a training rule would.
@@ -199,9 +206,18 @@ TINY = {
 }
 #: Automatic partition choice: GPU jobs can only go to `gpu`, CPU jobs prefer `cpu`.
 PARTITIONS = {"partitions": {"cpu": {"max_gpu": 0}, "gpu": {"max_gpu": 2}}}
-CANCEL_RULE = "preprocess"
-#: The data stages; nnU-Net and model training take too long for this test.
-TARGETS = ["bottleneck", "split"]
+#: The data stages and one model; nnU-Net and the other models take too long for this test.
+UNET = Path("results") / "models" / "unet"
+TARGETS = ["bottleneck", "split", str(UNET / "model.pt")]
+#: The jobs to cancel (by SLURM comment) and when: a preprocess job as soon as one runs,
+#: the U-Net training once it has written a checkpoint.
+CANCEL = {
+    "preprocess": (r"rule_preprocess_wildcards_.*", lambda workdir: True),
+    "train_model": (
+        r"rule_train_model_wildcards_unet",
+        lambda workdir: (workdir / UNET / "checkpoint_last.pt").exists(),
+    ),
+}
 
 
 def rule_resources(config: dict, rule: str) -> dict:
@@ -218,7 +234,7 @@ class WorkflowRun:
     configfiles: list[Path]
     config: dict
     jobs: list[dict[str, str]]
-    cancelled: dict[str, str]
+    cancelled: dict[str, dict[str, str]]
 
 
 @pytest.fixture(scope="module")
@@ -234,18 +250,18 @@ def workflow_run(cluster, tmp_path_factory) -> WorkflowRun:
     workdir = base / "run"
     workdir.mkdir()
 
-    cancelled: dict[str, str] = {}
+    cancelled: dict[str, dict[str, str]] = {}
 
-    def cancel_first_running_job():
-        if cancelled:
+    def cancel_running_jobs():
+        if len(cancelled) == len(CANCEL):
             return
         out = cluster.command("squeue", "--noheader", "-t", "RUNNING", "-o", "%i|%k", check=False)
         for line in out.splitlines():
             job_id, _, comment = line.partition("|")
-            if re.fullmatch(rf"rule_{CANCEL_RULE}(_wildcards_.*)?", comment):
-                cluster.command("scancel", job_id)
-                cancelled.update(JobId=job_id, Comment=comment)
-                return
+            for rule, (pattern, ready) in CANCEL.items():
+                if rule not in cancelled and re.fullmatch(pattern, comment) and ready(workdir):
+                    cluster.command("scancel", job_id)
+                    cancelled[rule] = {"JobId": job_id, "Comment": comment}
 
     run = run_snakemake(
         cluster,
@@ -257,10 +273,11 @@ def workflow_run(cluster, tmp_path_factory) -> WorkflowRun:
          "--", *TARGETS],
         cwd=base,
         log=base / "snakemake.log",
-        while_running=cancel_first_running_job,
+        while_running=cancel_running_jobs,
     )  # fmt: skip
     require_success(run, cluster, workdir)
-    assert cancelled, f"no running {CANCEL_RULE} job was seen to cancel:\n{run.output[-5000:]}"
+    missing = set(CANCEL) - set(cancelled)
+    assert not missing, f"no running {missing} job was seen to cancel:\n{run.output[-5000:]}"
     return WorkflowRun(
         run=run,
         workdir=workdir,
@@ -317,28 +334,61 @@ def test_slurm_jobs_got_the_resources_of_the_configuration(workflow_run):
     assert gpu_rules == {"bottleneck"}
 
 
-def test_cancelled_job_was_retried_with_identical_outputs(workflow_run, tmp_path):
-    cancelled = workflow_run.cancelled
+@pytest.fixture(scope="module")
+def local_run(workflow_run, tmp_path_factory) -> Path:
+    """The same targets run locally, without SLURM and without interruption."""
+    local = tmp_path_factory.mktemp("local")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "2",
+         "--snakefile", str(REPO / "Snakefile"), "--directory", str(local),
+         "--configfile", *map(str, workflow_run.configfiles), "--", *TARGETS],
+        capture_output=True, text=True, timeout=RUN_TIMEOUT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return local
+
+
+def assert_cancelled_then_completed(workflow_run: WorkflowRun, rule: str) -> None:
+    cancelled = workflow_run.cancelled[rule]
     same_job = [r for r in workflow_run.jobs if r["Comment"] == cancelled["Comment"]]
     states = {r["JobId"]: r["JobState"] for r in same_job}
     assert states[cancelled["JobId"]] == "CANCELLED", states
     assert "COMPLETED" in states.values(), f"{cancelled['Comment']} was not retried: {states}"
     assert "SLURM status is: 'CANCELLED'" in workflow_run.run.output
 
-    # The retried sample's outputs equal those of a local run without SLURM.
-    sample = re.fullmatch(rf"rule_{CANCEL_RULE}_wildcards_(.+)", cancelled["Comment"]).group(1)
-    names = ("stack.ome.tif", "classes.tif", "mask.tif", "foreground.tif")
-    local = tmp_path / "local"
-    local.mkdir()
-    targets = [f"results/preprocessed/{sample}/{name}" for name in names]
-    result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "2",
-         "--snakefile", str(REPO / "Snakefile"), "--directory", str(local),
-         "--configfile", *map(str, workflow_run.configfiles), "--", *targets],
-        capture_output=True, text=True, timeout=RUN_TIMEOUT,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    for target in targets:
+
+def test_cancelled_job_was_retried_with_identical_outputs(workflow_run, local_run):
+    assert_cancelled_then_completed(workflow_run, "preprocess")
+    comment = workflow_run.cancelled["preprocess"]["Comment"]
+    sample = re.fullmatch(r"rule_preprocess_wildcards_(.+)", comment).group(1)
+    for name in ("stack.ome.tif", "classes.tif", "mask.tif", "foreground.tif"):
+        target = Path("results") / "preprocessed" / sample / name
         on_slurm = tifffile.imread(workflow_run.workdir / target)
-        here = tifffile.imread(local / target)
+        here = tifffile.imread(local_run / target)
         assert on_slurm.shape == here.shape and np.array_equal(on_slurm, here), target
+
+
+def test_cancelled_training_resumed_from_its_checkpoint(workflow_run, local_run):
+    import torch
+
+    assert_cancelled_then_completed(workflow_run, "train_model")
+    epochs = TINY["models"]["unet"]["epochs"]
+    # The retried job's log (the rule's log, written anew by the retry) says where it resumed.
+    log = (workflow_run.workdir / "results" / "logs" / "models" / "train_unet.log").read_text()
+    match = re.search(rf"resuming unet after epoch (\d+) of {epochs}", log)
+    assert match, log[-3000:]
+    assert 1 <= int(match.group(1)) < epochs
+
+    # Resumed, it ends where an uninterrupted run ends: the same log and the same weights.
+    def rows(workdir: Path) -> list[list[str]]:
+        lines = (workdir / UNET / "training_log.csv").read_text().splitlines()
+        seconds = lines[0].split(",").index("seconds")
+        return [[v for i, v in enumerate(line.split(",")) if i != seconds] for line in lines]
+
+    assert len(rows(workflow_run.workdir)) == epochs + 1
+    assert rows(workflow_run.workdir) == rows(local_run)
+    on_slurm = torch.load(workflow_run.workdir / UNET / "model.pt", weights_only=True)
+    here = torch.load(local_run / UNET / "model.pt", weights_only=True)
+    assert on_slurm.keys() == here.keys()
+    for key in here:
+        assert torch.equal(on_slurm[key], here[key]), key
