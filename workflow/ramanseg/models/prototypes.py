@@ -395,19 +395,19 @@ def activation_overlap_loss(similarities: Tensor, prototype_class: Tensor) -> Te
 
     which costs ``O(P N)`` instead of ``O(P^2 N)`` and is 0 wherever at most one prototype of
     the class is active (disjoint supports give 0 up to float rounding: the two sums hold the
-    same squares, added in a different order). The gradient is as
-    simple: ``dL/ds_i[n] = w_c (S_c[n] - s_i[n])`` with ``S_c = sum_{j in P_c} s_j`` and ``w_c``
-    the class's normalisation. Forward and backward are written out by hand (see
+    same squares, added in a different order). The gradient is as simple:
+    ``dL/ds_i[n] = w_c (S_c[n] - s_i[n])`` with ``S_c = sum_{j in P_c} s_j`` and ``w_c`` the
+    class's normalisation. Forward and backward are written out by hand (see
     :class:`_ActivationOverlap`) rather than left to autograd, which would store and re-read
-    several ``(B, P, N)`` temporaries; the loss is a memory-bound pass over the maps, so that
-    halves its cost (``ramanseg bench-losses``).
+    several ``(B, P, N)`` temporaries; the loss is a memory-bound pass over the maps, and
+    this cuts its cost on a CPU to about a third (``ramanseg bench-losses``).
 
     Args:
         similarities: ``(B, P, h, w)``, the prototype similarity maps.
         prototype_class: ``(P,)`` class index of each prototype.
 
     Returns:
-        the scalar loss (float32 or float64, whichever is wider than the input).
+        the scalar loss (float64 for float64 maps, float32 otherwise).
 
     Raises:
         ValueError: on mismatched shapes.
@@ -429,7 +429,7 @@ class _ActivationOverlap(torch.autograd.Function):
     times as possible: forward reads them twice (the column sums ``S_c`` and the sum of
     squares, one dot product of contiguous memory), backward reads them once and writes the
     gradient ``w_c (S_c - s_i)`` once. Autograd on the same expression reads and writes several
-    ``(B, P, N)`` temporaries and takes about twice as long on a CPU.
+    ``(B, P, N)`` temporaries and takes two to three times as long on a CPU.
     """
 
     @staticmethod

