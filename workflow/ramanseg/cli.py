@@ -3,6 +3,10 @@
 Each stage module defines ``add_commands(subparsers)``, which adds its subcommands and
 sets ``func`` to a function taking the parsed arguments. The Snakemake rules call these
 commands; they are equally usable by hand (``ramanseg <command> --help``).
+
+A command imports only its own module (:data:`COMMANDS`): the stage modules import
+scikit-learn, pandas, SciPy, rasterio and torch, and every Snakemake job starts a command,
+so importing them all would cost each job seconds. ``ramanseg --help`` imports them all.
 """
 
 from __future__ import annotations
@@ -17,23 +21,35 @@ from ramanseg import __version__
 from ramanseg.config import ConfigError, load_config_files, parse_settings
 from ramanseg.errors import InputError
 
+#: Each subcommand and the module defining it, in the order of the pipeline's stages
+#: (``tests/test_cli.py`` checks the modules define exactly these).
+COMMANDS = {
+    "phantom": "ramanseg.phantom",
+    "check-samplesheet": "ramanseg.samplesheet",
+    "preprocess": "ramanseg.preprocess",
+    "bench-preprocess": "ramanseg.preprocess",
+    "split": "ramanseg.split",
+    "bottleneck": "ramanseg.bottleneck",
+    "nnunet-export": "ramanseg.nnunet.cli",
+    "nnunet-plan": "ramanseg.nnunet.cli",
+    "nnunet-train": "ramanseg.nnunet.cli",
+    "nnunet-predict": "ramanseg.nnunet.cli",
+    "bench-nnunet": "ramanseg.nnunet.cli",
+    "train-model": "ramanseg.models.cli",
+    "predict-model": "ramanseg.models.cli",
+    "fit-baseline": "ramanseg.models.cli",
+    "sweep-summary": "ramanseg.models.sweep",
+    "bench-losses": "ramanseg.models.bench_losses",
+    "bench-inference": "ramanseg.models.bench_inference",
+    "evaluate": "ramanseg.evaluate",
+    "interpret-nnunet": "ramanseg.interpret",
+    "interpret-prototypes": "ramanseg.interpret",
+    "benchmark-summary": "ramanseg.report",
+    "bench-dag": "ramanseg.bench_dag",
+}
+
 #: Modules contributing subcommands, in the order of the pipeline's stages.
-COMMAND_MODULES = (
-    "ramanseg.phantom",
-    "ramanseg.samplesheet",
-    "ramanseg.preprocess",
-    "ramanseg.split",
-    "ramanseg.bottleneck",
-    "ramanseg.nnunet.cli",
-    "ramanseg.models.cli",
-    "ramanseg.models.sweep",
-    "ramanseg.models.bench_losses",
-    "ramanseg.models.bench_inference",
-    "ramanseg.evaluate",
-    "ramanseg.interpret",
-    "ramanseg.report",
-    "ramanseg.bench_dag",
-)
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,7 +77,8 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     return load_config_files(args.config)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ramanseg`` parser with the subcommands of ``modules`` (default: all)."""
     parser = argparse.ArgumentParser(
         prog="ramanseg",
         description="Tumour segmentation of stimulated-Raman images: the RamanSeg pipeline.",
@@ -69,13 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ramanseg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMAND_MODULES:
+    for module_name in COMMAND_MODULES if modules is None else modules:
         importlib.import_module(module_name).add_commands(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((token for token in argv if not token.startswith("-")), None)
+    # An unknown command (or none) gets the full parser, whose error lists every command.
+    parser = build_parser([COMMANDS[command]] if command in COMMANDS else None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

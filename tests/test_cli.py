@@ -1,0 +1,41 @@
+import argparse
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from ramanseg import cli
+
+
+@pytest.mark.parametrize("module", cli.COMMAND_MODULES)
+def test_command_map_names_exactly_the_commands_each_module_defines(module):
+    parser = argparse.ArgumentParser()
+    subparsers = parser.add_subparsers()
+    importlib.import_module(module).add_commands(subparsers)
+    assert sorted(subparsers.choices) == sorted(c for c, m in cli.COMMANDS.items() if m == module)
+
+
+def test_a_command_imports_only_its_own_module():
+    # In a fresh interpreter: `split --help` must not pull in other stages' modules.
+    code = (
+        "import sys\n"
+        "from ramanseg import cli\n"
+        "try:\n"
+        "    cli.main(['split', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('torch', 'sklearn', 'ramanseg.preprocess', 'ramanseg.models.cli')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_unknown_command_lists_all_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["no-such-command"])
+    error = capsys.readouterr().err
+    assert "invalid choice" in error and "nnunet-train" in error and "bench-dag" in error
