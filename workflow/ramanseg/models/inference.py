@@ -276,25 +276,41 @@ def predict_samples(
     predictor = model_predictor(model, device, mixed_precision=mixed_precision)
     run = PredictionRun(device=str(device))
     for sample in samples:
-        _synchronize(device)
-        start = time.perf_counter()
-        probability = sliding_window_probability(
-            predictor,
-            sample.image,
-            patch_size,
-            overlap=overlap,
-            blend=blend,
-            batch_size=batch_size,
-            device=device,
+        probability, seconds = _timed_probability(
+            predictor, sample.image, patch_size, device, overlap, blend, batch_size
         )
-        _synchronize(device)
-        run.seconds += time.perf_counter() - start
+        run.seconds += seconds
         run.megapixels += probability.size / 1e6
         # Rounding in float16 can step a hair outside [0, 1].
         probability = np.clip(probability, 0.0, 1.0)
         mask_path, _ = write_prediction(outdir, sample.sample_id, probability)
         run.masks.append(mask_path)
     return run
+
+
+def _timed_probability(
+    predictor: Predictor,
+    image: np.ndarray,
+    patch_size: int,
+    device: torch.device,
+    overlap: float,
+    blend: str,
+    batch_size: int,
+) -> tuple[np.ndarray, float]:
+    """:func:`sliding_window_probability` and its wall-clock seconds (device work included)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    probability = sliding_window_probability(
+        predictor,
+        image,
+        patch_size,
+        overlap=overlap,
+        blend=blend,
+        batch_size=batch_size,
+        device=device,
+    )
+    _synchronize(device)
+    return probability, time.perf_counter() - start
 
 
 def _synchronize(device: torch.device) -> None:
@@ -353,19 +369,9 @@ def measure_throughput(
     predictor = model_predictor(model, device, mixed_precision=mixed_precision)
 
     def run() -> float:
-        _synchronize(device)
-        start = time.perf_counter()
-        sliding_window_probability(
-            predictor,
-            image,
-            patch_size,
-            overlap=overlap,
-            blend=blend,
-            batch_size=batch_size,
-            device=device,
-        )
-        _synchronize(device)
-        return time.perf_counter() - start
+        return _timed_probability(predictor, image, patch_size, device, overlap, blend, batch_size)[
+            1
+        ]
 
     for _ in range(warmup):
         run()
