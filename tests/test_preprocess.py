@@ -417,14 +417,15 @@ def test_bad_input_fails_naming_sample_and_file_and_writes_nothing(
 
 
 def test_a_failure_while_writing_removes_what_was_written(tmp_path, small_config, monkeypatch):
-    import ramanseg.preprocess as module
+    import ramanseg.fileio
 
     srs, he, annotations = make_sample(tmp_path)
 
-    def failing_write(path, data):
+    def failing_write(path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(module, "_write_bytes", failing_write)
+    # The byte outputs (qc.png, qc.json) fail, after the TIFFs have been written.
+    monkeypatch.setattr(ramanseg.fileio, "atomic_path", failing_write)
     outdir = tmp_path / "out"
     with pytest.raises(OSError, match="disk full"):
         preprocess_sample("S1", srs, he, annotations, small_config, outdir)

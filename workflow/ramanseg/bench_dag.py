@@ -15,7 +15,6 @@ smaller), and the seconds each added sample costs.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import re
@@ -26,6 +25,7 @@ import time
 from pathlib import Path
 
 from ramanseg.errors import InputError
+from ramanseg.fileio import write_json
 
 #: The repository root: this file is workflow/ramanseg/bench_dag.py.
 REPO = Path(__file__).resolve().parents[2]
@@ -131,9 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         snakefile=Path(args.snakefile).resolve(),
         configfiles=[Path(path).resolve() for path in args.configfile],
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out = write_json(args.out, result)
     for run in result["runs"]:
         print(f"{run['samples']:>7} samples  {run['jobs']} jobs  {run['seconds']:.2f} s")
     if "growth" in result:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -53,24 +55,42 @@ def prefixed(prefix: str | Path, files: Mapping[str, bytes]) -> dict[Path, bytes
     return {with_suffix(prefix, suffix): data for suffix, data in files.items()}
 
 
-def write_files(files: Mapping[str | Path, bytes]) -> list[Path]:
+def write_files(files: Mapping[str | Path, bytes | Callable[[Path], Any]]) -> list[Path]:
     """Write every file atomically; on a failure remove those already written and re-raise.
 
     Args:
-        files: path -> content.
+        files: path -> content: the bytes, or a writer called with the path that writes it
+            atomically itself (as the TIFF writers of :mod:`ramanseg.io` do).
 
     Returns:
         The paths written, in order.
     """
     written: list[Path] = []
     try:
-        for path, data in files.items():
+        for path, content in files.items():
             path = Path(path)
-            with atomic_path(path) as tmp:
-                tmp.write_bytes(data)
+            if callable(content):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                content(path)
+            else:
+                with atomic_path(path) as tmp:
+                    tmp.write_bytes(content)
             written.append(path)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
         raise
     return written
+
+
+def json_bytes(data: Any) -> bytes:
+    """``data`` as the workflow writes every JSON document: indented by 2, newline-terminated."""
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as a JSON document (:func:`json_bytes`) atomically; return the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(json_bytes(data))
+    return path

@@ -50,7 +50,7 @@ from ramanseg.annotations import (
     read_qupath_geojson,
 )
 from ramanseg.config import channel_names, channel_roles, require
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import json_bytes, write_files, write_json
 from ramanseg.io import read_he, read_srs, write_mask, write_ome_tiff
 
 log = logging.getLogger(__name__)
@@ -850,25 +850,17 @@ def preprocess_sample(
         "qc_channel": names[qc_channel],
         "warnings": messages,
     }
-    qc_bytes = (json.dumps(qc, indent=2) + "\n").encode()
 
-    writers: list[tuple[str, Callable[[Path], None]]] = [
-        ("stack.ome.tif", lambda p: write_ome_tiff(p, normalised, names)),
-        ("classes.tif", lambda p: write_mask(p, class_map)),
-        ("mask.tif", lambda p: write_mask(p, mask)),
-        ("foreground.tif", lambda p: write_mask(p, foreground.astype(np.uint8))),
-        ("qc.png", lambda p: _write_bytes(p, png)),
-        ("qc.json", lambda p: _write_bytes(p, qc_bytes)),
-    ]
-    written: list[Path] = []
-    try:
-        for name, write in writers:
-            write(outdir / name)
-            written.append(outdir / name)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
+    write_files(
+        {
+            outdir / "stack.ome.tif": lambda p: write_ome_tiff(p, normalised, names),
+            outdir / "classes.tif": lambda p: write_mask(p, class_map),
+            outdir / "mask.tif": lambda p: write_mask(p, mask),
+            outdir / "foreground.tif": lambda p: write_mask(p, foreground.astype(np.uint8)),
+            outdir / "qc.png": png,
+            outdir / "qc.json": json_bytes(qc),
+        }
+    )
     log.info(
         "sample %s: preprocessed in %.1f s (tissue %.1f %%, mask %.1f %%)",
         sample_id,
@@ -877,11 +869,6 @@ def preprocess_sample(
         100 * qc["mask_fraction"],
     )
     return qc
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 # ------------------------------------------------------------------------------ benchmark
@@ -1077,7 +1064,7 @@ def add_commands(subparsers: Any) -> None:
             config, size=args.size, n_channels=args.channels, repeats=args.repeats,
             threads=args.threads, workdir=out.parent,
         )  # fmt: skip
-        _write_bytes(out, (json.dumps(report, indent=2) + "\n").encode())
+        write_json(out, report)
         log.info(
             "preprocess %.2f s, read + write %.2f s: ratio %.2f",
             report["preprocess_seconds"],

@@ -22,7 +22,6 @@ when the requested counts add up to fewer samples than the sheet has.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +32,7 @@ import pandas as pd
 
 from ramanseg.config import require
 from ramanseg.errors import InputError
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import write_json
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +348,7 @@ def add_commands(subparsers: Any) -> None:
             result = make_split(samples, settings)
         except ValueError as error:
             raise InputError(str(error), path=args.samples) from error
-        with atomic_path(args.out) as tmp:
-            tmp.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
         log.info(
             "split: %s samples, %d folds",
             "/".join(str(len(result[name])) for name in SPLITS),

@@ -75,7 +75,7 @@ from ramanseg.config import ConfigError, channel_names, channel_roles, class_nam
 from ramanseg.errors import InputError
 from ramanseg.evaluate import read_ground_truth, read_test_samples
 from ramanseg.figures import figure_bytes, new_figure, table_bytes
-from ramanseg.fileio import prefixed, write_files
+from ramanseg.fileio import json_bytes, prefixed, write_files
 from ramanseg.interpret import (
     GRADCAM_MIN_SIZE,
     InterpretSettings,
@@ -1226,7 +1226,7 @@ def run_interpret_nnunet(
     files[outdir / "feature_ablation.csv"] = table_bytes(
         channel_table(config, "output_change", ablation)
     )[".csv"]
-    files[outdir / "target.json"] = (json.dumps(summary, indent=2) + "\n").encode()
+    files[outdir / "target.json"] = json_bytes(summary)
     write_files(files)
     timings = {key: round(value, 3) for key, value in sorted(result.timings.items())}
     log.info("nnU-Net attributions written to %s (seconds: %s)", outdir, timings)

@@ -350,9 +350,7 @@ def run_interpret_prototypes(
     trained_gallery = model_dir / GALLERY_NAME
     if trained_gallery.is_file():  # written by the training's projection: copy it
         files[outdir / GALLERY_NAME] = trained_gallery.read_bytes()
-        write_files(files)
     else:  # a model folder from before galleries were written: draw it
-        gallery = outdir / GALLERY_NAME
         stacks: dict[str, np.ndarray] = {}
 
         def load(sample: str) -> np.ndarray:
@@ -360,18 +358,14 @@ def run_interpret_prototypes(
                 stacks[sample] = read_stack(preprocessed, sample, len(channels))
             return stacks[sample]
 
-        prototype_gallery(
+        files[outdir / GALLERY_NAME] = lambda path: prototype_gallery(
             records,
             load,
-            gallery,
+            path,
             channel=display,
             channel_name=channels[display],
             class_names=list(PROTOTYPE_CLASS_NAMES),
         )
-        try:
-            write_files(files)
-        except BaseException:
-            gallery.unlink(missing_ok=True)
-            raise
+    write_files(files)
     log.info("prototype analyses of %d prototypes written to %s", len(records), outdir)
     return {"class_proportions": proportions, "kmeans_inertia": inertia}

@@ -22,7 +22,7 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from ramanseg.errors import InputError
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import write_json
 from ramanseg.models.data import Sample
 from ramanseg.predictions import write_prediction
 
@@ -195,8 +195,7 @@ def save_baseline(model: PixelLogisticRegression, path: str | Path) -> None:
         model: the model.
         path: destination ``.json``.
     """
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+    write_json(path, model.to_dict())
 
 
 def load_baseline(path: str | Path) -> PixelLogisticRegression:

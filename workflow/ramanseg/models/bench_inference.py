@@ -22,7 +22,7 @@ from typing import Any
 
 from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,6 @@ def run_bench_inference(args: argparse.Namespace) -> int:
         if isinstance(error, InputError | ConfigError):
             raise
         raise ConfigError(str(error)) from error
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(format_table(result))
     return 0

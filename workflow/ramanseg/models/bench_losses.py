@@ -22,7 +22,6 @@ work the median includes waiting for the CPU, the minimum much less so.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import statistics
@@ -30,6 +29,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ramanseg.fileio import write_json
 
 if TYPE_CHECKING:
     import torch
@@ -248,7 +249,6 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from ramanseg.fileio import atomic_path
 
     report = run_benchmark(
         prototype_counts=args.prototypes,
@@ -262,8 +262,7 @@ def _command(args: argparse.Namespace) -> int:
         seed=args.seed,
         threads=args.threads,
     )
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"device {report['device']}, {report['threads']} threads, batch {report['batch']}, ")
     print(f"latent {args.size} x {args.size}, median of {report['repeats']} runs\n")
     print(format_table(report))

@@ -9,14 +9,13 @@ builders read ``config["models"][<model>]``. Settings come from ``--config`` or
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ramanseg.config import ConfigError, require
 from ramanseg.errors import InputError
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import write_json
 
 if TYPE_CHECKING:
     import torch
@@ -170,8 +169,7 @@ def run_predict_model(args: argparse.Namespace) -> int:
         mixed_precision=training.get("mixed_precision", True),
     )
     if args.timing:
-        with atomic_path(args.timing) as tmp:
-            tmp.write_text(json.dumps({"model": args.model, **run.timing()}, indent=2) + "\n")
+        write_json(args.timing, {"model": args.model, **run.timing()})
     logger.info(
         "%s: wrote %d predictions to %s (%.2f megapixels in %.2f s)",
         args.model,

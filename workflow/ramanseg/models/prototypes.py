@@ -20,7 +20,6 @@ blocks (the first ``P_c`` prototypes are class 0, ...), but nothing here relies 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor, nn
 
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import atomic_path, write_json
 
 if TYPE_CHECKING:
     from ramanseg.models.ramanseg import RamanSeg, RamanSegOutput
@@ -1091,8 +1090,7 @@ def write_projection_json(records: Sequence[PrototypeRecord], path: str | Path) 
         path: the output file.
     """
     payload = {"prototypes": [record.to_dict() for record in records]}
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json(path, payload)
 
 
 def prototype_gallery(

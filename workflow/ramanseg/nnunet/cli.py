@@ -8,7 +8,7 @@ import statistics
 import time
 from pathlib import Path
 
-from ramanseg.fileio import atomic_path
+from ramanseg.fileio import write_json
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -108,8 +108,7 @@ def _predict(args: argparse.Namespace) -> int:
     timing = predict_ensemble(
         _model_dir(config), folds, stacks, args.outdir, resolve_device(config.get("device", "auto"))
     )
-    with atomic_path(args.timing) as tmp:
-        tmp.write_text(json.dumps(timing, indent=2))
+    write_json(args.timing, timing)
     return 0
 
 
@@ -144,8 +143,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         "seconds_per_megapixel": statistics.median(times) / megapixels,
         "megapixels_per_second": megapixels / statistics.median(times),
     }
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+    write_json(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
 
