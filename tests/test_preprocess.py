@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from ramanseg import preprocess
 from ramanseg.cli import main
 from ramanseg.errors import InputError
 from ramanseg.preprocess import (
@@ -143,12 +144,39 @@ def test_exact_percentiles_match_numpy_bit_for_bit(values, percentiles):
 
 @pytest.mark.parametrize("levels", [None, 7])
 def test_exact_percentiles_fast_path_matches_numpy(levels):
-    # Above 100 000 values the sampled-threshold path runs; with 7 levels, heavy ties.
+    # Above 100 000 values the sampled-bracket path runs; with 7 levels, heavy ties.
     rng = np.random.default_rng(3)
-    values = rng.normal(size=300_000).astype(np.float32)
+    values = rng.normal(size=300_001).astype(np.float32)
     if levels:
         values = np.floor(values * levels / 2).astype(np.float32)
     q = [0, 1, 5, 37.5, 50, 95, 99, 100]
+    np.testing.assert_array_equal(exact_percentiles(values, q), np.percentile(values, q))
+    # Both tails of one channel, as the preprocessing asks for them.
+    np.testing.assert_array_equal(
+        exact_percentiles(values, [5, 95]), np.percentile(values, [5, 95])
+    )
+
+
+@pytest.mark.parametrize("sigmas", [0.0, -3.0])
+def test_exact_percentiles_stay_exact_when_the_sample_misleads(monkeypatch, sigmas):
+    # Brackets of zero (or negative) width around the sampled ranks miss most wanted ranks,
+    # whichever side they fall on: the fallback must still give numpy's numbers. Small
+    # blocks that do not divide the size check the block boundaries too.
+    monkeypatch.setattr(preprocess, "_SELECT_SIGMAS", sigmas)
+    monkeypatch.setattr(preprocess, "_CACHE_BLOCK", 7_777)
+    rng = np.random.default_rng(5)
+    for values in (rng.normal(size=150_001), rng.exponential(size=200_000)):
+        values = values.astype(np.float32)
+        q = [0.5, 5, 50, 95, 99.5]
+        np.testing.assert_array_equal(exact_percentiles(values, q), np.percentile(values, q))
+
+
+def test_brackets_that_chain_over_all_values_still_give_numpy_percentiles(monkeypatch):
+    # With many percentiles and wide brackets, neighbouring brackets merge into one open on
+    # both sides: that one is everything.
+    monkeypatch.setattr(preprocess, "_SELECT_SIGMAS", 200.0)
+    values = np.random.default_rng(6).normal(size=120_000).astype(np.float32)
+    q = np.linspace(0, 100, 41)
     np.testing.assert_array_equal(exact_percentiles(values, q), np.percentile(values, q))
 
 

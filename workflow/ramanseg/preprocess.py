@@ -25,6 +25,7 @@ as the paper describes.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -69,8 +70,13 @@ QC_MAX_DISPLAY = 512
 
 #: Arrays up to this size are simply partitioned by :func:`_order_statistics`.
 _SELECT_MIN_SIZE = 100_000
-#: Size of the random sample that brackets the wanted ranks in :func:`_order_statistics`.
-_SELECT_SAMPLE = 10_000
+#: Size of the random sample that brackets the wanted ranks in :func:`_order_statistics`,
+#: and the bracket's half-width in standard deviations of a sampled rank.
+_SELECT_SAMPLE = 32_768
+_SELECT_SIGMAS = 5.0
+#: Values per block of the passes that work block by block (512 KiB of float32, which
+#: stays in a core's L2 cache for the next step).
+_CACHE_BLOCK = 131_072
 #: Optical densities below this (transmission above 89 %, 8-bit values above ~228) count
 #: as bare glass whatever their exact value. Flooring them makes the glass one tight
 #: cluster despite scanner noise, which on a log scale would otherwise spread it enough for
@@ -99,38 +105,97 @@ def _map_channels(function: Callable[[int], Any], n_channels: int, threads: int)
 # --------------------------------------------------------------------------- normalisation
 
 
-def _order_statistics(values: np.ndarray, ranks: Sequence[int], lower_tail: bool) -> np.ndarray:
-    """The ``ranks``-th smallest of ``values`` (1-D), exactly, without a full partition.
+@functools.lru_cache(maxsize=8)
+def _sample_positions(n: int, m: int) -> np.ndarray:
+    """``m`` random positions in ``range(n)`` (seeded), in memory order for a fast gather;
+    cached, as every channel of a stack uses the same."""
+    positions = np.random.default_rng(0).integers(0, n, m)
+    positions.sort()
+    positions.flags.writeable = False
+    return positions
 
-    A sorted random sample of the values (its draw only affects the speed) gives a
-    threshold just beyond the wanted ranks on the side of the nearer tail; only the values
-    on that side are gathered and partitioned. If the threshold misses (very unlikely),
-    the whole array is partitioned. Percentiles near the tails, as here, touch a few
-    percent of the data, which is four times faster than ``np.percentile`` at 2048^2.
+
+def _order_statistics(values: np.ndarray, ranks: Sequence[int]) -> np.ndarray:
+    """The ``ranks``-th smallest of ``values`` (1-D, finite), exactly, in one pass.
+
+    The values at a few positions of a random sample (seeded; its draw only affects the
+    speed) bracket each wanted rank between two thresholds that hold it with near
+    certainty: ``_SELECT_SIGMAS`` standard deviations of a sampled rank on either side.
+    One pass over the data, block by block so that a block is still in the cache for
+    every bracket, counts the values below each bracket and gathers those inside it;
+    only these (about 1 % of the data for each bracket at 2048^2 pixels) are partitioned.
+    A bracket that misses its rank after all falls back to partitioning everything, so
+    the result is exact whatever the sample. For a pair of percentiles near the tails
+    this is about twice as fast as a separate pass per tail and ten times as fast as
+    ``np.partition``.
+
+    Args:
+        values: 1-D array of finite values.
+        ranks: 0-based ranks into the sorted values.
+
+    Returns:
+        The order statistics, in the order of ``ranks``.
     """
     n = values.size
+    wanted = sorted(set(ranks))
     if n <= _SELECT_MIN_SIZE:
-        return np.partition(values, ranks)[ranks]
-    sample = np.sort(values[np.random.default_rng(0).integers(0, n, _SELECT_SAMPLE)])
-    fraction = (ranks[-1] if lower_tail else ranks[0]) / (n - 1)
-    # Sampled ranks scatter by sqrt(p (1 - p) / m); six of those plus two sample steps.
-    margin = 6.0 * math.sqrt(max(fraction * (1 - fraction), 1.0 / _SELECT_SAMPLE) / _SELECT_SAMPLE)
-    margin += 2.0 / _SELECT_SAMPLE
-    if lower_tail:
-        threshold = sample[min(_SELECT_SAMPLE - 1, math.ceil((fraction + margin) * _SELECT_SAMPLE))]
-        # All values up to the threshold (ranks kept). np.compress rather than a boolean
-        # index, which is about three times slower for a sparse mask.
-        candidates = np.compress(values <= threshold, values)
-        if ranks[-1] < candidates.size:
-            return np.partition(candidates, ranks)[ranks]
-    else:
-        threshold = sample[max(0, math.floor((fraction - margin) * _SELECT_SAMPLE))]
-        candidates = np.compress(values >= threshold, values)
-        offset = n - candidates.size  # values below the threshold
-        if ranks[0] >= offset:
-            shifted = [rank - offset for rank in ranks]
-            return np.partition(candidates, shifted)[shifted]
-    return np.partition(values, ranks)[ranks]
+        return np.partition(values, wanted)[list(ranks)]
+    m = _SELECT_SAMPLE
+    positions = _sample_positions(n, m)
+    # [first, last] sample ranks around each wanted rank; overlapping ones merged.
+    brackets: list[list[Any]] = []
+    for rank in wanted:
+        fraction = rank / (n - 1)
+        spread = _SELECT_SIGMAS * math.sqrt(max(fraction * (1 - fraction), 1.0 / m) / m)
+        first = math.floor((fraction - spread) * m) - 1
+        last = math.ceil((fraction + spread) * m) + 1
+        if brackets and first <= brackets[-1][1]:
+            brackets[-1][1] = max(brackets[-1][1], last)
+            brackets[-1][2].append(rank)
+        else:
+            brackets.append([first, last, [rank]])
+    ends = sorted({k for first, last, _ in brackets for k in (first, last) if 0 <= k < m})
+    sample = np.partition(values[positions], ends) if ends else values[:0]
+    # None: the bracket is open on that side; open on both, it is everything.
+    bounds = [
+        (sample[first] if first >= 0 else None, sample[last] if last < m else None)
+        for first, last, _ in brackets
+    ]
+    whole = [low is None and high is None for low, high in bounds]
+    below = [0] * len(bounds)
+    inside: list[list[np.ndarray]] = [[] for _ in bounds]
+    block_size = min(n, _CACHE_BLOCK)
+    at_least, at_most = np.empty(block_size, bool), np.empty(block_size, bool)
+    for start in range(0, n, block_size):
+        block = values[start : start + block_size]
+        keep, upper = at_least[: block.size], at_most[: block.size]
+        for j, (low, high) in enumerate(bounds):
+            if whole[j]:
+                continue
+            if low is None:
+                np.less_equal(block, high, out=keep)
+            else:
+                np.greater_equal(block, low, out=keep)
+                below[j] += block.size - np.count_nonzero(keep)
+                if high is not None:
+                    np.less_equal(block, high, out=upper)
+                    np.logical_and(keep, upper, out=keep)
+            # np.compress rather than a boolean index: about three times faster here.
+            inside[j].append(np.compress(keep, block))
+    found: dict[int, Any] = {}
+    missed: list[int] = []
+    for (_, _, in_bracket), count, parts, is_whole in zip(
+        brackets, below, inside, whole, strict=True
+    ):
+        candidates = values[:0] if is_whole else np.concatenate(parts)
+        if not is_whole and count <= in_bracket[0] and in_bracket[-1] < count + candidates.size:
+            shifted = [rank - count for rank in in_bracket]
+            found.update(zip(in_bracket, np.partition(candidates, shifted)[shifted], strict=True))
+        else:
+            missed += in_bracket
+    if missed:
+        found.update(zip(missed, np.partition(values, missed)[missed], strict=True))
+    return np.array([found[rank] for rank in ranks], dtype=values.dtype)
 
 
 def exact_percentiles(values: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
@@ -158,11 +223,11 @@ def exact_percentiles(values: np.ndarray, percentiles: Sequence[float]) -> np.nd
     previous[virtual >= n - 1] = following[virtual >= n - 1] = n - 1
     previous[virtual < 0] = following[virtual < 0] = 0
     gamma = virtual - previous
+    ranks = [int(r) for pair in zip(previous, following, strict=True) for r in pair]
+    stats = _order_statistics(flat, ranks).reshape(len(q), 2)
     result = np.empty(len(q), dtype=np.float64)
     for i in range(len(q)):
-        ranks = sorted({int(previous[i]), int(following[i])})
-        stats = _order_statistics(flat, ranks, lower_tail=q[i] <= 0.5)
-        low, high = flat.dtype.type(stats[0]), flat.dtype.type(stats[-1])
+        low, high = stats[i]
         difference = high - low
         if gamma[i] >= 0.5:
             result[i] = high - difference * (1 - gamma[i])
