@@ -261,6 +261,25 @@ def test_foreground_from_he_finds_the_tissue(n_clusters):
     np.testing.assert_array_equal(found, foreground_from_he(he, n_clusters, 0, sample_size=1000))
 
 
+@pytest.mark.parametrize("n_centres", [2, 3, 4])
+def test_nearest_centre_tables_agree_with_distances_on_the_features(n_centres):
+    # The table lookups (and, for two centres, the difference of two distances) must give
+    # the nearest centre of a direct float64 computation, except where two distances tie
+    # to rounding. 200 rows of 300 pixels do not fill whole blocks.
+    rng = np.random.default_rng(n_centres)
+    he = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    centres = preprocess._LOG_OD_LUT[rng.integers(0, 256, (n_centres, 3))].astype(np.float64)
+    features = preprocess._LOG_OD_LUT[he].astype(np.float64)  # (Y, X, 3)
+    distances = ((features[np.newaxis] - centres[:, None, None, :]) ** 2).sum(axis=-1)
+    background = int(np.argmin(centres.sum(axis=1)))
+    expected = np.argmin(distances, axis=0) != background
+    ordered = np.sort(distances, axis=0)
+    clear = ordered[1] - ordered[0] > 1e-5
+    found = preprocess._tissue_by_nearest_centre(he, centres)
+    assert clear.mean() > 0.99
+    np.testing.assert_array_equal(found[clear], expected[clear])
+
+
 def test_nuclei_rich_tissue_is_not_split_from_its_stroma():
     # 45 % glass, 25 % eosin stroma, 30 % dense nuclei. In linear optical density two
     # clusters separate the nuclei from glass + stroma (75 % agreement); on the log scale

@@ -449,21 +449,55 @@ def foreground_from_he(
             stacklevel=2,
         )
         return np.ones(he.shape[:2], dtype=bool)
-    # Nearest centre for every pixel. The squared distance is a sum over the three colour
-    # channels of a function of an 8-bit value, so it is three 256-entry table lookups
-    # per centre: far faster than distances on a float (N, 3) array, and the same result.
-    distance_lut = (_LOG_OD_LUT[np.newaxis, np.newaxis, :] - centres[:, :, np.newaxis]) ** 2
-    distance_lut = distance_lut.astype(np.float32)  # (k, 3, 256)
-    distances = np.empty((n_clusters, *he.shape[:2]), dtype=np.float32)
-    for k in range(n_clusters):
-        np.take(distance_lut[k, 0], he[..., 0], out=distances[k])
-        distances[k] += np.take(distance_lut[k, 1], he[..., 1])
-        distances[k] += np.take(distance_lut[k, 2], he[..., 2])
+    return _tissue_by_nearest_centre(he, centres)
+
+
+def _tissue_by_nearest_centre(he: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """True where a pixel's nearest k-means centre is not the background one.
+
+    The background centre is the one with the smallest total density. The squared
+    distance to a centre is a sum over the three colour channels of a function of an
+    8-bit value, so it comes from three 256-entry tables per centre, far faster than
+    distances on a float (N, 3) array. With two centres only the difference of the two
+    distances matters, which is three lookups per pixel in all. Rows go in blocks, so
+    that numpy's conversion of the 8-bit indices stays in the cache (twice as fast).
+    Ties go to the background.
+
+    Args:
+        he: uint8 RGB image (Y, X, 3).
+        centres: (k, 3) centres in the feature space of ``_LOG_OD_LUT``.
+
+    Returns:
+        bool array (Y, X).
+    """
     background = int(np.argmin(centres.sum(axis=1)))
-    if n_clusters == 2:
-        other = 1 - background
-        return distances[other] < distances[background]
-    return np.argmin(distances, axis=0) != background
+    # (k, 3, 256) squared distances per channel and 8-bit value, in float64.
+    distance_lut = (_LOG_OD_LUT[np.newaxis, np.newaxis, :] - centres[:, :, np.newaxis]) ** 2
+    if len(centres) == 2:
+        # tissue where d(other) - d(background) < 0
+        tables = (distance_lut[1 - background] - distance_lut[background])[np.newaxis]
+    else:
+        tables = distance_lut
+    tables = tables.astype(np.float32)
+    height, width = he.shape[:2]
+    rows = max(1, _CACHE_BLOCK // width)
+    scores = np.empty((len(tables), rows, width), dtype=np.float32)
+    term = np.empty((rows, width), dtype=np.float32)
+    tissue = np.empty((height, width), dtype=bool)
+    for start in range(0, height, rows):
+        block = he[start : start + rows]
+        n = block.shape[0]
+        for k, table in enumerate(tables):
+            score = scores[k, :n]
+            np.take(table[0], block[..., 0], out=score)
+            for channel in (1, 2):
+                score += np.take(table[channel], block[..., channel], out=term[:n])
+        if len(tables) == 1:
+            np.less(scores[0, :n], 0.0, out=tissue[start : start + n])
+        else:
+            nearest = np.argmin(scores[:, :n], axis=0)
+            np.not_equal(nearest, background, out=tissue[start : start + n])
+    return tissue
 
 
 def foreground_from_srs(
