@@ -59,12 +59,20 @@ def new_figure(width: float, height: float, dpi: int = 150) -> Figure:
     return figure
 
 
-def figure_bytes(figure: Figure, suffixes: Sequence[str] = (".png", ".pdf")) -> dict[str, bytes]:
+def figure_bytes(
+    figure: Figure,
+    suffixes: Sequence[str] = (".png", ".pdf"),
+    *,
+    png_compress_level: int = 6,
+) -> dict[str, bytes]:
     """The figure as deterministic bytes, by suffix: ``{".png": ..., ".pdf": ...}``.
 
     Args:
         figure: the figure.
         suffixes: the formats wanted, ``.png`` and / or ``.pdf``.
+        png_compress_level: zlib level of the PNG, 0-9 (Pillow's default 6). Figures of
+            noisy micrographs barely compress: level 1 encodes them about four times
+            faster for a few percent more bytes.
 
     Raises:
         ValueError: on another suffix.
@@ -76,7 +84,8 @@ def figure_bytes(figure: Figure, suffixes: Sequence[str] = (".png", ".pdf")) -> 
     rendered = {}
     for suffix in suffixes:
         buffer = io.BytesIO()
-        figure.savefig(buffer, format=suffix[1:], metadata=metadata[suffix])
+        options = {"pil_kwargs": {"compress_level": png_compress_level}} if suffix == ".png" else {}
+        figure.savefig(buffer, format=suffix[1:], metadata=metadata[suffix], **options)
         rendered[suffix] = buffer.getvalue()
     return rendered
 

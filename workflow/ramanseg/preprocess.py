@@ -736,7 +736,7 @@ def render_qc_figure(
     figure = Figure(figsize=(13.0, 4.6), dpi=100)
     figure.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.88, wspace=0.3)
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 3)
+    axes = figure.subplots(1, 3, sharex=True, sharey=True)
     image = axes[0].imshow(raman_small, cmap="gray", vmin=0.0, vmax=1.0, **show)
     figure.colorbar(image, ax=axes[0], shrink=0.8, label="normalised intensity")
     axes[0].set_title(f"(a) {raman_name}")
@@ -782,9 +782,11 @@ def render_qc_figure(
     axes[2].set_title("(c) annotations")
     for axis in axes:
         axis.set_xlabel("x (pixels)")
-        axis.set_ylabel("y (pixels)")
+    axes[0].set_ylabel("y (pixels)")
+    for axis in axes[1:]:  # the same grid: labelling it once saves drawing time
+        axis.tick_params(labelleft=False)
     figure.suptitle(f"sample {sample_id}")
-    return figure_bytes(figure, [".png"])[".png"]
+    return figure_bytes(figure, [".png"], png_compress_level=1)[".png"]
 
 
 # ------------------------------------------------------------------------------ per sample
