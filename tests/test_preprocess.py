@@ -505,12 +505,14 @@ def test_cli_preprocess(tmp_path, small_config, capsys):
 
 def test_cli_bench_preprocess(tmp_path, small_config):
     out = tmp_path / "bench" / "preprocess.json"
-    args = ["bench-preprocess", "--size", "48", "--channels", "5", "--repeats", "1"]
+    # Two repeats: both orders (baseline first, then preprocessing first).
+    args = ["bench-preprocess", "--size", "48", "--channels", "5", "--repeats", "2"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PreprocessWarning)
         assert main([*args, "--out", str(out), "--settings", _settings(small_config)]) == 0
     report = json.loads(out.read_text())
-    assert report["size"] == 48 and report["channels"] == 5 and report["repeats"] == 1
+    assert report["size"] == 48 and report["channels"] == 5 and report["repeats"] == 2
+    assert len(report["baseline_runs"]) == len(report["preprocess_runs"]) == 2
     assert report["ratio"] == pytest.approx(
         report["preprocess_seconds"] / report["baseline_seconds"]
     )

@@ -1038,11 +1038,12 @@ def benchmark_preprocess(
     """Time :func:`preprocess_sample` against just reading and writing the same stack.
 
     One synthetic sample (uint16 ``n_channels x size x size`` with tissue and a column
-    drift, its H&E and one annotated square) is written once. Then, alternating, the
-    baseline (``read_srs`` + ``write_ome_tiff`` of the float32 stack: the I/O every
-    preprocessing run must do) and the full preprocessing are timed ``repeats`` times in
-    this process, after one untimed warm-up run of each (imports, caches, first touch of
-    memory); the medians of wall-clock and of CPU time, and their ratios, are reported.
+    drift, its H&E and one annotated square) is written once. Then the baseline
+    (``read_srs`` + ``write_ome_tiff`` of the float32 stack: the I/O every preprocessing
+    run must do) and the full preprocessing are timed ``repeats`` times each in this
+    process, in alternating order (AB BA AB ...), after one untimed warm-up run of each
+    (imports, caches, first touch of memory); each run's output is deleted right after
+    it. The medians of wall-clock and of CPU time, and their ratios, are reported.
 
     Args:
         config: the workflow configuration (``annotations``, ``preprocess``; the channel
@@ -1071,27 +1072,36 @@ def benchmark_preprocess(
         bench_config = dict(config)
         bench_config["channels"] = channels
         bench_names = [ch["name"] for ch in channels]
-        baseline_times, preprocess_times = [], []
-        baseline_cpu, preprocess_cpu = [], []
-        # Run 0 is a warm-up (imports, font cache, first-touch of memory) and not timed.
-        for repeat in range(repeats + 1):
-            start, start_cpu = time.perf_counter(), time.process_time()
+
+        def run_baseline(outdir: Path) -> None:
             srs = read_srs(srs_path, bench_config, "bench")
-            write_ome_tiff(folder / "baseline" / "stack.ome.tif", srs.data, bench_names)
-            timing = (time.perf_counter() - start, time.process_time() - start_cpu)
-            del srs
-            start, start_cpu = time.perf_counter(), time.process_time()
+            write_ome_tiff(outdir / "stack.ome.tif", srs.data, bench_names)
+
+        def run_preprocess(outdir: Path) -> None:
             preprocess_sample(
-                "bench", srs_path, he_path, geojson_path, bench_config,
-                folder / f"out{repeat}", threads=threads,
-            )  # fmt: skip
-            preprocess_timing = (time.perf_counter() - start, time.process_time() - start_cpu)
-            shutil.rmtree(folder / f"out{repeat}")
-            if repeat:
-                baseline_times.append(timing[0])
-                baseline_cpu.append(timing[1])
-                preprocess_times.append(preprocess_timing[0])
-                preprocess_cpu.append(preprocess_timing[1])
+                "bench", srs_path, he_path, geojson_path, bench_config, outdir, threads=threads
+            )
+
+        runs = {"baseline": run_baseline, "preprocess": run_preprocess}
+        wall: dict[str, list[float]] = {name: [] for name in runs}
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
+        # Run 0 is a warm-up (imports, font cache, first touch of memory) and not timed.
+        # The order alternates and every output is deleted at once, so that neither side
+        # always writes into the memory the other has just freed: on a virtual machine a
+        # write into pages freed seconds ago can take several times longer.
+        for repeat in range(repeats + 1):
+            order = list(runs) if repeat % 2 == 0 else list(reversed(runs))
+            for name in order:
+                outdir = folder / f"{name}{repeat}"
+                start, start_cpu = time.perf_counter(), time.process_time()
+                runs[name](outdir)
+                elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                shutil.rmtree(outdir)
+                if repeat:
+                    wall[name].append(elapsed)
+                    cpu[name].append(elapsed_cpu)
+    baseline_times, preprocess_times = wall["baseline"], wall["preprocess"]
+    baseline_cpu, preprocess_cpu = cpu["baseline"], cpu["preprocess"]
     baseline = float(np.median(baseline_times))
     preprocess = float(np.median(preprocess_times))
     return {
