@@ -71,8 +71,8 @@ def figure_bytes(
         figure: the figure.
         suffixes: the formats wanted, ``.png`` and / or ``.pdf``.
         png_compress_level: zlib level of the PNG, 0-9 (Pillow's default 6). Figures of
-            noisy micrographs barely compress: level 1 encodes them about four times
-            faster for a few percent more bytes.
+            noisy micrographs barely compress: level 1 encodes the QC figure two to three
+            times faster for 2-12 % more bytes.
 
     Raises:
         ValueError: on another suffix.
