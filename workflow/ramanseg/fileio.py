@@ -90,7 +90,4 @@ def json_bytes(data: Any) -> bytes:
 
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as a JSON document (:func:`json_bytes`) atomically; return the path."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(json_bytes(data))
-    return path
+    return write_files({path: json_bytes(data)})[0]

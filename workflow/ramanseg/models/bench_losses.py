@@ -249,7 +249,6 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def _command(args: argparse.Namespace) -> int:
-
     report = run_benchmark(
         prototype_counts=args.prototypes,
         size=args.size,

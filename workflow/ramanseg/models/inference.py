@@ -369,9 +369,10 @@ def measure_throughput(
     predictor = model_predictor(model, device, mixed_precision=mixed_precision)
 
     def run() -> float:
-        return _timed_probability(predictor, image, patch_size, device, overlap, blend, batch_size)[
-            1
-        ]
+        _, seconds = _timed_probability(
+            predictor, image, patch_size, device, overlap, blend, batch_size
+        )
+        return seconds
 
     for _ in range(warmup):
         run()

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor, nn
 
-from ramanseg.fileio import atomic_path, write_json
+from ramanseg.fileio import write_files, write_json
 
 if TYPE_CHECKING:
     from ramanseg.models.ramanseg import RamanSeg, RamanSegOutput
@@ -1184,6 +1184,5 @@ def prototype_gallery(
         title += f" ({channel_name})"
     figure.suptitle(title, fontsize=10)
     path = Path(path)
-    rendered = figure_bytes(figure, [path.suffix or ".png"])
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(next(iter(rendered.values())))
+    suffix = path.suffix or ".png"
+    write_files({path: figure_bytes(figure, [suffix])[suffix]})
