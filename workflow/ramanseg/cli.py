@@ -28,6 +28,7 @@ COMMANDS = {
     "check-samplesheet": "ramanseg.samplesheet",
     "preprocess": "ramanseg.preprocess",
     "bench-preprocess": "ramanseg.preprocess",
+    "qc-figure": "ramanseg.qc",
     "split": "ramanseg.split",
     "bottleneck": "ramanseg.bottleneck",
     "nnunet-export": "ramanseg.nnunet.cli",

@@ -10,8 +10,9 @@ percentiles. Outputs, in ``results/preprocessed/<sample>/``:
 * ``classes.tif``: the class map (0 = not annotated, 1 + index in ``annotations.classes``);
 * ``mask.tif``: the binary mask (1 = foreground class, the paper's Tumor and Necrosis);
 * ``foreground.tif``: the tissue mask (1 = tissue);
-* ``qc.png``: the paper's Figure 1 (a Raman channel, the H&E, the annotated overlay);
 * ``qc.json``: counts and warnings for the sample.
+
+The QC figure (the paper's Figure 1) is drawn from these files by :mod:`ramanseg.qc`.
 
 **Order of the steps.** The paper lists normalisation before drift correction; we
 correct the drift first, on the raw intensities. The drift (laser power and detection
@@ -53,6 +54,7 @@ from ramanseg.annotations import (
 from ramanseg.config import channel_names, channel_roles, require
 from ramanseg.fileio import json_bytes, write_files, write_json
 from ramanseg.io import read_he, read_srs, write_mask, write_ome_tiff
+from ramanseg.qc import draw_qc_figure, qc_channel
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +65,6 @@ KMEANS_N_INIT = 3
 #: Columns with fewer foreground pixels than this are too noisy to estimate the drift and
 #: take the value interpolated from their neighbours.
 MIN_COLUMN_PIXELS = 10
-#: The Raman band shown in the QC figure (the CH3 stretch, "cellular" peak of the paper).
-QC_WAVENUMBER = 2930.0
-#: Longest side, in pixels, of the images drawn in the QC figure (larger ones are strided).
-QC_MAX_DISPLAY = 512
 
 #: Arrays up to this size are simply partitioned by :func:`_order_statistics`.
 _SELECT_MIN_SIZE = 100_000
@@ -668,127 +666,6 @@ def correct_column_drift(
     return corrected, profile
 
 
-# ------------------------------------------------------------------------------ QC figure
-
-
-def _display_step(shape: tuple[int, ...]) -> int:
-    return max(1, math.ceil(max(shape[:2]) / QC_MAX_DISPLAY))
-
-
-def _qc_channel(config: Mapping[str, Any]) -> int:
-    """The Raman channel nearest ``QC_WAVENUMBER`` (else the first Raman, else 0)."""
-    channels = require(config, "channels")
-    candidates = [
-        (abs(float(ch["wavenumber"]) - QC_WAVENUMBER), i)
-        for i, ch in enumerate(channels)
-        if ch.get("role") == "raman" and ch.get("wavenumber") is not None
-    ]
-    if candidates:
-        return min(candidates)[1]
-    return next((i for i, ch in enumerate(channels) if ch.get("role") == "raman"), 0)
-
-
-def render_qc_figure(
-    sample_id: str,
-    raman: np.ndarray,
-    raman_name: str,
-    he: np.ndarray | None,
-    foreground: np.ndarray,
-    class_map: np.ndarray,
-    classes: Mapping[str, int],
-) -> bytes:
-    """The paper's Figure 1 for one sample, as PNG bytes (deterministic).
-
-    Panels: (a) a normalised Raman channel with its colour bar; (b) the H&E image with the
-    foreground outline (or, without H&E, the SRS-derived foreground); (c) the annotation
-    classes over the H&E in grey (or the Raman channel), with a class legend (foreground
-    classes marked). Images larger than ``QC_MAX_DISPLAY`` pixels are strided for display; the
-    axes keep full-resolution pixel coordinates.
-
-    Args:
-        sample_id: the sample, for the title.
-        raman: (Y, X) normalised Raman channel.
-        raman_name: its name.
-        he: uint8 RGB (Y, X, 3) or None.
-        foreground: bool (Y, X).
-        class_map: uint8 (Y, X), 0 = not annotated, 1 + class index.
-        classes: ``annotations.classes`` (name -> binary label), in class-map order.
-
-    Returns:
-        The PNG file's bytes.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
-    from ramanseg.figures import figure_bytes
-
-    step = _display_step(raman.shape)
-    height, width = raman.shape
-    extent = (-0.5, width - 0.5, height - 0.5, -0.5)
-    show = {"extent": extent, "interpolation": "nearest"}
-    raman_small = raman[::step, ::step]
-    fg_small = foreground[::step, ::step]
-    cm_small = class_map[::step, ::step]
-
-    # A fixed layout: a layout engine would draw the figure twice.
-    figure = Figure(figsize=(13.0, 4.6), dpi=100)
-    figure.subplots_adjust(left=0.05, right=0.98, bottom=0.1, top=0.88, wspace=0.3)
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 3, sharex=True, sharey=True)
-    image = axes[0].imshow(raman_small, cmap="gray", vmin=0.0, vmax=1.0, **show)
-    figure.colorbar(image, ax=axes[0], shrink=0.8, label="normalised intensity")
-    axes[0].set_title(f"(a) {raman_name}")
-
-    if he is not None:
-        he_small = he[::step, ::step]
-        axes[1].imshow(he_small, **show)
-        axes[1].set_title("(b) H&E, tissue outlined")
-        # Grey H&E under the classes, so that the class colours stay readable.
-        base = he_small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        base_kwargs = {"cmap": "gray", "vmin": 0.0, "vmax": 255.0}
-    else:
-        axes[1].imshow(fg_small, cmap="gray", vmin=0, vmax=1, **show)
-        axes[1].set_title("(b) no H&E: tissue from SRS")
-        base, base_kwargs = raman_small, {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
-    if fg_small.any() and not fg_small.all():
-        ys = np.linspace(0, height - 1, fg_small.shape[0])
-        xs = np.linspace(0, width - 1, fg_small.shape[1])
-        axes[1].contour(xs, ys, fg_small.astype(np.float32), levels=[0.5], colors="cyan")
-
-    names = list(classes)
-    palette = [
-        "#e41a1c", "#984ea3", "#4daf4a", "#377eb8", "#ff7f00",
-        "#a65628", "#f781bf", "#999999", "#ffff33", "#66c2a5",
-    ]  # fmt: skip
-    colours = [palette[i % len(palette)] for i in range(len(names))]
-    axes[2].imshow(base, **base_kwargs, **show)
-    overlay = np.ma.masked_equal(cm_small, 0)
-    class_cmap = ListedColormap(colours if colours else ["#000000"])
-    axes[2].imshow(
-        overlay, cmap=class_cmap, vmin=0.5, vmax=max(len(names), 1) + 0.5, alpha=0.5, **show
-    )
-    present = set(np.unique(cm_small).tolist())
-    handles = [
-        Patch(
-            facecolor=colours[i],
-            alpha=0.5 if i + 1 in present else 0.15,
-            label=f"{name}{' (foreground)' if classes[name] == 1 else ''}",
-        )
-        for i, name in enumerate(names)
-    ]
-    axes[2].legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.8)
-    axes[2].set_title("(c) annotations")
-    for axis in axes:
-        axis.set_xlabel("x (pixels)")
-    axes[0].set_ylabel("y (pixels)")
-    for axis in axes[1:]:  # the same grid: labelling it once saves drawing time
-        axis.tick_params(labelleft=False)
-    figure.suptitle(f"sample {sample_id}")
-    return figure_bytes(figure, [".png"], png_compress_level=1)[".png"]
-
-
 # ------------------------------------------------------------------------------ per sample
 
 OUTPUT_FILES = (
@@ -796,7 +673,6 @@ OUTPUT_FILES = (
     "classes.tif",
     "mask.tif",
     "foreground.tif",
-    "qc.png",
     "qc.json",
 )
 
@@ -905,11 +781,6 @@ def preprocess_sample(
                 PreprocessWarning,
                 stacklevel=1,
             )
-        qc_channel = _qc_channel(config)
-        png = render_qc_figure(
-            sample_id, normalised[qc_channel], names[qc_channel], he, foreground, class_map,
-            classes,
-        )  # fmt: skip
     messages = [str(w.message) for w in caught if issubclass(w.category, PreprocessWarning)]
     for other in caught:  # recording caught every warning: pass the others on unchanged
         if not issubclass(other.category, PreprocessWarning):
@@ -948,7 +819,7 @@ def preprocess_sample(
         "percentile_ranges": {
             name: [float(ranges[c, 0]), float(ranges[c, 1])] for c, name in enumerate(names)
         },
-        "qc_channel": names[qc_channel],
+        "qc_channel": names[qc_channel(config)],
         "warnings": messages,
     }
 
@@ -958,7 +829,6 @@ def preprocess_sample(
             outdir / "classes.tif": lambda p: write_mask(p, class_map),
             outdir / "mask.tif": lambda p: write_mask(p, mask),
             outdir / "foreground.tif": lambda p: write_mask(p, foreground.astype(np.uint8)),
-            outdir / "qc.png": png,
             outdir / "qc.json": json_bytes(qc),
         }
     )
@@ -1043,7 +913,10 @@ def benchmark_preprocess(
     run must do) and the full preprocessing are timed ``repeats`` times each in this
     process, in alternating order (AB BA AB ...), after one untimed warm-up run of each
     (imports, caches, first touch of memory); each run's output is deleted right after
-    it. The medians of wall-clock and of CPU time, and their ratios, are reported.
+    it. The medians of wall-clock and of CPU time, and their ratios, are reported. The QC
+    figure, drawn from the preprocessed files by its own workflow step, is timed after
+    each preprocessing run and reported beside it (``qc_figure_seconds``, and
+    ``ratio_with_qc_figure`` for both steps together).
 
     Args:
         config: the workflow configuration (``annotations``, ``preprocess``; the channel
@@ -1085,6 +958,7 @@ def benchmark_preprocess(
         runs = {"baseline": run_baseline, "preprocess": run_preprocess}
         wall: dict[str, list[float]] = {name: [] for name in runs}
         cpu: dict[str, list[float]] = {name: [] for name in runs}
+        qc_times: list[float] = []
         # Run 0 is a warm-up (imports, font cache, first touch of memory) and not timed.
         # The order alternates and every output is deleted at once, so that neither side
         # always writes into the memory the other has just freed: on a virtual machine a
@@ -1096,6 +970,11 @@ def benchmark_preprocess(
                 start, start_cpu = time.perf_counter(), time.process_time()
                 runs[name](outdir)
                 elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+                if name == "preprocess":
+                    start_qc = time.perf_counter()
+                    draw_qc_figure("bench", outdir, he_path, bench_config, outdir / "qc.png")
+                    if repeat:
+                        qc_times.append(time.perf_counter() - start_qc)
                 shutil.rmtree(outdir)
                 if repeat:
                     wall[name].append(elapsed)
@@ -1104,6 +983,7 @@ def benchmark_preprocess(
     baseline_cpu, preprocess_cpu = cpu["baseline"], cpu["preprocess"]
     baseline = float(np.median(baseline_times))
     preprocess = float(np.median(preprocess_times))
+    qc_figure = float(np.median(qc_times))
     return {
         "size": size,
         "channels": n_channels,
@@ -1114,12 +994,15 @@ def benchmark_preprocess(
         "baseline_seconds": baseline,
         "preprocess_seconds": preprocess,
         "ratio": preprocess / baseline,
+        "qc_figure_seconds": qc_figure,
+        "ratio_with_qc_figure": (preprocess + qc_figure) / baseline,
         # CPU time of this process (user + system): less disturbed by other processes.
         "baseline_cpu_seconds": float(np.median(baseline_cpu)),
         "preprocess_cpu_seconds": float(np.median(preprocess_cpu)),
         "cpu_ratio": float(np.median(preprocess_cpu) / np.median(baseline_cpu)),
         "baseline_runs": baseline_times,
         "preprocess_runs": preprocess_times,
+        "qc_figure_runs": qc_times,
     }
 
 
@@ -1177,10 +1060,11 @@ def add_commands(subparsers: Any) -> None:
         )  # fmt: skip
         write_json(out, report)
         log.info(
-            "preprocess %.2f s, read + write %.2f s: ratio %.2f",
+            "preprocess %.2f s, read + write %.2f s: ratio %.2f (QC figure %.2f s more)",
             report["preprocess_seconds"],
             report["baseline_seconds"],
             report["ratio"],
+            report["qc_figure_seconds"],
         )
         return 0
 

@@ -110,10 +110,13 @@ def rule_resources(rule_name):
 def sample_files(wildcards):
     """The input files of one sample (H&E only where the sheet names one)."""
     row = SAMPLES.loc[wildcards.sample]
-    files = {"srs": row["srs"], "annotations": row["annotations"]}
-    if row["he"]:
-        files["he"] = row["he"]
-    return files
+    return {"srs": row["srs"], "annotations": row["annotations"], **sample_he(wildcards)}
+
+
+def sample_he(wildcards):
+    """The H&E image of one sample, if the sheet names one."""
+    he = SAMPLES.loc[wildcards.sample, "he"]
+    return {"he": he} if he else {}
 
 
 def preprocessed(name, samples=None):

@@ -40,13 +40,6 @@ rule preprocess:
         classes=PREPROCESSED / "{sample}" / "classes.tif",
         mask=PREPROCESSED / "{sample}" / "mask.tif",
         foreground=PREPROCESSED / "{sample}" / "foreground.tif",
-        qc=report(
-            PREPROCESSED / "{sample}" / "qc.png",
-            caption="../report/qc.rst",
-            category="1. Data",
-            subcategory="Preprocessing QC",
-            labels={"sample": "{sample}"},
-        ),
         qc_json=PREPROCESSED / "{sample}" / "qc.json",
     params:
         he=lambda wildcards, input: input.get("he", ""),
@@ -69,3 +62,39 @@ rule preprocess:
         "python -m ramanseg preprocess --sample {wildcards.sample} --srs {input.srs:q} --threads {threads}"
         " --he {params.he:q} --annotations {input.annotations:q} --outdir {params.outdir:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
+
+
+# The paper's Figure 1 per sample, from the preprocessed files: its own job, so that the
+# models do not wait for the figures and a figure change does not preprocess again.
+rule qc_figure:
+    input:
+        unpack(sample_he),
+        stack=PREPROCESSED / "{sample}" / "stack.ome.tif",
+        classes=PREPROCESSED / "{sample}" / "classes.tif",
+        foreground=PREPROCESSED / "{sample}" / "foreground.tif",
+    output:
+        report(
+            PREPROCESSED / "{sample}" / "qc.png",
+            caption="../report/qc.rst",
+            category="1. Data",
+            subcategory="Preprocessing QC",
+            labels={"sample": "{sample}"},
+        ),
+    params:
+        he=lambda wildcards, input: input.get("he", ""),
+        preprocessed=lambda wildcards: PREPROCESSED / wildcards.sample,
+        settings=settings("channels", "annotations"),
+    log:
+        LOGS / "qc_figure" / "{sample}.log",
+    benchmark:
+        BENCHMARKS / "qc_figure" / "{sample}.tsv"
+    threads: rule_resources("qc_figure")["threads"]
+    resources:
+        mem_mb=rule_resources("qc_figure")["mem_mb"],
+        runtime=rule_resources("qc_figure")["runtime"],
+        gpu=rule_resources("qc_figure")["gpu"],
+    conda:
+        "../../envs/ramanseg.yaml"
+    shell:
+        "python -m ramanseg qc-figure --sample {wildcards.sample} --preprocessed {params.preprocessed:q}"
+        " --he {params.he:q} --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"

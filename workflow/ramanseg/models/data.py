@@ -26,6 +26,7 @@ import tifffile
 import torch
 
 from ramanseg.errors import InputError
+from ramanseg.io import read_label
 
 STACK_NAME = "stack.ome.tif"
 MASK_NAME = "mask.tif"
@@ -130,30 +131,6 @@ def _ome_channel_names(tif: tifffile.TiffFile) -> tuple[str, ...]:
     return tuple(names) if all(names) else ()
 
 
-def _read_label(path: Path, sample_id: str, what: str, shape: tuple[int, int]) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(
-            f"the {what} file does not exist", sample=sample_id, path=path, fix="run preprocess"
-        )
-    array = np.asarray(tifffile.imread(path))
-    if array.shape != shape:
-        raise InputError(
-            f"the {what} has shape {array.shape}, but the stack is {shape[0]} x {shape[1]}",
-            sample=sample_id,
-            path=path,
-            fix="rerun preprocess for this sample",
-        )
-    if array.dtype.kind not in "biu" or (array.size and array.max() > 1) or array.min() < 0:
-        raise InputError(
-            f"the {what} must hold 0 / 1 labels, found type {array.dtype} with values "
-            f"{np.unique(array)[:5].tolist()}...",
-            sample=sample_id,
-            path=path,
-            fix="rerun preprocess for this sample",
-        )
-    return array.astype(np.uint8, copy=False)
-
-
 def load_sample(preprocessed: str | Path, sample_id: str) -> Sample:
     """Read one preprocessed sample.
 
@@ -200,8 +177,8 @@ def load_sample(preprocessed: str | Path, sample_id: str) -> Sample:
     if names and len(names) != image.shape[0]:
         names = ()
     shape = image.shape[1:]
-    mask = _read_label(folder / MASK_NAME, sample_id, "tumour mask", shape)
-    tissue = _read_label(folder / FOREGROUND_NAME, sample_id, "tissue foreground", shape)
+    mask = read_label(folder / MASK_NAME, sample_id, "tumour mask", shape)
+    tissue = read_label(folder / FOREGROUND_NAME, sample_id, "tissue foreground", shape)
     return Sample(sample_id, image, mask, tissue, names)
 
 
