@@ -516,6 +516,9 @@ def test_cli_bench_preprocess(tmp_path, small_config):
     assert report["ratio"] == pytest.approx(
         report["preprocess_seconds"] / report["baseline_seconds"]
     )
+    assert report["ratio_of_minima"] == pytest.approx(
+        min(report["preprocess_runs"]) / min(report["baseline_runs"])
+    )
     assert report["ratio_with_qc_figure"] == pytest.approx(
         (report["preprocess_seconds"] + report["qc_figure_seconds"]) / report["baseline_seconds"]
     )

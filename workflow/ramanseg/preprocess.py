@@ -789,7 +789,8 @@ def preprocess_sample(
         log.warning("sample %s: %s", sample_id, message)
 
     n_pixels = class_map.size
-    class_counts = np.bincount(class_map.ravel(), minlength=len(classes) + 1)
+    # A count per label: several times faster than np.bincount, which widens every uint8.
+    class_counts = [np.count_nonzero(class_map == label) for label in range(len(classes) + 1)]
     qc: dict[str, Any] = {
         "sample_id": sample_id,
         "inputs": {
@@ -800,8 +801,8 @@ def preprocess_sample(
         "shape": list(srs.data.shape),
         "source_dtype": srs.source_dtype,
         "foreground_source": "he" if he is not None else "srs",
-        "foreground_fraction": float(foreground.mean()),
-        "mask_fraction": float(mask.mean()),
+        "foreground_fraction": np.count_nonzero(foreground) / n_pixels,
+        "mask_fraction": np.count_nonzero(mask) / n_pixels,
         "unannotated_fraction": float(class_counts[0] / n_pixels),
         "class_fractions": {
             name: float(class_counts[i + 1] / n_pixels) for i, name in enumerate(classes)
@@ -913,10 +914,10 @@ def benchmark_preprocess(
     run must do) and the full preprocessing are timed ``repeats`` times each in this
     process, in alternating order (AB BA AB ...), after one untimed warm-up run of each
     (imports, caches, first touch of memory); each run's output is deleted right after
-    it. The medians of wall-clock and of CPU time, and their ratios, are reported. The QC
-    figure, drawn from the preprocessed files by its own workflow step, is timed after
-    each preprocessing run and reported beside it (``qc_figure_seconds``, and
-    ``ratio_with_qc_figure`` for both steps together).
+    it. The medians of wall-clock and of CPU time and their ratios are reported, and the
+    ratio of the fastest runs of each. The QC figure, drawn from the preprocessed files
+    by its own workflow step, is timed after each preprocessing run and reported beside
+    it (``qc_figure_seconds``, and ``ratio_with_qc_figure`` for both steps together).
 
     Args:
         config: the workflow configuration (``annotations``, ``preprocess``; the channel
@@ -994,6 +995,9 @@ def benchmark_preprocess(
         "baseline_seconds": baseline,
         "preprocess_seconds": preprocess,
         "ratio": preprocess / baseline,
+        # Noise on a shared or virtual machine only ever adds time, so the fastest runs
+        # are the steadiest estimate of each side's own cost.
+        "ratio_of_minima": min(preprocess_times) / min(baseline_times),
         "qc_figure_seconds": qc_figure,
         "ratio_with_qc_figure": (preprocess + qc_figure) / baseline,
         # CPU time of this process (user + system): less disturbed by other processes.
