@@ -49,7 +49,8 @@ def test_lint_is_clean():
 def test_dry_run_plans_the_demo():
     result = snakemake("-n", "--forceall")
     jobs = planned_jobs(result.stdout)
-    expected = {"all": 1, "phantom": 1, "preprocess": 32, "split": 1, "bottleneck": 1}
+    expected = {"all": 1, "phantom": 1, "preprocess": 32, "qc_figure": 32, "split": 1}
+    expected |= {"bottleneck": 1}
     expected |= {"nnunet_export": 1, "nnunet_plan": 1, "nnunet_train": 5, "nnunet_predict": 1}
     expected |= {"fit_baseline": 1}
     assert expected.items() <= jobs.items()
@@ -57,6 +58,11 @@ def test_dry_run_plans_the_demo():
     assert (jobs["train_model"], jobs["train_ramanseg"], jobs["predict_model"]) == (3, 1, 4)
     assert jobs["train_sweep"] == 2 and jobs["sweep_summary"] == 1
     assert jobs["evaluate"] == jobs["interpret_nnunet"] == jobs["interpret_prototypes"] == 1
+
+
+def test_the_data_target_stops_after_preprocessing_and_qc_figures():
+    jobs = planned_jobs(snakemake("-n", "--forceall", "data").stdout)
+    assert jobs == {"data": 1, "phantom": 1, "preprocess": 32, "qc_figure": 32}
 
 
 def test_dry_run_plans_the_paper_settings_on_paper_scale_synthetic_data():

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.slurm
 
 PROFILE = REPO / "slurm"
 #: Rules Snakemake runs in its own process, never submitted.
-LOCAL_RULES = {"all"}
+LOCAL_RULES = {"all", "data"}
 #: Quick status polling for seconds-long test jobs (the profile's values suit real ones).
 FAST_POLLING = [
     "--slurm-init-seconds-before-status-checks", "1",
@@ -208,7 +208,7 @@ TINY = {
 PARTITIONS = {"partitions": {"cpu": {"max_gpu": 0}, "gpu": {"max_gpu": 2}}}
 #: The data stages and one model; nnU-Net and the other models take too long for this test.
 UNET = Path("results") / "models" / "unet"
-TARGETS = ["bottleneck", "split", str(UNET / "model.pt")]
+TARGETS = ["data", "bottleneck", "split", str(UNET / "model.pt")]
 #: The jobs to cancel (by SLURM comment) and when: a preprocess job as soon as one runs,
 #: the U-Net training once it has written a checkpoint.
 CANCEL = {

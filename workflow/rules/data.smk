@@ -98,3 +98,15 @@ rule qc_figure:
     shell:
         "python -m ramanseg qc-figure --sample {wildcards.sample} --preprocessed {params.preprocessed:q}"
         " --he {params.he:q} --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+# `snakemake data`: every sample preprocessed and its QC figure drawn, to look at before
+# any training starts.
+localrules:
+    data,
+
+
+rule data:
+    input:
+        preprocessed("stack.ome.tif"),
+        preprocessed("qc.png"),
