@@ -52,6 +52,7 @@ from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
 from ramanseg.figures import figure_bytes, new_figure, table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
+from ramanseg.io import CLASSES_NAME, FOREGROUND_NAME, MASK_NAME
 from ramanseg.predictions import prediction_paths
 
 log = logging.getLogger(__name__)
@@ -234,12 +235,12 @@ def read_ground_truth(
     """
     folder = Path(preprocessed) / sample
     fix = "run the preprocess step for this sample first"
-    truth = _read_2d(folder / "mask.tif", sample, "ground-truth mask", fix)
+    truth = _read_2d(folder / MASK_NAME, sample, "ground-truth mask", fix)
     classes = foreground = None
     if pixels in ("tissue", "annotated"):
-        classes = _read_2d(folder / "classes.tif", sample, "class map", fix)
+        classes = _read_2d(folder / CLASSES_NAME, sample, "class map", fix)
     if pixels == "tissue":
-        foreground = _read_2d(folder / "foreground.tif", sample, "tissue mask", fix)
+        foreground = _read_2d(folder / FOREGROUND_NAME, sample, "tissue mask", fix)
     try:
         region = evaluation_region(pixels, truth.shape, foreground, classes)
     except ValueError as error:

@@ -21,6 +21,12 @@ from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
+#: The files ``ramanseg preprocess`` writes for a sample, in ``results/preprocessed/<sample>/``.
+STACK_NAME = "stack.ome.tif"
+CLASSES_NAME = "classes.tif"
+MASK_NAME = "mask.tif"
+FOREGROUND_NAME = "foreground.tif"
+QC_JSON_NAME = "qc.json"
 #: Namespace for the OME UUIDs: a fixed, arbitrary UUID so the derived ones are stable.
 _OME_UUID_NAMESPACE = uuid.UUID("6f1c1f8e-3c3f-4c58-9a57-6a1d6a0b2f43")
 

@@ -53,7 +53,17 @@ from ramanseg.annotations import (
 )
 from ramanseg.config import channel_names, channel_roles, require
 from ramanseg.fileio import json_bytes, write_files, write_json
-from ramanseg.io import read_he, read_srs, write_mask, write_ome_tiff
+from ramanseg.io import (
+    CLASSES_NAME,
+    FOREGROUND_NAME,
+    MASK_NAME,
+    QC_JSON_NAME,
+    STACK_NAME,
+    read_he,
+    read_srs,
+    write_mask,
+    write_ome_tiff,
+)
 from ramanseg.qc import draw_qc_figure, qc_channel
 
 log = logging.getLogger(__name__)
@@ -668,13 +678,7 @@ def correct_column_drift(
 
 # ------------------------------------------------------------------------------ per sample
 
-OUTPUT_FILES = (
-    "stack.ome.tif",
-    "classes.tif",
-    "mask.tif",
-    "foreground.tif",
-    "qc.json",
-)
+OUTPUT_FILES = (STACK_NAME, CLASSES_NAME, MASK_NAME, FOREGROUND_NAME, QC_JSON_NAME)
 
 
 def _annotation_file_counts(
@@ -826,11 +830,11 @@ def preprocess_sample(
 
     write_files(
         {
-            outdir / "stack.ome.tif": lambda p: write_ome_tiff(p, normalised, names),
-            outdir / "classes.tif": lambda p: write_mask(p, class_map),
-            outdir / "mask.tif": lambda p: write_mask(p, mask),
-            outdir / "foreground.tif": lambda p: write_mask(p, foreground.astype(np.uint8)),
-            outdir / "qc.json": json_bytes(qc),
+            outdir / STACK_NAME: lambda p: write_ome_tiff(p, normalised, names),
+            outdir / CLASSES_NAME: lambda p: write_mask(p, class_map),
+            outdir / MASK_NAME: lambda p: write_mask(p, mask),
+            outdir / FOREGROUND_NAME: lambda p: write_mask(p, foreground.astype(np.uint8)),
+            outdir / QC_JSON_NAME: json_bytes(qc),
         }
     )
     log.info(
@@ -949,7 +953,7 @@ def benchmark_preprocess(
 
         def run_baseline(outdir: Path) -> None:
             srs = read_srs(srs_path, bench_config, "bench")
-            write_ome_tiff(outdir / "stack.ome.tif", srs.data, bench_names)
+            write_ome_tiff(outdir / STACK_NAME, srs.data, bench_names)
 
         def run_preprocess(outdir: Path) -> None:
             preprocess_sample(

@@ -23,7 +23,7 @@ import tifffile
 from ramanseg.config import channel_names, require
 from ramanseg.errors import InputError
 from ramanseg.fileio import write_files
-from ramanseg.io import read_he, read_label
+from ramanseg.io import CLASSES_NAME, FOREGROUND_NAME, STACK_NAME, read_he, read_label
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 QC_WAVENUMBER = 2930.0
 #: Longest side, in pixels, of the images drawn in the QC figure (larger ones are strided).
 QC_MAX_DISPLAY = 512
-#: The preprocessed files the figure is drawn from, in ``results/preprocessed/<sample>/``.
-STACK_NAME = "stack.ome.tif"
-CLASSES_NAME = "classes.tif"
-FOREGROUND_NAME = "foreground.tif"
 
 
 def qc_channel(config: Mapping[str, Any]) -> int:

@@ -29,6 +29,7 @@ import tifffile
 
 from ramanseg.config import ConfigError, channel_names, class_names, require
 from ramanseg.errors import InputError
+from ramanseg.io import CLASSES_NAME, STACK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def read_class_map(preprocessed: str | Path, sample: str, names: Sequence[str]) 
         InputError: a missing or unreadable file, not 2-D, or a value above ``len(names)``.
     """
     folder = Path(preprocessed) / sample
-    path = folder / "classes.tif"
+    path = folder / CLASSES_NAME
     fix = "run the preprocess step for this sample first"
     if not path.is_file():
         raise InputError("the class map does not exist", sample=sample, path=path, fix=fix)
@@ -268,7 +269,7 @@ def read_stack(preprocessed: str | Path, sample: str, n_channels: int) -> np.nda
     Raises:
         InputError: a missing or unreadable file, or a channel count other than ``n_channels``.
     """
-    path = Path(preprocessed) / sample / "stack.ome.tif"
+    path = Path(preprocessed) / sample / STACK_NAME
     fix = "run the preprocess step for this sample first"
     if not path.is_file():
         raise InputError("the preprocessed stack does not exist", sample=sample, path=path, fix=fix)

@@ -26,11 +26,8 @@ import tifffile
 import torch
 
 from ramanseg.errors import InputError
-from ramanseg.io import read_label
+from ramanseg.io import FOREGROUND_NAME, MASK_NAME, STACK_NAME, read_label
 
-STACK_NAME = "stack.ome.tif"
-MASK_NAME = "mask.tif"
-FOREGROUND_NAME = "foreground.tif"
 SPLIT_KEYS = ("train", "val", "test")
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ramanseg.fileio import write_json
+from ramanseg.io import STACK_NAME
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +105,7 @@ def _predict(args: argparse.Namespace) -> int:
     config = _configure(args)
     split = json.loads(Path(args.split).read_text())
     folds = list(range(len(split["folds"])))
-    stacks = {sample: args.preprocessed / sample / "stack.ome.tif" for sample in split["test"]}
+    stacks = {sample: args.preprocessed / sample / STACK_NAME for sample in split["test"]}
     timing = predict_ensemble(
         _model_dir(config), folds, stacks, args.outdir, resolve_device(config.get("device", "auto"))
     )

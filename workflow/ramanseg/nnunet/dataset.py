@@ -25,6 +25,7 @@ import tifffile
 
 from ramanseg.config import channel_names
 from ramanseg.fileio import atomic_path
+from ramanseg.io import MASK_NAME, STACK_NAME
 
 DATASET_SUFFIX = "RamanSeg"
 FILE_ENDING = ".tif"
@@ -89,7 +90,7 @@ def export_raw_dataset(
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir(parents=True)
         for sample in training + list(split["test"]):
-            stack = tifffile.imread(preprocessed_dir / sample / "stack.ome.tif")
+            stack = tifffile.imread(preprocessed_dir / sample / STACK_NAME)
             if stack.shape[0] != len(names):
                 raise ValueError(
                     f"sample {sample!r}: stack has {stack.shape[0]} channels, "
@@ -99,7 +100,7 @@ def export_raw_dataset(
             _write_channels(stack, tmp / images, sample)
             if images == "imagesTr":
                 shutil.copyfile(
-                    preprocessed_dir / sample / "mask.tif", tmp / "labelsTr" / f"{sample}.tif"
+                    preprocessed_dir / sample / MASK_NAME, tmp / "labelsTr" / f"{sample}.tif"
                 )
         dataset_json = {
             "name": DATASET_SUFFIX,
