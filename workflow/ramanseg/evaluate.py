@@ -46,13 +46,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import tifffile
 
 from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
 from ramanseg.figures import figure_bytes, new_figure, table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
-from ramanseg.io import CLASSES_NAME, FOREGROUND_NAME, MASK_NAME
+from ramanseg.io import CLASSES_NAME, FOREGROUND_NAME, MASK_NAME, open_tiff
 from ramanseg.predictions import prediction_paths
 
 log = logging.getLogger(__name__)
@@ -198,15 +197,8 @@ def evaluation_region(
 def _read_2d(path: Path, sample: str, what: str, fix: str) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"the {what} file does not exist", sample=sample, path=path, fix=fix)
-    try:
-        array = np.squeeze(tifffile.imread(path))
-    except Exception as error:  # tifffile raises many types for a damaged file
-        raise InputError(
-            f"the {what} file cannot be read as TIFF ({type(error).__name__}: {error})",
-            sample=sample,
-            path=path,
-            fix=fix,
-        ) from error
+    with open_tiff(path, sample, f"{what} file", fix) as tif:
+        array = np.squeeze(tif.asarray())
     if array.ndim != 2:
         raise InputError(
             f"the {what} has shape {array.shape}; expected a 2-D image",

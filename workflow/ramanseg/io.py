@@ -7,8 +7,9 @@ through :func:`~ramanseg.fileio.atomic_path`, so a failure never leaves a partia
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,28 +65,47 @@ def _require_file(path: str | Path, sample_id: str | None, what: str) -> Path:
     return path
 
 
-def _read_tiff_series(path: Path, sample_id: str | None, what: str) -> tuple[np.ndarray, str]:
-    """The first image series of a TIFF file and its tifffile axes string (e.g. ``CYX``)."""
+@contextlib.contextmanager
+def open_tiff(
+    path: Path, sample_id: str | None, what: str, fix: str
+) -> Iterator[tifffile.TiffFile]:
+    """Open a TIFF file for reading; whatever tifffile raises while it is open (a damaged or
+    truncated file raises many types) becomes an :class:`InputError` naming the sample, the
+    file and ``fix``. An :class:`InputError` raised inside passes unchanged.
+
+    Args:
+        path: the TIFF file (it must exist).
+        sample_id: the sample, for the message.
+        what: what the file is, for the message ("the {what} cannot be read as TIFF").
+        fix: what the user should do.
+    """
     try:
         with tifffile.TiffFile(path) as tif:
-            if not tif.series:
-                raise InputError(
-                    f"the {what} file holds no readable TIFF image (damaged or empty)",
-                    sample=sample_id,
-                    path=path,
-                    fix=f"export the {what} image again as a TIFF or OME-TIFF file",
-                )
-            series = tif.series[0]
-            return series.asarray(), series.axes
+            yield tif
     except InputError:
         raise
-    except Exception as error:  # tifffile raises many types for a damaged file
+    except Exception as error:
         raise InputError(
-            f"the {what} file cannot be read as TIFF ({type(error).__name__}: {error})",
+            f"the {what} cannot be read as TIFF ({type(error).__name__}: {error})",
             sample=sample_id,
             path=path,
-            fix=f"provide the {what} image as a TIFF or OME-TIFF file",
+            fix=fix,
         ) from error
+
+
+def _read_tiff_series(path: Path, sample_id: str | None, what: str) -> tuple[np.ndarray, str]:
+    """The first image series of a TIFF file and its tifffile axes string (e.g. ``CYX``)."""
+    fix = f"provide the {what} image as a TIFF or OME-TIFF file"
+    with open_tiff(path, sample_id, f"{what} file", fix) as tif:
+        if not tif.series:
+            raise InputError(
+                f"the {what} file holds no readable TIFF image (damaged or empty)",
+                sample=sample_id,
+                path=path,
+                fix=f"export the {what} image again as a TIFF or OME-TIFF file",
+            )
+        series = tif.series[0]
+        return series.asarray(), series.axes
 
 
 def _squeeze_to_channels_first(

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 
 from ramanseg.config import channel_names, require
 from ramanseg.errors import InputError
 from ramanseg.fileio import write_files
-from ramanseg.io import CLASSES_NAME, FOREGROUND_NAME, STACK_NAME, read_he, read_label
+from ramanseg.io import CLASSES_NAME, FOREGROUND_NAME, STACK_NAME, open_tiff, read_he, read_label
 
 log = logging.getLogger(__name__)
 
@@ -179,29 +178,18 @@ def read_stack_channel(path: str | Path, sample_id: str, index: int, n_channels:
             "the preprocessed stack does not exist", sample=sample_id, path=path,
             fix="run preprocess for this sample",
         )  # fmt: skip
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            shape = series.shape if len(series.shape) == 3 else (1, *series.shape)
-            if len(shape) != 3 or shape[0] != n_channels:
-                raise InputError(
-                    f"the preprocessed stack has shape {series.shape}, but the configuration "
-                    f"lists {n_channels} channels",
-                    sample=sample_id,
-                    path=path,
-                    fix=rerun,
-                )
-            channel = series.pages[index].asarray()
-    except InputError:
-        raise
-    except Exception as error:  # tifffile raises many types for a damaged file
-        raise InputError(
-            f"the preprocessed stack cannot be read ({type(error).__name__}: {error})",
-            sample=sample_id,
-            path=path,
-            fix=rerun,
-        ) from error
-    return np.asarray(channel, dtype=np.float32)
+    with open_tiff(path, sample_id, "preprocessed stack", rerun) as tif:
+        series = tif.series[0]
+        shape = series.shape if len(series.shape) == 3 else (1, *series.shape)
+        if len(shape) != 3 or shape[0] != n_channels:
+            raise InputError(
+                f"the preprocessed stack has shape {series.shape}, but the configuration "
+                f"lists {n_channels} channels",
+                sample=sample_id,
+                path=path,
+                fix=rerun,
+            )
+        return np.asarray(series.pages[index].asarray(), dtype=np.float32)
 
 
 def draw_qc_figure(

@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 
 from ramanseg.config import ConfigError, channel_names, class_names, require
 from ramanseg.errors import InputError
-from ramanseg.io import CLASSES_NAME, STACK_NAME
+from ramanseg.io import CLASSES_NAME, STACK_NAME, open_tiff
 
 log = logging.getLogger(__name__)
 
@@ -224,15 +223,8 @@ def read_class_map(preprocessed: str | Path, sample: str, names: Sequence[str]) 
     fix = "run the preprocess step for this sample first"
     if not path.is_file():
         raise InputError("the class map does not exist", sample=sample, path=path, fix=fix)
-    try:
-        classes = np.squeeze(tifffile.imread(path))
-    except Exception as error:  # tifffile raises many types for a damaged file
-        raise InputError(
-            f"the class map cannot be read ({type(error).__name__}: {error})",
-            sample=sample,
-            path=path,
-            fix=fix,
-        ) from error
+    with open_tiff(path, sample, "class map", fix) as tif:
+        classes = np.squeeze(tif.asarray())
     if classes.ndim != 2:
         raise InputError(
             f"the class map has shape {classes.shape}", sample=sample, path=path, fix=fix
@@ -273,15 +265,8 @@ def read_stack(preprocessed: str | Path, sample: str, n_channels: int) -> np.nda
     fix = "run the preprocess step for this sample first"
     if not path.is_file():
         raise InputError("the preprocessed stack does not exist", sample=sample, path=path, fix=fix)
-    try:
-        stack = tifffile.imread(path).astype(np.float32)
-    except Exception as error:  # tifffile raises many types for a damaged file
-        raise InputError(
-            f"the stack cannot be read ({type(error).__name__}: {error})",
-            sample=sample,
-            path=path,
-            fix=fix,
-        ) from error
+    with open_tiff(path, sample, "stack", fix) as tif:
+        stack = tif.asarray().astype(np.float32)
     if stack.ndim != 3 or stack.shape[0] != n_channels:
         raise InputError(
             f"the stack has shape {stack.shape}; expected ({n_channels}, Y, X)",
