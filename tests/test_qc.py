@@ -75,6 +75,7 @@ def test_read_stack_channel_reads_one_page(preprocessed):
     [
         ("missing_stack", "preprocessed stack does not exist"),
         ("missing_foreground", "tissue foreground file does not exist"),
+        ("damaged_foreground", "tissue foreground file cannot be read as TIFF"),
         ("fewer_channels", r"shape \(3, 32, 40\), but the configuration lists 4 channels"),
         ("damaged_stack", "preprocessed stack cannot be read"),
         ("unknown_class", "class map must hold labels 0 to 5"),
@@ -91,6 +92,9 @@ def test_bad_preprocessed_files_are_clear_errors(
     elif damage == "missing_foreground":
         bad = outdir / "foreground.tif"
         bad.unlink()
+    elif damage == "damaged_foreground":
+        bad = outdir / "foreground.tif"
+        bad.write_bytes(b"not a TIFF file")
     elif damage == "fewer_channels":
         bad = outdir / "stack.ome.tif"
         tifffile.imwrite(bad, np.zeros((3, *SHAPE), np.float32), ome=True)

@@ -334,15 +334,16 @@ def read_label(
         uint8 array of ``shape``.
 
     Raises:
-        InputError: a missing file, another shape, or values that are not integers in
-            ``0..max_label``.
+        InputError: a missing or damaged file, another shape, or values that are not
+            integers in ``0..max_label``.
     """
     path = Path(path)
     if not path.is_file():
         raise InputError(
             f"the {what} file does not exist", sample=sample_id, path=path, fix="run preprocess"
         )
-    array = np.asarray(tifffile.imread(path))
+    with open_tiff(path, sample_id, f"{what} file", "rerun preprocess for this sample") as tif:
+        array = np.asarray(tif.asarray())
     if array.shape != tuple(shape):
         raise InputError(
             f"the {what} has shape {array.shape}, but the stack is {shape[0]} x {shape[1]}",
