@@ -75,7 +75,7 @@ FOLDS = list(range(len(SPLIT["folds"])))
 
 
 wildcard_constraints:
-    sample="[A-Za-z0-9_-]+",
+    sample="[A-Za-z0-9_][A-Za-z0-9_-]*",
 
 
 # The package is put on the path of every job, so that `--sdm conda` environments, which
@@ -117,6 +117,13 @@ def sample_he(wildcards):
     """The H&E image of one sample, if the sheet names one."""
     he = SAMPLES.loc[wildcards.sample, "he"]
     return {"he": he} if he else {}
+
+
+def he_argument(wildcards, input):
+    """`--he PATH` for a sample whose sheet row names an H&E image, nothing otherwise (an
+    empty `--he` value would not parse)."""
+    he = input.get("he")
+    return f"--he {shlex.quote(str(he))}" if he else ""
 
 
 def preprocessed(name, samples=None):

@@ -42,7 +42,7 @@ rule preprocess:
         foreground=PREPROCESSED / "{sample}" / "foreground.tif",
         qc_json=PREPROCESSED / "{sample}" / "qc.json",
     params:
-        he=lambda wildcards, input: input.get("he", ""),
+        he=he_argument,
         outdir=lambda wildcards: PREPROCESSED / wildcards.sample,
         settings=settings("channels", "annotations", "preprocess", "seed"),
     log:
@@ -60,7 +60,7 @@ rule preprocess:
         "../../envs/ramanseg.yaml"
     shell:
         "python -m ramanseg preprocess --sample {wildcards.sample} --srs {input.srs:q} --threads {threads}"
-        " --he {params.he:q} --annotations {input.annotations:q} --outdir {params.outdir:q}"
+        " {params.he} --annotations {input.annotations:q} --outdir {params.outdir:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 
@@ -81,7 +81,7 @@ rule qc_figure:
             labels={"sample": "{sample}"},
         ),
     params:
-        he=lambda wildcards, input: input.get("he", ""),
+        he=he_argument,
         preprocessed=lambda wildcards: PREPROCESSED / wildcards.sample,
         settings=settings("channels", "annotations"),
     log:
@@ -97,7 +97,7 @@ rule qc_figure:
         "../../envs/ramanseg.yaml"
     shell:
         "python -m ramanseg qc-figure --sample {wildcards.sample} --preprocessed {params.preprocessed:q}"
-        " --he {params.he:q} --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        " {params.he} --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 # `snakemake data`: every sample preprocessed and its QC figure drawn, to look at before
