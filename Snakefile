@@ -24,6 +24,9 @@ include: "workflow/rules/interpret.smk"
 include: "workflow/rules/report.smk"
 
 
+check_resource_rules()
+
+
 rule all:
     input:
         all_outputs(),

@@ -17,7 +17,7 @@ from ramanseg.models.baseline import (
 )
 from ramanseg.models.training import dice_score
 from ramanseg.predictions import read_prediction
-from tests.models.test_training import make_sample, run_cli, write_dataset
+from tests.models.test_training import make_sample, preprocessed_files, run_cli, write_dataset
 
 
 def test_baseline_learns_the_tiny_task(tmp_path):
@@ -70,7 +70,7 @@ def test_cli_fits_and_predicts(tmp_path):
     split = write_dataset(tmp_path, n_train=2, n_val=1, n_test=2)
     model_json = tmp_path / "models" / "logreg" / "model.json"
     outdir = tmp_path / "predictions" / "logreg"
-    argv = ["fit-baseline", "--preprocessed", str(tmp_path / "preprocessed")]
+    argv = ["fit-baseline", *preprocessed_files(tmp_path, "stacks", "masks", "foregrounds")]
     argv += ["--split", str(split), "--model-out", str(model_json), "--outdir", str(outdir)]
     assert run_cli([*argv, "--settings", '{"seed": 0}']) == 0
     assert load_baseline(model_json).train_samples == ("tr0", "tr1")

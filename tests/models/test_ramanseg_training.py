@@ -23,7 +23,7 @@ from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
 from ramanseg.models import bench_inference
 from ramanseg.models.cli import run_predict_model
-from ramanseg.models.data import load_samples, read_split
+from ramanseg.models.data import load_samples
 from ramanseg.models.inference import foreground_probability
 from ramanseg.models.prototypes import downsample_labels, log_similarity
 from ramanseg.models.ramanseg import RamanSeg, parameter_groups
@@ -48,6 +48,7 @@ from ramanseg.models.training import (
     load_trained_model,
     train,
 )
+from ramanseg.split import read_split
 from tests.models.test_training import (  # noqa: F401 (fixture)
     CHANNELS,
     single_thread,

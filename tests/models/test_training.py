@@ -18,13 +18,7 @@ import torch
 
 from ramanseg.errors import InputError
 from ramanseg.models import training
-from ramanseg.models.data import (
-    PatchSampler,
-    Sample,
-    load_sample,
-    load_samples,
-    read_split,
-)
+from ramanseg.models.data import PatchSampler, Sample, load_sample, load_samples
 from ramanseg.models.training import (
     BEST_WEIGHTS_NAME,
     CHECKPOINT_NAME,
@@ -44,6 +38,7 @@ from ramanseg.models.training import (
     train,
 )
 from ramanseg.models.unet import UNet
+from ramanseg.split import read_split
 
 CHANNELS = ("Raman 2802", "Raman 2850", "TPEF", "SHG")
 
@@ -60,6 +55,15 @@ def make_sample(sample_id: str, seed: int, height: int = 32, width: int = 48) ->
     tissue = np.zeros_like(mask)
     tissue[2:-2, 2:-2] = 1
     return Sample(sample_id, image, mask, tissue, CHANNELS)
+
+
+def preprocessed_files(root: Path, *kinds: str) -> list[str]:
+    """The command-line options passing every sample's preprocessed files of ``kinds``."""
+    names = {"stacks": "stack.ome.tif", "masks": "mask.tif", "foregrounds": "foreground.tif"}
+    argv = []
+    for kind in kinds:
+        argv += [f"--{kind}", *map(str, sorted((root / "preprocessed").glob(f"*/{names[kind]}")))]
+    return argv
 
 
 def write_dataset(root: Path, n_train: int = 3, n_val: int = 1, n_test: int = 2) -> Path:
@@ -238,7 +242,8 @@ def test_load_sample_reads_the_preprocessed_layout(tmp_path):
     np.testing.assert_array_equal(sample.image, expected.image)
     np.testing.assert_array_equal(sample.mask, expected.mask)
     assert sample.channel_names == CHANNELS
-    assert read_split(split_path) == {"train": ["tr0"], "val": [], "test": []}
+    split = read_split(split_path)
+    assert (split["train"], split["val"], split["test"]) == (["tr0"], [], [])
 
 
 def test_loading_fails_naming_sample_and_file(tmp_path):
@@ -500,7 +505,8 @@ def test_cli_trains_and_predicts(tmp_path):
             },
         }
     )
-    common = ["--preprocessed", str(tmp_path / "preprocessed"), "--split", str(split)]
+    train_files = preprocessed_files(tmp_path, "stacks", "masks", "foregrounds")
+    common = [*preprocessed_files(tmp_path, "stacks"), "--split", str(split)]
     models_dir, predictions = tmp_path / "models" / "unet", tmp_path / "predictions" / "unet"
     assert (
         run_cli(
@@ -508,7 +514,9 @@ def test_cli_trains_and_predicts(tmp_path):
                 "train-model",
                 "--model",
                 "unet",
-                *common,
+                *train_files,
+                "--split",
+                str(split),
                 "--outdir",
                 str(models_dir),
                 "--settings",

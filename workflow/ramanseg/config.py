@@ -162,3 +162,35 @@ def class_names(config: Mapping[str, Any]) -> list[str]:
 def foreground_classes(config: Mapping[str, Any]) -> list[str]:
     """Annotation classes mapped to the foreground label."""
     return [name for name, label in require(config, "annotations.classes").items() if label == 1]
+
+
+#: The Raman band shown wherever a figure shows one channel (the CH3 stretch near
+#: 2930 cm-1, the paper's "cellular" peak, bright in tumour).
+DISPLAY_WAVENUMBER = 2930.0
+
+
+def display_channel_index(config: Mapping[str, Any], name: str = "auto") -> int:
+    """The channel a figure shows: the one place that chooses it.
+
+    Args:
+        config: the configuration (``channels``).
+        name: a channel name, or ``auto``: the Raman band nearest
+            :data:`DISPLAY_WAVENUMBER` (else the first Raman channel, else channel 0).
+
+    Raises:
+        ConfigError: a name that is not a configured channel.
+    """
+    channels = require(config, "channels")
+    if name != "auto":
+        names = channel_names(config)
+        if name not in names:
+            raise ConfigError(f"display channel {name!r} is not a channel; channels: {names}")
+        return names.index(name)
+    nearest = [
+        (abs(float(channel["wavenumber"]) - DISPLAY_WAVENUMBER), index)
+        for index, channel in enumerate(channels)
+        if channel.get("role") == "raman" and channel.get("wavenumber") is not None
+    ]
+    if nearest:
+        return min(nearest)[1]
+    return next((i for i, ch in enumerate(channels) if ch.get("role") == "raman"), 0)

@@ -51,7 +51,7 @@ from ramanseg.annotations import (
     rasterize_annotations,
     read_qupath_geojson,
 )
-from ramanseg.config import channel_names, channel_roles, require
+from ramanseg.config import channel_names, channel_roles, display_channel_index, require
 from ramanseg.fileio import json_bytes, write_files, write_json
 from ramanseg.io import (
     CLASSES_NAME,
@@ -64,7 +64,8 @@ from ramanseg.io import (
     write_mask,
     write_ome_tiff,
 )
-from ramanseg.qc import draw_qc_figure, qc_channel
+from ramanseg.preprocessed import PreprocessedFiles
+from ramanseg.qc import draw_qc_figure
 
 log = logging.getLogger(__name__)
 
@@ -824,7 +825,7 @@ def preprocess_sample(
         "percentile_ranges": {
             name: [float(ranges[c, 0]), float(ranges[c, 1])] for c, name in enumerate(names)
         },
-        "qc_channel": names[qc_channel(config)],
+        "qc_channel": names[display_channel_index(config)],
         "warnings": messages,
     }
 
@@ -977,7 +978,10 @@ def benchmark_preprocess(
                 elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
                 if name == "preprocess":
                     start_qc = time.perf_counter()
-                    draw_qc_figure("bench", outdir, he_path, bench_config, outdir / "qc.png")
+                    draw_qc_figure(
+                        "bench", PreprocessedFiles.in_folder(outdir), he_path, bench_config,
+                        outdir / "qc.png",
+                    )  # fmt: skip
                     if repeat:
                         qc_times.append(time.perf_counter() - start_qc)
                 shutil.rmtree(outdir)

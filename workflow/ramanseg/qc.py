@@ -19,35 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from ramanseg.config import channel_names, require
-from ramanseg.errors import InputError
+from ramanseg.config import channel_names, display_channel_index, require
 from ramanseg.fileio import write_files
-from ramanseg.io import CLASSES_NAME, FOREGROUND_NAME, STACK_NAME, open_tiff, read_he, read_label
+from ramanseg.io import read_he
+from ramanseg.preprocessed import (
+    PreprocessedFiles,
+    read_class_map,
+    read_foreground,
+    read_stack_channel,
+)
 
 log = logging.getLogger(__name__)
 
-#: The Raman band shown in the QC figure (the CH3 stretch, "cellular" peak of the paper).
-QC_WAVENUMBER = 2930.0
 #: Longest side, in pixels, of the images drawn in the QC figure (larger ones are strided).
 QC_MAX_DISPLAY = 512
-
-
-def qc_channel(config: Mapping[str, Any]) -> int:
-    """The index of the channel the QC figure shows: the Raman channel nearest
-    ``QC_WAVENUMBER`` (else the first Raman channel, else channel 0).
-
-    Args:
-        config: the workflow configuration (``channels``).
-    """
-    channels = require(config, "channels")
-    candidates = [
-        (abs(float(ch["wavenumber"]) - QC_WAVENUMBER), i)
-        for i, ch in enumerate(channels)
-        if ch.get("role") == "raman" and ch.get("wavenumber") is not None
-    ]
-    if candidates:
-        return min(candidates)[1]
-    return next((i for i, ch in enumerate(channels) if ch.get("role") == "raman"), 0)
 
 
 def _display_step(shape: tuple[int, ...]) -> int:
@@ -155,46 +140,9 @@ def render_qc_figure(
     return figure_bytes(figure, [".png"], png_compress_level=1)[".png"]
 
 
-def read_stack_channel(path: str | Path, sample_id: str, index: int, n_channels: int) -> np.ndarray:
-    """One channel of a preprocessed stack, read alone (one TIFF page, not the stack).
-
-    Args:
-        path: the sample's ``stack.ome.tif``.
-        sample_id: the sample, for error messages.
-        index: the channel.
-        n_channels: the channels the configuration lists (the stack must have as many).
-
-    Returns:
-        float32 (Y, X).
-
-    Raises:
-        InputError: a missing or unreadable stack, or one whose channels do not match the
-            configuration.
-    """
-    path = Path(path)
-    rerun = "rerun preprocess for this sample with the same configuration"
-    if not path.is_file():
-        raise InputError(
-            "the preprocessed stack does not exist", sample=sample_id, path=path,
-            fix="run preprocess for this sample",
-        )  # fmt: skip
-    with open_tiff(path, sample_id, "preprocessed stack", rerun) as tif:
-        series = tif.series[0]
-        shape = series.shape if len(series.shape) == 3 else (1, *series.shape)
-        if len(shape) != 3 or shape[0] != n_channels:
-            raise InputError(
-                f"the preprocessed stack has shape {series.shape}, but the configuration "
-                f"lists {n_channels} channels",
-                sample=sample_id,
-                path=path,
-                fix=rerun,
-            )
-        return np.asarray(series.pages[index].asarray(), dtype=np.float32)
-
-
 def draw_qc_figure(
     sample_id: str,
-    preprocessed: str | Path,
+    files: PreprocessedFiles,
     he_path: str | Path | None,
     config: Mapping[str, Any],
     out: str | Path,
@@ -203,8 +151,8 @@ def draw_qc_figure(
 
     Args:
         sample_id: the sample.
-        preprocessed: the sample's folder, ``results/preprocessed/<sample_id>``, with
-            ``stack.ome.tif``, ``classes.tif`` and ``foreground.tif``.
+        files: the sample's preprocessed files; the stack, the class map and the
+            foreground are read.
         he_path: the sample's H&E image, or None / "" for a sample without one.
         config: the workflow configuration (``channels``, ``annotations.classes``).
         out: the PNG to write.
@@ -216,16 +164,13 @@ def draw_qc_figure(
         InputError: a missing or damaged preprocessed file or H&E image, or files that do
             not match each other or the configuration.
     """
-    folder = Path(preprocessed)
     names = channel_names(config)
     classes = require(config, "annotations.classes")
-    index = qc_channel(config)
-    raman = read_stack_channel(folder / STACK_NAME, sample_id, index, len(names))
+    index = display_channel_index(config)
+    raman = read_stack_channel(files.path("stack"), sample_id, index, len(names))
     shape = raman.shape
-    foreground = read_label(folder / FOREGROUND_NAME, sample_id, "tissue foreground", shape)
-    class_map = read_label(
-        folder / CLASSES_NAME, sample_id, "class map", shape, max_label=len(classes)
-    )
+    foreground = read_foreground(files.path("foreground"), sample_id, shape)
+    class_map = read_class_map(files.path("classes"), sample_id, list(classes), shape)
     he = read_he(he_path, sample_id, shape) if he_path else None
     png = render_qc_figure(
         sample_id, raman, names[index], he, foreground.astype(bool), class_map, classes
@@ -247,9 +192,9 @@ def add_commands(subparsers: Any) -> None:
         "and the H&E image of a preprocessed sample, and draw the paper's Figure 1.",
     )
     parser.add_argument("--sample", required=True, help="sample id")
-    parser.add_argument(
-        "--preprocessed", required=True, help="the sample's folder from `ramanseg preprocess`"
-    )
+    for option, name in (("--stack", "stack.ome.tif"), ("--classes", "classes.tif"),
+                         ("--foreground", "foreground.tif")):  # fmt: skip
+        parser.add_argument(option, required=True, help=f"the sample's preprocessed {name}")
     parser.add_argument(
         "--he", default="", help="H&E image registered to the SRS grid; empty for none"
     )
@@ -258,7 +203,10 @@ def add_commands(subparsers: Any) -> None:
 
     def run(args: Any) -> int:
         config = settings_from_args(args)
-        draw_qc_figure(args.sample, args.preprocessed, args.he or None, config, args.out)
+        files = PreprocessedFiles(
+            args.sample, stack=args.stack, classes=args.classes, foreground=args.foreground
+        )
+        draw_qc_figure(args.sample, files, args.he or None, config, args.out)
         return 0
 
     parser.set_defaults(func=run)

@@ -22,6 +22,7 @@ when the requested counts add up to fewer samples than the sheet has.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -272,6 +273,67 @@ def cross_validation_folds(
     return folds
 
 
+def read_split(path: str | Path) -> dict[str, Any]:
+    """Read ``split.json`` as written by :func:`write_split`: the one reader of the split.
+
+    Args:
+        path: the split file.
+
+    Returns:
+        The split: ``train``, ``val``, ``test`` (lists of sample ids, no sample in two of
+        them) and ``folds`` (a list of ``{"train": [...], "val": [...]}``), plus the other
+        keys of the module docstring where present.
+
+    Raises:
+        InputError: a missing file, not JSON, a missing or malformed list, a sample in two
+            splits, or a fold that is not a train / val pair of sample-id lists.
+    """
+    path = Path(path)
+    rewrite = "write the split with `ramanseg split` (the split rule)"
+    if not path.is_file():
+        raise InputError("the split file does not exist", path=path, fix=rewrite)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"the split file is not valid JSON ({error})", path=path, fix=rewrite
+        ) from None
+    if not isinstance(data, dict):
+        raise InputError("the split file is not a JSON object", path=path, fix=rewrite)
+
+    def ids(value: Any, where: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+            raise InputError(f"the split file has no list of sample ids under {where}", path=path,
+                             fix=rewrite)  # fmt: skip
+        return value
+
+    seen: dict[str, str] = {}
+    for key in SPLITS:
+        for sample_id in ids(data.get(key), repr(key)):
+            if sample_id in seen:
+                raise InputError(
+                    f"sample {sample_id!r} is in both {seen[sample_id]!r} and {key!r}",
+                    path=path, fix=rewrite,
+                )  # fmt: skip
+            seen[sample_id] = key
+    folds = data.get("folds", [])
+    if not isinstance(folds, list):
+        raise InputError("the split file's 'folds' is not a list", path=path, fix=rewrite)
+    for index, fold in enumerate(folds):
+        if not isinstance(fold, dict):
+            raise InputError(f"fold {index} of the split file is not an object", path=path,
+                             fix=rewrite)  # fmt: skip
+        ids(fold.get("train"), f"folds[{index}].train")
+        ids(fold.get("val"), f"folds[{index}].val")
+    data["folds"] = folds
+    return data
+
+
+def write_split(path: str | Path, split: Mapping[str, Any]) -> None:
+    """Write ``split.json`` (atomically; the one writer of the split)."""
+    write_json(path, dict(split))
+
+
 def make_split(samples: pd.DataFrame, settings: Mapping[str, Any]) -> dict[str, Any]:
     """The split and its folds from the ``split`` configuration section.
 
@@ -348,7 +410,7 @@ def add_commands(subparsers: Any) -> None:
             result = make_split(samples, settings)
         except ValueError as error:
             raise InputError(str(error), path=args.samples) from error
-        write_json(args.out, result)
+        write_split(args.out, result)
         log.info(
             "split: %s samples, %d folds",
             "/".join(str(len(result[name])) for name in SPLITS),

@@ -18,6 +18,13 @@ from ramanseg.samplesheet import read_samplesheet
 from ramanseg.split import make_split
 
 
+def stop(message):
+    """End the workflow before any job with a message for the user and exit code 2 (bad
+    input), without a Python traceback."""
+    print(f"ramanseg: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = Path("results")
@@ -62,7 +69,7 @@ else:
     try:
         SAMPLES = read_samplesheet(SAMPLESHEET)
     except InputError as error:
-        raise ValueError(f"config key `samplesheet`: {error}") from None
+        stop(f"config key `samplesheet`: {error}")
 
 SAMPLE_IDS = list(SAMPLES["sample_id"])
 
@@ -119,6 +126,18 @@ def sample_he(wildcards):
     return {"he": he} if he else {}
 
 
+def check_resource_rules():
+    """Stop on a `resources.rules` entry that names no rule (a misspelt name would silently
+    give that rule the default resources). Called once every rule file is included."""
+    rules = {rule.name for rule in workflow.rules}
+    unknown = sorted(set(config["resources"].get("rules", {})) - rules)
+    if unknown:
+        stop(
+            f"config key `resources.rules`: no rule is named {', '.join(unknown)}; "
+            f"the rules are: {', '.join(sorted(rules))}"
+        )
+
+
 def he_argument(wildcards, input):
     """`--he PATH` for a sample whose sheet row names an H&E image, nothing otherwise (an
     empty `--he` value would not parse)."""
@@ -159,6 +178,25 @@ def sweep_run(count):
     if int(count) == config["models"]["ramanseg"]["prototypes_per_class"]:
         return MODELS / "ramanseg"
     return MODELS / "sweep" / f"p{count}"
+
+
+def prototype_run_settings(run):
+    """Settings of one RamanSeg training run: `ramanseg`, or `sweep/p<count>` of the sweep."""
+    if run == "ramanseg":
+        return model_settings("ramanseg")
+    return model_settings("ramanseg", prototypes_per_class=int(run.removeprefix("sweep/p")))
+
+
+def training_inputs():
+    """The files a model's training reads: the training and validation samples' stacks,
+    masks and foregrounds, and the split."""
+    samples = list(SPLIT["train"]) + list(SPLIT["val"])
+    return {
+        "stacks": preprocessed("stack.ome.tif", samples),
+        "masks": preprocessed("mask.tif", samples),
+        "foregrounds": preprocessed("foreground.tif", samples),
+        "split": SPLIT_JSON,
+    }
 
 
 def paper_outputs():

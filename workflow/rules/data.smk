@@ -82,7 +82,6 @@ rule qc_figure:
         ),
     params:
         he=he_argument,
-        preprocessed=lambda wildcards: PREPROCESSED / wildcards.sample,
         settings=settings("channels", "annotations"),
     log:
         LOGS / "qc_figure" / "{sample}.log",
@@ -96,8 +95,9 @@ rule qc_figure:
     conda:
         "../../envs/ramanseg.yaml"
     shell:
-        "python -m ramanseg qc-figure --sample {wildcards.sample} --preprocessed {params.preprocessed:q}"
-        " {params.he} --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "python -m ramanseg qc-figure --sample {wildcards.sample} --stack {input.stack:q}"
+        " --classes {input.classes:q} --foreground {input.foreground:q} {params.he}"
+        " --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
 
 
 # `snakemake data`: every sample preprocessed and its QC figure drawn, to look at before

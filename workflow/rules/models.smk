@@ -1,32 +1,36 @@
 # Our PyTorch models (U-Net, UNETR, RamanSeg variants) and the per-pixel baseline.
 
-TRAINING_SAMPLES = list(SPLIT["train"]) + list(SPLIT["val"])
-
-
-# RamanSeg with projection has its own training rule (it also writes its prototypes).
+# The models without prototype projection; RamanSeg with projection (its own run and the
+# prototype-count sweep's runs) also writes its prototypes, so it has a rule of its own.
 wildcard_constraints:
     model="|".join(TORCH_MODELS),
-    trained="|".join(m for m in TORCH_MODELS if m != "ramanseg"),
-    prototypes=r"\d+",
+    plain_model="|".join(m for m in TORCH_MODELS if m != "ramanseg"),
+    prototype_run=r"ramanseg|sweep/p\d+",
+
+
+TRAIN_COMMAND = (
+    "python -m ramanseg train-model --model {params.model} --stacks {input.stacks:q}"
+    " --masks {input.masks:q} --foregrounds {input.foregrounds:q} --split {input.split:q}"
+    " --outdir {params.outdir:q} --threads {threads} --no-progress"
+    " --settings {params.settings:q} > {log:q} 2>&1"
+)
 
 
 rule train_model:
     input:
-        stacks=preprocessed("stack.ome.tif", TRAINING_SAMPLES),
-        masks=preprocessed("mask.tif", TRAINING_SAMPLES),
-        split=SPLIT_JSON,
+        **training_inputs(),
     output:
-        weights=MODELS / "{trained}" / "model.pt",
-        metadata=MODELS / "{trained}" / "model.json",
-        training_log=MODELS / "{trained}" / "training_log.csv",
+        weights=MODELS / "{plain_model}" / "model.pt",
+        metadata=MODELS / "{plain_model}" / "model.json",
+        training_log=MODELS / "{plain_model}" / "training_log.csv",
     params:
-        preprocessed=PREPROCESSED,
-        outdir=lambda wildcards: MODELS / wildcards.trained,
-        settings=lambda wildcards: model_settings(wildcards.trained),
+        model=lambda wildcards: wildcards.plain_model,
+        outdir=lambda wildcards, output: Path(output.weights).parent,
+        settings=lambda wildcards: model_settings(wildcards.plain_model),
     log:
-        LOGS / "models" / "train_{trained}.log",
+        LOGS / "models" / "train_{plain_model}.log",
     benchmark:
-        BENCHMARKS / "models" / "train_{trained}.tsv"
+        BENCHMARKS / "models" / "train_{plain_model}.tsv"
     threads: rule_resources("train_model")["threads"]
     resources:
         mem_mb=rule_resources("train_model")["mem_mb"],
@@ -35,75 +39,35 @@ rule train_model:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m ramanseg train-model --model {wildcards.trained} --preprocessed {params.preprocessed:q}"
-        " --split {input.split:q} --outdir {params.outdir:q} --threads {threads}"
-        " --no-progress --settings {params.settings:q} > {log:q} 2>&1"
+        TRAIN_COMMAND
 
 
-rule train_ramanseg:
+rule train_prototype_model:
     input:
-        stacks=preprocessed("stack.ome.tif", TRAINING_SAMPLES),
-        masks=preprocessed("mask.tif", TRAINING_SAMPLES),
-        split=SPLIT_JSON,
+        **training_inputs(),
     output:
-        weights=MODELS / "ramanseg" / "model.pt",
-        metadata=MODELS / "ramanseg" / "model.json",
-        training_log=MODELS / "ramanseg" / "training_log.csv",
-        prototypes=MODELS / "ramanseg" / "prototypes.json",
-        gallery=MODELS / "ramanseg" / "prototype_gallery.png",
+        weights=MODELS / "{prototype_run}" / "model.pt",
+        metadata=MODELS / "{prototype_run}" / "model.json",
+        training_log=MODELS / "{prototype_run}" / "training_log.csv",
+        prototypes=MODELS / "{prototype_run}" / "prototypes.json",
+        gallery=MODELS / "{prototype_run}" / "prototype_gallery.png",
     params:
-        preprocessed=PREPROCESSED,
-        outdir=MODELS / "ramanseg",
-        settings=model_settings("ramanseg"),
+        model="ramanseg",
+        outdir=lambda wildcards, output: Path(output.weights).parent,
+        settings=lambda wildcards: prototype_run_settings(wildcards.prototype_run),
     log:
-        LOGS / "models" / "train_ramanseg.log",
+        LOGS / "models" / "train_{prototype_run}.log",
     benchmark:
-        BENCHMARKS / "models" / "train_ramanseg.tsv"
-    threads: rule_resources("train_ramanseg")["threads"]
+        BENCHMARKS / "models" / "train_{prototype_run}.tsv"
+    threads: rule_resources("train_prototype_model")["threads"]
     resources:
-        mem_mb=rule_resources("train_ramanseg")["mem_mb"],
-        runtime=rule_resources("train_ramanseg")["runtime"],
-        gpu=rule_resources("train_ramanseg")["gpu"],
+        mem_mb=rule_resources("train_prototype_model")["mem_mb"],
+        runtime=rule_resources("train_prototype_model")["runtime"],
+        gpu=rule_resources("train_prototype_model")["gpu"],
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m ramanseg train-model --model ramanseg --preprocessed {params.preprocessed:q}"
-        " --split {input.split:q} --outdir {params.outdir:q} --threads {threads}"
-        " --no-progress --settings {params.settings:q} > {log:q} 2>&1"
-
-
-rule train_sweep:
-    input:
-        stacks=preprocessed("stack.ome.tif", TRAINING_SAMPLES),
-        masks=preprocessed("mask.tif", TRAINING_SAMPLES),
-        split=SPLIT_JSON,
-    output:
-        weights=MODELS / "sweep" / "p{prototypes}" / "model.pt",
-        metadata=MODELS / "sweep" / "p{prototypes}" / "model.json",
-        training_log=MODELS / "sweep" / "p{prototypes}" / "training_log.csv",
-        prototypes=MODELS / "sweep" / "p{prototypes}" / "prototypes.json",
-        gallery=MODELS / "sweep" / "p{prototypes}" / "prototype_gallery.png",
-    params:
-        preprocessed=PREPROCESSED,
-        outdir=lambda wildcards: MODELS / "sweep" / f"p{wildcards.prototypes}",
-        settings=lambda wildcards: model_settings(
-            "ramanseg", prototypes_per_class=int(wildcards.prototypes)
-        ),
-    log:
-        LOGS / "models" / "train_sweep_p{prototypes}.log",
-    benchmark:
-        BENCHMARKS / "models" / "train_sweep_p{prototypes}.tsv"
-    threads: rule_resources("train_sweep")["threads"]
-    resources:
-        mem_mb=rule_resources("train_sweep")["mem_mb"],
-        runtime=rule_resources("train_sweep")["runtime"],
-        gpu=rule_resources("train_sweep")["gpu"],
-    conda:
-        "../../envs/torch.yaml"
-    shell:
-        "python -m ramanseg train-model --model ramanseg --preprocessed {params.preprocessed:q}"
-        " --split {input.split:q} --outdir {params.outdir:q} --threads {threads}"
-        " --no-progress --settings {params.settings:q} > {log:q} 2>&1"
+        TRAIN_COMMAND
 
 
 rule sweep_summary:
@@ -153,9 +117,8 @@ rule predict_model:
         probabilities=predictions("{model}", "probability"),
         timing=PREDICTIONS / "{model}" / "timing.json",
     params:
-        preprocessed=PREPROCESSED,
-        weights=lambda wildcards: MODELS / wildcards.model,
-        outdir=lambda wildcards: PREDICTIONS / wildcards.model,
+        weights=lambda wildcards, input: Path(input.weights).parent,
+        outdir=lambda wildcards, output: Path(output.timing).parent,
         settings=lambda wildcards: model_settings(wildcards.model),
     log:
         LOGS / "models" / "predict_{model}.log",
@@ -170,22 +133,22 @@ rule predict_model:
         "../../envs/torch.yaml"
     shell:
         "python -m ramanseg predict-model --model {wildcards.model} --weights {params.weights:q}"
-        " --preprocessed {params.preprocessed:q} --split {input.split:q} --outdir {params.outdir:q}"
+        " --stacks {input.stacks:q} --split {input.split:q} --outdir {params.outdir:q}"
         " --timing {output.timing:q} --threads {threads} --settings {params.settings:q}"
         " > {log:q} 2>&1"
 
 
 rule fit_baseline:
     input:
-        stacks=preprocessed("stack.ome.tif", TRAINING_SAMPLES + TEST_SAMPLES),
-        masks=preprocessed("mask.tif", TRAINING_SAMPLES),
+        stacks=preprocessed("stack.ome.tif", SPLIT["train"] + TEST_SAMPLES),
+        masks=preprocessed("mask.tif", SPLIT["train"]),
+        foregrounds=preprocessed("foreground.tif", SPLIT["train"]),
         split=SPLIT_JSON,
     output:
         model=MODELS / "logreg" / "model.json",
         masks=predictions("logreg", "mask"),
         probabilities=predictions("logreg", "probability"),
     params:
-        preprocessed=PREPROCESSED,
         outdir=PREDICTIONS / "logreg",
         settings=settings("seed", "channels"),
     log:
@@ -200,6 +163,7 @@ rule fit_baseline:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m ramanseg fit-baseline --preprocessed {params.preprocessed:q} --split {input.split:q}"
+        "python -m ramanseg fit-baseline --stacks {input.stacks:q} --masks {input.masks:q}"
+        " --foregrounds {input.foregrounds:q} --split {input.split:q}"
         " --model-out {output.model:q} --outdir {params.outdir:q} --threads {threads}"
         " --settings {params.settings:q} > {log:q} 2>&1"

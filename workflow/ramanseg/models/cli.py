@@ -58,15 +58,29 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _samples(args: argparse.Namespace, subset: str) -> list[Sample]:
-    from ramanseg.models.data import load_samples, read_split
+def _split(args: argparse.Namespace) -> dict[str, Any]:
+    from ramanseg.split import read_split
 
-    split = read_split(args.split)
-    if not split[subset]:
+    return read_split(args.split)
+
+
+def _samples(
+    args: argparse.Namespace, sample_ids: list[str], what: str, *, labels: bool = True
+) -> list[Sample]:
+    """The preprocessed samples ``sample_ids`` from the files the command was given."""
+    from ramanseg.models.data import load_samples
+    from ramanseg.preprocessed import files_by_sample
+
+    if not sample_ids:
         raise InputError(
-            f"the split has no {subset!r} samples", path=args.split, fix="check the split settings"
+            f"the split has no {what} samples", path=args.split, fix="check the split settings"
         )
-    return load_samples(args.preprocessed, split[subset])
+    files = files_by_sample(
+        stacks=args.stacks,
+        masks=getattr(args, "masks", None),
+        foregrounds=getattr(args, "foregrounds", None),
+    )
+    return load_samples(files, sample_ids, labels=labels)
 
 
 def _check_channels(samples: list[Sample], in_channels: int, names: list[str], what: str) -> None:
@@ -90,7 +104,6 @@ def _check_channels(samples: list[Sample], in_channels: int, names: list[str], w
 def run_train_model(args: argparse.Namespace) -> int:
     """``ramanseg train-model``: train a registered model on the training split."""
     from ramanseg.cli import settings_from_args
-    from ramanseg.models.data import load_samples, read_split
     from ramanseg.models.training import TrainingSettings, configure_reproducibility, train
 
     config = settings_from_args(args)
@@ -98,11 +111,9 @@ def run_train_model(args: argparse.Namespace) -> int:
     entry = _entry(args.model)
     settings = TrainingSettings.from_config(config)
     device = _device(config)
-    split = read_split(args.split)
-    if not split["train"]:
-        raise InputError("the split has no training samples", path=args.split)
-    samples = load_samples(args.preprocessed, split["train"] + split["val"])
-    train_samples, val_samples = samples[: len(split["train"])], samples[len(split["train"]) :]
+    split = _split(args)
+    train_samples = _samples(args, split["train"], "training")
+    val_samples = _samples(args, split["val"], "validation") if split["val"] else []
     architecture = entry.architecture(config, args.model, train_samples[0].image.shape[0])
     # Seed before building: the initial weights come from the seeded generator.
     configure_reproducibility(settings.seed, settings.deterministic, device)
@@ -154,7 +165,7 @@ def run_predict_model(args: argparse.Namespace) -> int:
             path=args.weights,
             fix="pass the matching --model and --weights",
         )
-    samples = _samples(args, args.subset)
+    samples = _samples(args, _split(args)[args.subset], args.subset, labels=False)
     _check_channels(samples, metadata["in_channels"], metadata.get("channel_names", []), "model")
     training = config.get("models", {}).get("training", {})
     run = predict_samples(
@@ -189,14 +200,15 @@ def run_fit_baseline(args: argparse.Namespace) -> int:
     config = settings_from_args(args)
     if args.max_pixels < 1:
         raise ConfigError(f"--max-pixels must be positive, got {args.max_pixels}")
-    train_samples = _samples(args, "train")
+    split = _split(args)
+    train_samples = _samples(args, split["train"], "training")
     try:
         model = fit_pixel_baseline(
             train_samples, max_pixels=args.max_pixels, seed=config.get("seed", 0)
         )
     except ValueError as error:
         raise InputError(str(error), path=args.split, fix="check the training masks") from error
-    samples = _samples(args, args.subset)
+    samples = _samples(args, split[args.subset], args.subset, labels=False)
     _check_channels(samples, model.in_channels, list(model.channel_names), "baseline")
     save_baseline(model, args.model_out)
     written = predict_baseline(model, samples, args.outdir)
@@ -206,13 +218,20 @@ def run_fit_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--preprocessed",
-        required=True,
-        metavar="DIR",
-        help="folder of preprocessed samples (<DIR>/<sample>/stack.ome.tif, mask.tif, ...)",
-    )
+def _add_data_arguments(parser: argparse.ArgumentParser, *, labels: bool = True) -> None:
+    """``--stacks`` (and with ``labels`` ``--masks``, ``--foregrounds``), ``--split``,
+    ``--threads``."""
+    files = [("--stacks", "stack.ome.tif")]
+    if labels:
+        files += [("--masks", "mask.tif"), ("--foregrounds", "foreground.tif")]
+    for option, name in files:
+        parser.add_argument(
+            option,
+            required=True,
+            nargs="+",
+            metavar="FILE",
+            help=f"the samples' preprocessed {name} (results/preprocessed/<sample>/{name})",
+        )
     parser.add_argument("--split", required=True, metavar="JSON", help="split.json")
     parser.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: its own)"
@@ -257,7 +276,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights", required=True, metavar="DIR", help="train-model's --outdir (model.pt/json)"
     )
-    _add_data_arguments(parser)
+    _add_data_arguments(parser, labels=False)
     parser.add_argument(
         "--outdir", required=True, metavar="DIR", help="results/predictions/<model>"
     )

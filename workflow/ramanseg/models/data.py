@@ -1,11 +1,11 @@
-"""The training data of our PyTorch models: preprocessed samples, the split, patch sampling.
+"""The training data of our PyTorch models: preprocessed samples and patch sampling.
 
-A preprocessed sample is the preprocessing stage's output folder
-``results/preprocessed/<sample>/`` holding ``stack.ome.tif`` (float32 (C, Y, X), values in
-[0, 1]), ``mask.tif`` (uint8 (Y, X), 1 = tumour) and ``foreground.tif`` (uint8 (Y, X),
-1 = tissue). Samples are held in memory: at the paper's scale (19 training samples of 24
-channels) that is a few hundred megabytes to a couple of gigabytes, and slicing patches out
-of in-memory arrays keeps the sampler exact and fast without worker processes.
+A preprocessed sample is the preprocessing stage's ``stack.ome.tif`` (float32 (C, Y, X),
+values in [0, 1]), ``mask.tif`` (uint8 (Y, X), 1 = tumour) and ``foreground.tif`` (uint8
+(Y, X), 1 = tissue), read through their owner, :mod:`ramanseg.preprocessed`. Samples are
+held in memory: at the paper's scale (19 training samples of 24 channels) that is a few
+hundred megabytes to a couple of gigabytes, and slicing patches out of in-memory arrays
+keeps the sampler exact and fast without worker processes.
 
 Patch sampling is a pure function of ``(seed, epoch)``: every epoch draws its patches from
 its own generator ``numpy.random.default_rng([seed, epoch])``, so a run resumed after a
@@ -14,7 +14,6 @@ kill sees exactly the patches an uninterrupted run would, with no sampler state 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,13 +21,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import tifffile
 import torch
 
 from ramanseg.errors import InputError
-from ramanseg.io import FOREGROUND_NAME, MASK_NAME, STACK_NAME, read_label
+from ramanseg.preprocessed import PreprocessedFiles, read_foreground, read_mask, read_stack
 
-SPLIT_KEYS = ("train", "val", "test")
+#: Where the preprocessed samples come from: their files by sample id (what a rule
+#: passes), or the folder holding one sub-folder per sample.
+PreprocessedSource = Mapping[str, PreprocessedFiles] | str | Path
 
 
 @dataclass(frozen=True)
@@ -38,21 +38,23 @@ class Sample:
     Attributes:
         sample_id: the sample.
         image: float32 (C, Y, X), every value finite.
-        mask: uint8 (Y, X), 1 = tumour (the segmentation target).
-        tissue: uint8 (Y, X), 1 = tissue (the foreground found from the H&E image).
+        mask: uint8 (Y, X), 1 = tumour (the segmentation target); ``None`` when read for
+            prediction only.
+        tissue: uint8 (Y, X), 1 = tissue (the foreground found from the H&E image);
+            ``None`` when read for prediction only.
         channel_names: the OME channel names of the stack (empty if the file has none).
     """
 
     sample_id: str
     image: np.ndarray
-    mask: np.ndarray
-    tissue: np.ndarray
+    mask: np.ndarray | None
+    tissue: np.ndarray | None
     channel_names: tuple[str, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
         """(Y, X) of the sample."""
-        return self.mask.shape
+        return self.image.shape[1:]
 
 
 class Batch(NamedTuple):
@@ -67,124 +69,67 @@ class Batch(NamedTuple):
     target: torch.Tensor
 
 
-def read_split(path: str | Path) -> dict[str, list[str]]:
-    """Read ``split.json`` as written by the split stage.
-
-    Args:
-        path: the split file.
-
-    Returns:
-        ``{"train": [...], "val": [...], "test": [...]}`` (other keys, such as ``folds``,
-        are ignored here).
-
-    Raises:
-        InputError: if the file is missing, not JSON, lacks one of the three lists, or a
-            sample appears in two of them.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("the split file does not exist", path=path, fix="run the split stage")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"the split file is not valid JSON ({error})", path=path) from error
-    split: dict[str, list[str]] = {}
-    for key in SPLIT_KEYS:
-        ids = data.get(key) if isinstance(data, Mapping) else None
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+def _files(source: PreprocessedSource, sample_id: str) -> PreprocessedFiles:
+    if isinstance(source, Mapping):
+        if sample_id not in source:
             raise InputError(
-                f"the split file has no list of sample ids under {key!r}",
-                path=path,
-                fix="write the split with `ramanseg split`",
+                f"no preprocessed files were given for sample {sample_id!r}, which the split "
+                f"needs (given: {sorted(source)})",
+                sample=sample_id,
+                fix="pass the files of every sample the split names for this step",
             )
-        split[key] = ids
-    seen: dict[str, str] = {}
-    for key in SPLIT_KEYS:
-        for sample_id in split[key]:
-            if sample_id in seen:
-                raise InputError(
-                    f"sample {sample_id!r} is in both {seen[sample_id]!r} and {key!r}",
-                    path=path,
-                    fix="write the split with `ramanseg split`",
-                )
-            seen[sample_id] = key
-    return split
+        return source[sample_id]
+    return PreprocessedFiles.in_folder(Path(source) / sample_id)
 
 
-def _ome_channel_names(tif: tifffile.TiffFile) -> tuple[str, ...]:
-    """Channel names from OME-XML metadata; empty when the file has none."""
-    if not tif.ome_metadata:
-        return ()
-    try:
-        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
-        if isinstance(pixels, list):  # more than one image: the first series is ours
-            pixels = pixels[0]
-        channels = pixels.get("Channel", [])
-    except (KeyError, TypeError, AttributeError, IndexError):
-        return ()
-    if isinstance(channels, Mapping):
-        channels = [channels]
-    names = [str(c.get("Name", "")) for c in channels if isinstance(c, Mapping)]
-    return tuple(names) if all(names) else ()
-
-
-def load_sample(preprocessed: str | Path, sample_id: str) -> Sample:
-    """Read one preprocessed sample.
+def load_sample(
+    source: PreprocessedSource,
+    sample_id: str,
+    *,
+    channel_names: Sequence[str] | None = None,
+    labels: bool = True,
+) -> Sample:
+    """Read one preprocessed sample: its stack and, with ``labels``, its tumour mask and
+    tissue foreground.
 
     Args:
-        preprocessed: the folder holding one sub-folder per sample.
+        source: the sample's files by sample id (what a rule passes), or the folder holding
+            one sub-folder per sample.
         sample_id: the sample.
-
-    Returns:
-        The sample.
+        channel_names: the configured channels, checked against the stack where given.
+        labels: read the mask and the foreground too (training); without, they are
+            ``None`` (prediction needs only the stack).
 
     Raises:
-        InputError: a missing file, a stack that is not (C, Y, X) or has non-finite values,
-            or masks whose shape differs from the stack's.
+        InputError: as :func:`ramanseg.preprocessed.read_stack` and
+            :func:`~ramanseg.preprocessed.read_label`.
     """
-    folder = Path(preprocessed) / sample_id
-    stack_path = folder / STACK_NAME
-    if not stack_path.is_file():
-        raise InputError(
-            "the preprocessed stack does not exist",
-            sample=sample_id,
-            path=stack_path,
-            fix="run preprocess for this sample, or check --preprocessed and the split",
-        )
-    with tifffile.TiffFile(stack_path) as tif:
-        image = tif.series[0].asarray()
-        names = _ome_channel_names(tif)
-    if image.ndim == 2:  # a one-channel stack loses its channel axis in TIFF
-        image = image[np.newaxis]
-    if image.ndim != 3:
-        raise InputError(
-            f"the preprocessed stack has shape {image.shape}; expected (C, Y, X)",
-            sample=sample_id,
-            path=stack_path,
-            fix="rerun preprocess for this sample",
-        )
-    image = np.ascontiguousarray(image, dtype=np.float32)
-    if not np.isfinite(image).all():
-        raise InputError(
-            "the preprocessed stack has NaN or infinite values",
-            sample=sample_id,
-            path=stack_path,
-            fix="rerun preprocess for this sample",
-        )
-    if names and len(names) != image.shape[0]:
-        names = ()
+    files = _files(source, sample_id)
+    image, names = read_stack(
+        files.path("stack", "--stacks"), sample_id, channel_names=channel_names
+    )
+    if not labels:
+        return Sample(sample_id, image, None, None, names)
     shape = image.shape[1:]
-    mask = read_label(folder / MASK_NAME, sample_id, "tumour mask", shape)
-    tissue = read_label(folder / FOREGROUND_NAME, sample_id, "tissue foreground", shape)
+    mask = read_mask(files.path("mask", "--masks"), sample_id, shape)
+    tissue = read_foreground(files.path("foreground", "--foregrounds"), sample_id, shape)
     return Sample(sample_id, image, mask, tissue, names)
 
 
-def load_samples(preprocessed: str | Path, sample_ids: Sequence[str]) -> list[Sample]:
+def load_samples(
+    source: PreprocessedSource,
+    sample_ids: Sequence[str],
+    *,
+    channel_names: Sequence[str] | None = None,
+    labels: bool = True,
+) -> list[Sample]:
     """Read several preprocessed samples and check that they have the same channels.
 
     Args:
-        preprocessed: the folder holding one sub-folder per sample.
+        source: the samples' files by sample id, or the folder of per-sample folders.
         sample_ids: the samples, in order.
+        channel_names: the configured channels, checked against every stack where given.
+        labels: read masks and foregrounds too (see :func:`load_sample`).
 
     Returns:
         The samples, in the order given.
@@ -192,15 +137,19 @@ def load_samples(preprocessed: str | Path, sample_ids: Sequence[str]) -> list[Sa
     Raises:
         InputError: as :func:`load_sample`, or when channel counts or names differ.
     """
-    samples = [load_sample(preprocessed, sample_id) for sample_id in sample_ids]
+    samples = [
+        load_sample(source, sample_id, channel_names=channel_names, labels=labels)
+        for sample_id in sample_ids
+    ]
     for sample in samples[1:]:
         first = samples[0]
+        path = _files(source, sample.sample_id).stack
         if sample.image.shape[0] != first.image.shape[0]:
             raise InputError(
                 f"the stack has {sample.image.shape[0]} channels but sample "
                 f"{first.sample_id!r} has {first.image.shape[0]}",
                 sample=sample.sample_id,
-                path=Path(preprocessed) / sample.sample_id / STACK_NAME,
+                path=path,
                 fix="preprocess every sample with the same channel configuration",
             )
         if sample.channel_names and first.channel_names:
@@ -209,7 +158,7 @@ def load_samples(preprocessed: str | Path, sample_ids: Sequence[str]) -> list[Sa
                     f"the channel names {list(sample.channel_names)} differ from those of "
                     f"sample {first.sample_id!r}",
                     sample=sample.sample_id,
-                    path=Path(preprocessed) / sample.sample_id / STACK_NAME,
+                    path=path,
                     fix="preprocess every sample with the same channel configuration",
                 )
     return samples
