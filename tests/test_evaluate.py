@@ -23,7 +23,7 @@ from ramanseg.evaluate import (
     results_table,
     summarise,
 )
-from ramanseg.predictions import write_prediction
+from ramanseg.predictions import masks_by_model, write_prediction
 from tests.conftest import REPO
 from tests.interpret import register_commands
 
@@ -188,9 +188,13 @@ def fake_run(tmp_path, monkeypatch):
     }
 
 
+def _masks(run) -> dict:
+    return masks_by_model(sorted(run["predictions"].glob("*/*.mask.tif")))
+
+
 def test_per_sample_metrics_on_files(fake_run):
     table = evaluate_models(
-        fake_run["predictions"], ["nnunet", "logreg"], fake_run["preprocessed"], ["A", "B"]
+        _masks(fake_run), ["nnunet", "logreg"], fake_run["preprocessed"], ["A", "B"]
     ).set_index(["model", "sample"])
     # nnunet on A, 30 tissue pixels: TP 6, FN 3, FP 0 (the glass one is outside), TN 21.
     row = table.loc[("nnunet", "A")]
@@ -201,22 +205,27 @@ def test_per_sample_metrics_on_files(fake_run):
     assert table.loc[("logreg", "B"), "dice"] == 0.0  # tumour invented
     assert table.loc[("logreg", "A"), "specificity"] == pytest.approx(20 / 21)
     everything = evaluate_models(
-        fake_run["predictions"], ["nnunet"], fake_run["preprocessed"], ["A"], pixels="all"
+        _masks(fake_run), ["nnunet"], fake_run["preprocessed"], ["A"], pixels="all"
     )
     assert everything.loc[0, "fp"] == 1 and everything.loc[0, "pixels"] == 36
 
 
 def _cli(run, *extra):
+    preprocessed = run["preprocessed"]
     return main(
         [
             "evaluate",
             "--predictions",
-            str(run["predictions"]),
+            *map(str, sorted(run["predictions"].glob("*/*.mask.tif"))),
             "--models",
             "nnunet",
             "logreg",
-            "--preprocessed",
-            str(run["preprocessed"]),
+            "--truth",
+            *map(str, sorted(preprocessed.glob("*/mask.tif"))),
+            "--classes",
+            *map(str, sorted(preprocessed.glob("*/classes.tif"))),
+            "--foregrounds",
+            *map(str, sorted(preprocessed.glob("*/foreground.tif"))),
             "--split",
             str(run["split"]),
             "--paper",
@@ -267,7 +276,7 @@ def test_missing_prediction_names_the_model_and_its_rule(fake_run, capsys):
     assert "model 'logreg'" in message and "fit_baseline" in message and "'B'" in message
     assert not fake_run["out"].parent.exists()
     with pytest.raises(InputError, match=r"predict_model \(model=unet\)"):
-        evaluate_models(fake_run["predictions"], ["unet"], fake_run["preprocessed"], ["A"])
+        evaluate_models(_masks(fake_run), ["unet"], fake_run["preprocessed"], ["A"])
 
 
 CAPTIONS = [

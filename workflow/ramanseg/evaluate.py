@@ -36,7 +36,6 @@ numbers (``resources/paper_results.csv``) are put beside ours.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -51,8 +50,15 @@ from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
 from ramanseg.figures import figure_bytes, new_figure, table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
-from ramanseg.io import CLASSES_NAME, FOREGROUND_NAME, MASK_NAME, open_tiff
-from ramanseg.predictions import prediction_paths
+from ramanseg.predictions import MASK_SUFFIX, masks_by_model, read_predicted_mask
+from ramanseg.preprocessed import (
+    PreprocessedSource,
+    files_by_sample,
+    files_of,
+    read_foreground,
+    read_label,
+    read_mask,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,28 +200,15 @@ def evaluation_region(
     return region
 
 
-def _read_2d(path: Path, sample: str, what: str, fix: str) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"the {what} file does not exist", sample=sample, path=path, fix=fix)
-    with open_tiff(path, sample, f"{what} file", fix) as tif:
-        array = np.squeeze(tif.asarray())
-    if array.ndim != 2:
-        raise InputError(
-            f"the {what} has shape {array.shape}; expected a 2-D image",
-            sample=sample,
-            path=path,
-            fix=fix,
-        )
-    return array
-
-
 def read_ground_truth(
-    preprocessed: str | Path, sample: str, pixels: str = DEFAULT_PIXELS
+    source: PreprocessedSource, sample: str, pixels: str = DEFAULT_PIXELS
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ground-truth mask of a sample and the region evaluated on it.
 
     Args:
-        preprocessed: ``results/preprocessed``.
+        source: the samples' preprocessed files by sample id (what a rule passes: the mask,
+            and the class map and foreground where ``pixels`` needs them), or the folder
+            of per-sample folders.
         sample: the sample id.
         pixels: ``evaluate.pixels``.
 
@@ -225,46 +218,30 @@ def read_ground_truth(
     Raises:
         InputError: a missing, unreadable or mis-shaped file.
     """
-    folder = Path(preprocessed) / sample
-    fix = "run the preprocess step for this sample first"
-    truth = _read_2d(folder / MASK_NAME, sample, "ground-truth mask", fix)
+    files = files_of(source, sample)
+    truth = read_mask(files.path("mask", "--truth"), sample)
     classes = foreground = None
     if pixels in ("tissue", "annotated"):
-        classes = _read_2d(folder / CLASSES_NAME, sample, "class map", fix)
+        classes = read_label(
+            files.path("classes", "--classes"), sample, "class map", truth.shape, max_label=255
+        )
     if pixels == "tissue":
-        foreground = _read_2d(folder / FOREGROUND_NAME, sample, "tissue mask", fix)
-    try:
-        region = evaluation_region(pixels, truth.shape, foreground, classes)
-    except ValueError as error:
-        raise InputError(str(error), sample=sample, path=folder, fix=fix) from None
+        foreground = read_foreground(files.path("foreground", "--foregrounds"), sample, truth.shape)
+    region = evaluation_region(pixels, truth.shape, foreground, classes)
     return truth != 0, region
 
 
-def read_predicted_mask(predictions: str | Path, model: str, sample: str) -> np.ndarray:
-    """A model's predicted mask of a sample, with an error naming the rule that writes it.
-
-    Raises:
-        InputError: the prediction is missing, unreadable or not 2-D.
-    """
-    mask_path, _ = prediction_paths(Path(predictions) / model, sample)
-    fix = (
+def _prediction_fix(model: str) -> str:
+    return (
         f"run the rule {producing_rule(model)} (it writes results/predictions/{model}/), "
         f"or leave {model!r} out of --models"
     )
-    if not mask_path.is_file():
-        raise InputError(
-            f"model {model!r} has no prediction for this test sample",
-            sample=sample,
-            path=mask_path,
-            fix=fix,
-        )
-    return _read_2d(mask_path, sample, f"{model} prediction", fix) != 0
 
 
 def evaluate_models(
-    predictions: str | Path,
+    predictions: Mapping[str, Mapping[str, Path]],
     models: Sequence[str],
-    preprocessed: str | Path,
+    truth: PreprocessedSource,
     samples: Sequence[str],
     pixels: str = DEFAULT_PIXELS,
 ) -> pd.DataFrame:
@@ -274,9 +251,11 @@ def evaluate_models(
     reported at once, naming the model and its rule.
 
     Args:
-        predictions: ``results/predictions`` (one folder per model).
-        models: model names (folder names).
-        preprocessed: ``results/preprocessed``.
+        predictions: each model's predicted-mask files by sample
+            (:func:`ramanseg.predictions.masks_by_model`).
+        models: the models to evaluate, in table order.
+        truth: the test samples' preprocessed files (mask, class map, foreground) by
+            sample, or the folder of per-sample folders.
         samples: the test sample ids.
         pixels: ``evaluate.pixels``.
 
@@ -299,24 +278,29 @@ def evaluate_models(
         raise ValueError(f"evaluate.pixels must be one of {PIXEL_SETS}, got {pixels!r}")
     for model in models:  # fail fast, before any work
         for sample in samples:
-            mask_path, _ = prediction_paths(Path(predictions) / model, sample)
-            if not mask_path.is_file():
-                read_predicted_mask(predictions, model, sample)
-    truths = {sample: read_ground_truth(preprocessed, sample, pixels) for sample in samples}
+            if sample not in predictions.get(model, {}):
+                raise InputError(
+                    f"model {model!r} has no prediction for this test sample",
+                    sample=sample,
+                    path=Path("results") / "predictions" / model / f"{sample}{MASK_SUFFIX}",
+                    fix=_prediction_fix(model),
+                )
+    truths = {sample: read_ground_truth(truth, sample, pixels) for sample in samples}
     rows = []
     for model in models:
         for sample in samples:
-            truth, region = truths[sample]
-            predicted = read_predicted_mask(predictions, model, sample)
-            if predicted.shape != truth.shape:
+            truth_mask, region = truths[sample]
+            path = predictions[model][sample]
+            predicted = read_predicted_mask(path, sample, _prediction_fix(model))
+            if predicted.shape != truth_mask.shape:
                 raise InputError(
                     f"the {model} prediction has shape {predicted.shape}, the ground truth "
-                    f"{truth.shape}",
+                    f"{truth_mask.shape}",
                     sample=sample,
-                    path=prediction_paths(Path(predictions) / model, sample)[0],
+                    path=path,
                     fix=f"rerun the rule {producing_rule(model)}",
                 )
-            counts = confusion(predicted, truth, region)
+            counts = confusion(predicted, truth_mask, region)
             rows.append(
                 {
                     "model": model,
@@ -521,31 +505,16 @@ def evaluation_settings(config: Mapping[str, Any]) -> str:
 
 
 def read_test_samples(split_path: str | Path) -> list[str]:
-    """The ``test`` list of ``split.json``.
+    """The ``test`` list of ``split.json`` (read by :func:`ramanseg.split.read_split`)."""
+    from ramanseg.split import read_split
 
-    Raises:
-        InputError: a missing or unreadable file or no ``test`` list.
-    """
-    split_path = Path(split_path)
-    fix = "run the split step first (results/split/split.json)"
-    if not split_path.is_file():
-        raise InputError("the split file does not exist", path=split_path, fix=fix)
-    try:
-        split = json.loads(split_path.read_text())
-        samples = [str(sample) for sample in split["test"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise InputError(
-            f"the split file has no readable `test` list ({type(error).__name__}: {error})",
-            path=split_path,
-            fix=fix,
-        ) from None
-    return samples
+    return list(read_split(split_path)["test"])
 
 
 def run_evaluate(
-    predictions: str | Path,
+    predictions: Mapping[str, Mapping[str, Path]],
     models: Sequence[str],
-    preprocessed: str | Path,
+    truth: PreprocessedSource,
     split: str | Path,
     out_prefix: str | Path,
     paper: str | Path | None = None,
@@ -562,9 +531,9 @@ def run_evaluate(
     * ``<prefix>_dice.png`` / ``.pdf``: ours vs the paper's Dice per model.
 
     Args:
-        predictions: ``results/predictions``.
+        predictions: each model's predicted-mask files by sample.
         models: the models to evaluate, in table order.
-        preprocessed: ``results/preprocessed``.
+        truth: the test samples' preprocessed files by sample (or their parent folder).
         split: ``results/split/split.json``.
         out_prefix: e.g. ``results/evaluation/results``.
         paper: ``resources/paper_results.csv`` (``None``: no paper columns' values).
@@ -575,7 +544,7 @@ def run_evaluate(
     """
     samples = read_test_samples(split)
     paper_table = read_paper_results(paper) if paper is not None else None
-    per_sample = evaluate_models(predictions, models, preprocessed, samples, pixels)
+    per_sample = evaluate_models(predictions, models, truth, samples, pixels)
     table = results_table(summarise(per_sample), paper_table)
     markdown = markdown_results(table, pixels)
     files = {
@@ -600,10 +569,22 @@ def add_commands(subparsers: Any) -> None:
         "Dice bar plot.",
     )
     parser.add_argument(
-        "--predictions", required=True, type=Path, help="results/predictions (one folder per model)"
+        "--predictions",
+        required=True,
+        nargs="+",
+        metavar="FILE",
+        help="every model's predicted masks (results/predictions/<model>/<sample>.mask.tif)",
     )
     parser.add_argument("--models", nargs="+", required=True, help="models, in table order")
-    parser.add_argument("--preprocessed", required=True, type=Path, help="results/preprocessed")
+    for option, name in (("--truth", "mask.tif"), ("--classes", "classes.tif"),
+                         ("--foregrounds", "foreground.tif")):  # fmt: skip
+        parser.add_argument(
+            option,
+            nargs="+",
+            metavar="FILE",
+            required=option == "--truth",
+            help=f"the test samples' preprocessed {name}",
+        )
     parser.add_argument("--split", required=True, type=Path, help="results/split/split.json")
     parser.add_argument("--paper", type=Path, help="resources/paper_results.csv")
     parser.add_argument(
@@ -617,10 +598,13 @@ def add_commands(subparsers: Any) -> None:
 
     def run(args: Any) -> int:
         pixels = evaluation_settings(settings_from_args(args))
+        truth = files_by_sample(
+            masks=args.truth, classes=args.classes, foregrounds=args.foregrounds
+        )
         run_evaluate(
-            args.predictions,
+            masks_by_model(args.predictions),
             args.models,
-            args.preprocessed,
+            truth,
             args.split,
             args.out_prefix,
             args.paper,

@@ -1,4 +1,5 @@
-"""The shared prediction format, written by every model so evaluation treats all alike.
+"""The shared prediction format, written by every model so evaluation treats all alike: the
+one owner of the prediction files.
 
 For model ``M`` and test sample ``S`` the files are::
 
@@ -12,12 +13,15 @@ classes).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
+from ramanseg.io import open_tiff
 
 MASK_SUFFIX = ".mask.tif"
 PROBABILITY_SUFFIX = ".probability.tif"
@@ -62,7 +66,93 @@ def write_prediction(
     return mask_path, probability_path
 
 
+def parse_prediction_path(path: str | Path) -> tuple[str, str, str]:
+    """The (model, sample, kind) of a prediction file ``<dir>/<model>/<sample><suffix>``.
+
+    Raises:
+        InputError: the name ends in neither suffix.
+    """
+    path = Path(path)
+    for kind, suffix in (("mask", MASK_SUFFIX), ("probability", PROBABILITY_SUFFIX)):
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return path.parent.name, path.name[: -len(suffix)], kind
+    raise InputError(
+        f"{path.name!r} is not a prediction file (<sample>{MASK_SUFFIX} or "
+        f"<sample>{PROBABILITY_SUFFIX})",
+        path=path,
+        fix="pass the files in results/predictions/<model>/",
+    )
+
+
+def masks_by_model(paths: Sequence[str | Path]) -> dict[str, dict[str, Path]]:
+    """Group predicted-mask files by model and sample: ``{model: {sample: path}}``.
+
+    Raises:
+        InputError: a file that is not a mask prediction.
+    """
+    grouped: dict[str, dict[str, Path]] = {}
+    for path in map(Path, paths):
+        model, sample, kind = parse_prediction_path(path)
+        if kind != "mask":
+            raise InputError(
+                f"expected a predicted mask (<sample>{MASK_SUFFIX}), got {path.name!r}",
+                path=path,
+                fix="pass the models' mask files",
+            )
+        grouped.setdefault(model, {})[sample] = path
+    return grouped
+
+
+def _read_2d(path: Path, sample_id: str, what: str, fix: str) -> np.ndarray:
+    if not path.is_file():
+        raise InputError(f"the {what} does not exist", sample=sample_id, path=path, fix=fix)
+    with open_tiff(path, sample_id, what, fix) as tif:
+        array = np.squeeze(tif.asarray())
+    if array.ndim != 2:
+        raise InputError(
+            f"the {what} has shape {array.shape}; expected a 2-D image",
+            sample=sample_id, path=path, fix=fix,
+        )  # fmt: skip
+    return array
+
+
+def read_predicted_mask(path: str | Path, sample_id: str, fix: str) -> np.ndarray:
+    """A predicted mask (bool (Y, X)), checked: it exists, is a 2-D image of 0 and 1.
+
+    Args:
+        path: the ``<sample>.mask.tif``.
+        sample_id: the sample, for messages.
+        fix: what to do about a bad file (which rule to rerun).
+
+    Raises:
+        InputError: a missing, unreadable or not 2-D file, or values other than 0 and 1.
+    """
+    path = Path(path)
+    mask = _read_2d(path, sample_id, "predicted mask", fix)
+    if mask.dtype.kind not in "biu" or (mask.size and (mask.min() < 0 or mask.max() > 1)):
+        raise InputError(
+            "the predicted mask must hold 0 and 1 only", sample=sample_id, path=path, fix=fix
+        )
+    return mask != 0
+
+
 def read_prediction(directory: str | Path, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one sample's (mask, probability) as written by :func:`write_prediction`."""
+    """Read one sample's (mask, probability) as written by :func:`write_prediction`.
+
+    Raises:
+        InputError: a missing or damaged file, masks that are not 0 / 1, probabilities
+            outside [0, 1], or the two of different shapes.
+    """
     mask_path, probability_path = prediction_paths(directory, sample_id)
-    return tifffile.imread(mask_path), tifffile.imread(probability_path)
+    fix = f"rerun the prediction that writes {Path(directory)}"
+    mask = read_predicted_mask(mask_path, sample_id, fix).astype(np.uint8)
+    probability = _read_2d(probability_path, sample_id, "predicted probability", fix)
+    probability = probability.astype(np.float32, copy=False)
+    if probability.shape != mask.shape or not (
+        np.isfinite(probability).all() and probability.min() >= 0 and probability.max() <= 1
+    ):
+        raise InputError(
+            "the predicted probability is not a map of values in [0, 1] of the mask's shape",
+            sample=sample_id, path=probability_path, fix=fix,
+        )  # fmt: skip
+    return mask, probability

@@ -167,6 +167,29 @@ def files_by_sample(**lists: Sequence[str | Path] | None) -> dict[str, Preproces
     return {sample: PreprocessedFiles(sample, **files) for sample, files in given.items()}
 
 
+#: Where preprocessed samples come from: their files by sample id (what a rule passes), or
+#: the folder holding one sub-folder per sample (by hand, and in tests).
+PreprocessedSource = Mapping[str, PreprocessedFiles] | str | Path
+
+
+def files_of(source: PreprocessedSource, sample_id: str) -> PreprocessedFiles:
+    """The files of one sample from a :data:`PreprocessedSource`.
+
+    Raises:
+        InputError: ``source`` maps sample ids to files, but not this sample.
+    """
+    if isinstance(source, Mapping):
+        if sample_id not in source:
+            raise InputError(
+                f"no preprocessed files were given for sample {sample_id!r}, which this step "
+                f"needs (given: {sorted(source)})",
+                sample=sample_id,
+                fix="pass the files of every sample the split names for this step",
+            )
+        return source[sample_id]
+    return PreprocessedFiles.in_folder(Path(source) / sample_id)
+
+
 def _require(path: Path, sample_id: str, what: str) -> None:
     if not path.is_file():
         raise InputError(

@@ -31,8 +31,6 @@ rule evaluate:
         pdf=RESULTS / "evaluation" / "results_dice.pdf",
     params:
         models=EVALUATED_MODELS,
-        predictions=PREDICTIONS,
-        preprocessed=PREPROCESSED,
         prefix=RESULTS / "evaluation" / "results",
         settings=settings("evaluate", "annotations"),
     log:
@@ -47,7 +45,7 @@ rule evaluate:
     conda:
         "../../envs/ramanseg.yaml"
     shell:
-        "python -m ramanseg evaluate --predictions {params.predictions:q}"
-        " --models {params.models} --preprocessed {params.preprocessed:q}"
+        "python -m ramanseg evaluate --predictions {input.masks:q} --models {params.models}"
+        " --truth {input.truth:q} --classes {input.classes:q} --foregrounds {input.foreground:q}"
         " --split {input.split:q} --paper {input.paper:q} --out-prefix {params.prefix:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

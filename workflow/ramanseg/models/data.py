@@ -15,20 +15,21 @@ kill sees exactly the patches an uninterrupted run would, with no sampler state 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ramanseg.errors import InputError
-from ramanseg.preprocessed import PreprocessedFiles, read_foreground, read_mask, read_stack
-
-#: Where the preprocessed samples come from: their files by sample id (what a rule
-#: passes), or the folder holding one sub-folder per sample.
-PreprocessedSource = Mapping[str, PreprocessedFiles] | str | Path
+from ramanseg.preprocessed import (
+    PreprocessedSource,
+    files_of,
+    read_foreground,
+    read_mask,
+    read_stack,
+)
 
 
 @dataclass(frozen=True)
@@ -69,19 +70,6 @@ class Batch(NamedTuple):
     target: torch.Tensor
 
 
-def _files(source: PreprocessedSource, sample_id: str) -> PreprocessedFiles:
-    if isinstance(source, Mapping):
-        if sample_id not in source:
-            raise InputError(
-                f"no preprocessed files were given for sample {sample_id!r}, which the split "
-                f"needs (given: {sorted(source)})",
-                sample=sample_id,
-                fix="pass the files of every sample the split names for this step",
-            )
-        return source[sample_id]
-    return PreprocessedFiles.in_folder(Path(source) / sample_id)
-
-
 def load_sample(
     source: PreprocessedSource,
     sample_id: str,
@@ -104,7 +92,7 @@ def load_sample(
         InputError: as :func:`ramanseg.preprocessed.read_stack` and
             :func:`~ramanseg.preprocessed.read_label`.
     """
-    files = _files(source, sample_id)
+    files = files_of(source, sample_id)
     image, names = read_stack(
         files.path("stack", "--stacks"), sample_id, channel_names=channel_names
     )
@@ -143,7 +131,7 @@ def load_samples(
     ]
     for sample in samples[1:]:
         first = samples[0]
-        path = _files(source, sample.sample_id).stack
+        path = files_of(source, sample.sample_id).stack
         if sample.image.shape[0] != first.image.shape[0]:
             raise InputError(
                 f"the stack has {sample.image.shape[0]} channels but sample "
