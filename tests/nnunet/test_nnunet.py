@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from ramanseg.errors import InputError
 from ramanseg.nnunet.dataset import dataset_name, export_raw_dataset, nnunet_splits
 from ramanseg.predictions import read_prediction
 
@@ -88,9 +89,11 @@ def planned(tmp_path_factory) -> dict:
     split_file.write_text(json.dumps(SPLIT))
     nnunet_dir = root / "nnunet"
     common = ["--nnunet-dir", str(nnunet_dir), "--threads", "1"]
+    stacks = [str(preprocessed / s / "stack.ome.tif") for s in SAMPLES]
+    masks = [str(preprocessed / s / "mask.tif") for s in SPLIT["train"] + SPLIT["val"]]
     ramanseg(
-        "nnunet-export", *common, "--preprocessed", str(preprocessed), "--split", str(split_file),
-        settings=_settings(),
+        "nnunet-export", *common, "--stacks", *stacks, "--masks", *masks,
+        "--split", str(split_file), settings=_settings(),
     )  # fmt: skip
     ramanseg("nnunet-plan", *common, settings=_settings())
     return {"nnunet_dir": nnunet_dir, "preprocessed": preprocessed, "split": split_file}
@@ -118,6 +121,16 @@ def test_export_rejects_a_fold_outside_training(tmp_path):
     bad = dict(SPLIT, folds=[{"train": ["S0"], "val": ["S5"]}])
     with pytest.raises(ValueError, match=r"fold 0 names samples outside train \+ val: \['S5'\]"):
         export_raw_dataset(preprocessed, bad, _settings(), tmp_path / "raw", 987)
+    assert not (tmp_path / "raw" / "Dataset987_RamanSeg").exists()
+
+
+def test_export_rejects_a_stack_with_other_channels(tmp_path):
+    preprocessed = _write_preprocessed(tmp_path / "pre")
+    stack = preprocessed / "S2" / "stack.ome.tif"
+    tifffile.imwrite(stack, tifffile.imread(stack)[:3], ome=True)
+    with pytest.raises(InputError, match="has 3 channels, but the configuration lists 4") as caught:
+        export_raw_dataset(preprocessed, SPLIT, _settings(), tmp_path / "raw", 987)
+    assert caught.value.sample == "S2" and caught.value.path == stack
     assert not (tmp_path / "raw" / "Dataset987_RamanSeg").exists()
 
 
@@ -228,7 +241,8 @@ def test_ensemble_predicts_the_test_samples(planned, tmp_path):
     timing = tmp_path / "timing.json"
     ramanseg(
         "nnunet-predict", "--nnunet-dir", str(planned["nnunet_dir"]), "--threads", "1",
-        "--preprocessed", str(planned["preprocessed"]), "--split", str(planned["split"]),
+        "--stacks", *[str(planned["preprocessed"] / s / "stack.ome.tif") for s in SPLIT["test"]],
+        "--split", str(planned["split"]),
         "--outdir", str(outdir), "--timing", str(timing), settings=_settings(),
     )  # fmt: skip
     for sample in SPLIT["test"]:

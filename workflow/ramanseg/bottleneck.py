@@ -34,13 +34,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse
-import tifffile
 
 from ramanseg.config import require
-from ramanseg.errors import InputError
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, write_files
 from ramanseg.metrics import dice_score as dice
+from ramanseg.preprocessed import read_mask, sample_id_of
 
 log = logging.getLogger(__name__)
 
@@ -221,37 +220,6 @@ def _figure_bytes(summary: pd.DataFrame, reference_size: int) -> dict[str, bytes
     return figure_bytes(figure)
 
 
-def read_mask(path: str | Path) -> np.ndarray:
-    """Read a 2-D mask TIFF (nonzero = foreground).
-
-    Raises:
-        InputError: a missing or unreadable file, or an image that is not 2-D.
-    """
-    path = Path(path)
-    sample = path.parent.name or None  # results/preprocessed/<sample>/mask.tif
-    if not path.is_file():
-        raise InputError("the mask file does not exist", sample=sample, path=path,
-                         fix="run the preprocess step for this sample first")  # fmt: skip
-    try:
-        mask = tifffile.imread(path)
-    except Exception as error:  # tifffile raises many types for a damaged file
-        raise InputError(
-            f"the mask cannot be read as TIFF ({type(error).__name__}: {error})",
-            sample=sample,
-            path=path,
-            fix="rerun the preprocess step for this sample",
-        ) from error
-    mask = np.squeeze(mask)
-    if mask.ndim != 2:
-        raise InputError(
-            f"the mask has shape {mask.shape}; expected a 2-D image",
-            sample=sample,
-            path=path,
-            fix="rerun the preprocess step for this sample",
-        )
-    return mask
-
-
 def run_bottleneck(
     mask_paths: Sequence[str | Path], config: Mapping[str, Any], out_prefix: str | Path
 ) -> pd.DataFrame:
@@ -274,7 +242,7 @@ def run_bottleneck(
     """
     reference_size = int(require(config, "bottleneck.reference_size"))
     sizes = [int(s) for s in require(config, "bottleneck.sizes")]
-    masks = [read_mask(path) for path in mask_paths]
+    masks = [read_mask(path, sample_id_of(path)) for path in mask_paths]
     summary, _ = bottleneck_table(masks, sizes, reference_size)
     markdown = markdown_table(summary, reference_size)
     outputs = table_bytes(summary, markdown, float_format="%.6f")

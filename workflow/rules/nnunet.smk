@@ -5,15 +5,14 @@ NNUNET_SETTINGS = ("nnunet", "channels", "seed", "deterministic", "device")
 
 rule nnunet_export:
     input:
-        stacks=preprocessed("stack.ome.tif"),
-        masks=preprocessed("mask.tif"),
+        stacks=preprocessed("stack.ome.tif", SPLIT["train"] + SPLIT["val"] + TEST_SAMPLES),
+        masks=preprocessed("mask.tif", SPLIT["train"] + SPLIT["val"]),
         split=SPLIT_JSON,
     output:
         dataset_json=NNUNET_RAW / "dataset.json",
         splits=NNUNET_RAW / "splits_final.json",
     params:
         nnunet=NNUNET,
-        preprocessed=PREPROCESSED,
         settings=settings(*NNUNET_SETTINGS),
     log:
         LOGS / "nnunet" / "export.log",
@@ -28,8 +27,9 @@ rule nnunet_export:
     conda:
         "../../envs/nnunet.yaml"
     shell:
-        "python -m ramanseg nnunet-export --nnunet-dir {params.nnunet:q} --preprocessed {params.preprocessed:q}"
-        " --split {input.split:q} --settings {params.settings:q} > {log:q} 2>&1"
+        "python -m ramanseg nnunet-export --nnunet-dir {params.nnunet:q} --stacks {input.stacks:q}"
+        " --masks {input.masks:q} --split {input.split:q} --settings {params.settings:q}"
+        " > {log:q} 2>&1"
 
 
 rule nnunet_plan:
@@ -98,8 +98,7 @@ rule nnunet_predict:
         timing=PREDICTIONS / "nnunet" / "timing.json",
     params:
         nnunet=NNUNET,
-        preprocessed=PREPROCESSED,
-        outdir=PREDICTIONS / "nnunet",
+        outdir=lambda wildcards, output: Path(output.timing).parent,
         settings=settings(*NNUNET_SETTINGS),
     log:
         LOGS / "nnunet" / "predict.log",
@@ -113,6 +112,6 @@ rule nnunet_predict:
     conda:
         "../../envs/nnunet.yaml"
     shell:
-        "python -m ramanseg nnunet-predict --nnunet-dir {params.nnunet:q} --preprocessed {params.preprocessed:q}"
+        "python -m ramanseg nnunet-predict --nnunet-dir {params.nnunet:q} --stacks {input.stacks:q}"
         " --split {input.split:q} --outdir {params.outdir:q} --timing {output.timing:q}"
         " --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 from ramanseg.fileio import write_json
-from ramanseg.io import STACK_NAME
+from ramanseg.preprocessed import files_by_sample, files_of
+from ramanseg.split import read_split
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -47,9 +48,10 @@ def _export(args: argparse.Namespace) -> int:
     from ramanseg.nnunet.environment import nnunet_folders
 
     config = _configure(args)
-    split = json.loads(Path(args.split).read_text())
+    split = read_split(args.split)
     raw_root = nnunet_folders(args.nnunet_dir)["nnUNet_raw"]
-    export_raw_dataset(args.preprocessed, split, config, raw_root, config["nnunet"]["dataset_id"])
+    files = files_by_sample(stacks=args.stacks, masks=args.masks)
+    export_raw_dataset(files, split, config, raw_root, config["nnunet"]["dataset_id"])
     return 0
 
 
@@ -103,9 +105,10 @@ def _predict(args: argparse.Namespace) -> int:
     from ramanseg.runtime import resolve_device
 
     config = _configure(args)
-    split = json.loads(Path(args.split).read_text())
+    split = read_split(args.split)
     folds = list(range(len(split["folds"])))
-    stacks = {sample: args.preprocessed / sample / STACK_NAME for sample in split["test"]}
+    files = files_by_sample(stacks=args.stacks)
+    stacks = {sample: files_of(files, sample).path("stack", "--stacks") for sample in split["test"]}
     timing = predict_ensemble(
         _model_dir(config), folds, stacks, args.outdir, resolve_device(config.get("device", "auto"))
     )
@@ -149,13 +152,20 @@ def _benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _files_argument(parser: argparse.ArgumentParser, option: str, what: str) -> None:
+    parser.add_argument(
+        option, required=True, nargs="+", metavar="FILE", help=f"the preprocessed {what}"
+    )
+
+
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "nnunet-export",
         help="write the preprocessed samples as an nnU-Net raw dataset with our folds",
     )
     _common(parser)
-    parser.add_argument("--preprocessed", required=True, type=Path, help="results/preprocessed")
+    _files_argument(parser, "--stacks", "stack.ome.tif of every sample")
+    _files_argument(parser, "--masks", "mask.tif of the training and validation samples")
     parser.add_argument("--split", required=True, type=Path, help="the split JSON")
     parser.set_defaults(func=_export)
 
@@ -177,7 +187,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "nnunet-predict", help="predict the test samples with the ensemble of all folds"
     )
     _common(parser)
-    parser.add_argument("--preprocessed", required=True, type=Path, help="results/preprocessed")
+    _files_argument(parser, "--stacks", "stack.ome.tif of the test samples")
     parser.add_argument("--split", required=True, type=Path, help="the split JSON")
     parser.add_argument("--outdir", required=True, type=Path, help="results/predictions/nnunet")
     parser.add_argument("--timing", required=True, type=Path, help="JSON file for the timing")

@@ -16,7 +16,6 @@ before training so that nnU-Net's folds are ours and never mix patients.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import tifffile
 
 from ramanseg.config import channel_names
 from ramanseg.fileio import atomic_path
-from ramanseg.io import MASK_NAME, STACK_NAME
+from ramanseg.preprocessed import PreprocessedSource, files_of, read_mask, read_stack
 
 DATASET_SUFFIX = "RamanSeg"
 FILE_ENDING = ".tif"
@@ -53,7 +52,7 @@ def _write_channels(stack: np.ndarray, folder: Path, case: str) -> None:
 
 
 def export_raw_dataset(
-    preprocessed_dir: str | Path,
+    preprocessed: PreprocessedSource,
     split: Mapping,
     config: Mapping,
     raw_root: str | Path,
@@ -62,8 +61,8 @@ def export_raw_dataset(
     """Write the nnU-Net raw dataset for a split.
 
     Args:
-        preprocessed_dir: ``results/preprocessed`` (one folder per sample holding
-            ``stack.ome.tif`` and ``mask.tif``).
+        preprocessed: every sample's preprocessed files (the stack, and the mask for the
+            training and validation samples) by sample id, or ``results/preprocessed``.
         split: the split (``train``, ``val``, ``test``, ``folds``) as written by
             ``ramanseg split``.
         config: the configuration (its ``channels`` name nnU-Net's input channels).
@@ -75,10 +74,10 @@ def export_raw_dataset(
         whole, so an interrupted export leaves nothing behind.
 
     Raises:
-        ValueError: if a fold names a sample outside train + validation, or a stack's
-            channel count differs from the configuration.
+        ValueError: if a fold names a sample outside train + validation.
+        InputError: a missing or damaged preprocessed file, or a stack whose channels
+            differ from the configuration.
     """
-    preprocessed_dir = Path(preprocessed_dir)
     names = channel_names(config)
     training = list(split["train"]) + list(split["val"])
     for number, fold in enumerate(split["folds"]):
@@ -90,18 +89,13 @@ def export_raw_dataset(
         for sub in ("imagesTr", "labelsTr", "imagesTs"):
             (tmp / sub).mkdir(parents=True)
         for sample in training + list(split["test"]):
-            stack = tifffile.imread(preprocessed_dir / sample / STACK_NAME)
-            if stack.shape[0] != len(names):
-                raise ValueError(
-                    f"sample {sample!r}: stack has {stack.shape[0]} channels, "
-                    f"the configuration {len(names)}"
-                )
+            files = files_of(preprocessed, sample)
+            stack, _ = read_stack(files.path("stack", "--stacks"), sample, channel_names=names)
             images = "imagesTs" if sample in split["test"] else "imagesTr"
             _write_channels(stack, tmp / images, sample)
             if images == "imagesTr":
-                shutil.copyfile(
-                    preprocessed_dir / sample / MASK_NAME, tmp / "labelsTr" / f"{sample}.tif"
-                )
+                mask = read_mask(files.path("mask", "--masks"), sample, stack.shape[1:])
+                tifffile.imwrite(tmp / "labelsTr" / f"{sample}{FILE_ENDING}", mask)
         dataset_json = {
             "name": DATASET_SUFFIX,
             "description": "SRS stacks preprocessed by ramanseg; tumour (Tumor + Necrosis) vs rest",

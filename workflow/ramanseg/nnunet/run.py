@@ -15,13 +15,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 
 from ramanseg.fileio import atomic_path
 from ramanseg.nnunet.dataset import dataset_name
 from ramanseg.nnunet.planners import planner_class, plans_identifier
 from ramanseg.predictions import write_prediction
+from ramanseg.preprocessed import read_stack
 from ramanseg.runtime import configure_reproducibility
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def predict_ensemble(
     seconds = 0.0
     pixels = 0
     for sample, path in stacks.items():
-        stack = tifffile.imread(path).astype(np.float32)
+        stack, _ = read_stack(path, sample)
         start = time.perf_counter()
         # nnU-Net's 2-D layout: (channels, 1, Y, X) with a dummy first spatial axis.
         _, probabilities = predictor.predict_single_npy_array(
