@@ -404,17 +404,21 @@ def class_problems(
 
 
 def check_annotation_file(
-    path: str | Path, config: Mapping[str, Any], sample_id: str
+    path: str | Path,
+    config: Mapping[str, Any],
+    sample_id: str,
+    shape: tuple[int, int] | None = None,
 ) -> list[InputError]:
-    """Every problem of a GeoJSON file that needs no image: reading, classes, unclassified.
+    """Every problem of a GeoJSON file that :func:`rasterize_annotations` would raise.
 
-    The checks :func:`read_qupath_geojson` and :func:`rasterize_annotations` make before
-    they look at the image (the extent check needs its size).
+    Reading, classes, unclassified features and, if ``shape`` is given, the extent
+    (:func:`check_extent`, whose first problem only is reported); nothing is rasterised.
 
     Args:
         path: the GeoJSON file.
         config: the workflow configuration (``annotations``).
         sample_id: the sample, for messages.
+        shape: (Y, X) of the SRS image, or None to skip the extent check.
 
     Returns:
         The problems found, each an :class:`InputError` (empty if none).
@@ -423,7 +427,13 @@ def check_annotation_file(
         parsed = read_qupath_geojson(path, sample_id)
     except InputError as error:
         return [error]
-    return class_problems(parsed, config, sample_id, path)[1]
+    kept, problems = class_problems(parsed, config, sample_id, path)
+    if shape is not None:
+        try:
+            check_extent(kept, shape, sample_id, path)
+        except InputError as error:
+            problems.append(error)
+    return problems
 
 
 def check_extent(

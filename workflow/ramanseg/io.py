@@ -407,7 +407,9 @@ def _he_layout(
 
 def _he_cannot_be_read(path: Path, sample_id: str, error: Exception) -> InputError:
     return InputError(
-        f"the H&E file cannot be read as an image ({type(error).__name__}: {error})",
+        # Some imageio plugins (SimpleITK) raise messages over several lines: keep one.
+        f"the H&E file cannot be read as an image ({type(error).__name__}: "
+        f"{' '.join(str(error).split())})",
         sample=sample_id,
         path=path,
         fix="provide the H&E image as an RGB TIFF or PNG",
