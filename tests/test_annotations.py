@@ -7,7 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from ramanseg.annotations import rasterize_annotations, read_qupath_geojson
+from ramanseg.annotations import (
+    check_annotation_file,
+    rasterize_annotations,
+    read_qupath_geojson,
+)
 from ramanseg.errors import InputError
 
 # Class-map values in the demo configuration: Tumor 1, Necrosis 2, Epithelium 3,
@@ -135,6 +139,7 @@ def test_unclassified_points_lines_and_detections_are_skipped_and_counted(tmp_pa
         feature(polygon(square(0, 0, 4, 4)), "Tumor", objectType="detection"),
         feature(polygon(square(20, 20, 22, 22)), "Tumor"),
     )
+    config["annotations"]["unclassified"] = "ignore"
     parsed, class_map, _ = rasterize(tmp_path, document, config)
     assert parsed.skipped_unclassified == 1
     assert parsed.skipped_non_polygon == 3
@@ -253,3 +258,89 @@ def test_coordinates_far_outside_suggest_another_coordinate_system(tmp_path, con
 def test_no_annotations_give_empty_maps(tmp_path, config):
     _, class_map, mask = rasterize(tmp_path, collection(), config, shape=(5, 7))
     assert class_map.shape == (5, 7) and not class_map.any() and not mask.any()
+
+
+# Unclassified features (issue 13, defect 6): never dropped silently.
+
+UNCLASSIFIED = {
+    "no classification": lambda f: f["properties"].pop("classification"),
+    "classification null": lambda f: f["properties"].update(classification=None),
+    "classification without name": lambda f: f["properties"].update(
+        classification={"color": [1, 2, 3]}
+    ),
+    "properties null": lambda f: f.update(properties=None),
+}
+
+
+@pytest.mark.parametrize("variant", list(UNCLASSIFIED))
+def test_unclassified_polygon_is_an_error_by_default(tmp_path, config, variant):
+    unclassified = feature(polygon(square(0, 0, 4, 4)), "Tumor")
+    UNCLASSIFIED[variant](unclassified)
+    document = collection(feature(polygon(square(8, 8, 10, 10))), unclassified)
+    path = write(tmp_path, document)
+    parsed = read_qupath_geojson(path, "S3")
+    with pytest.raises(InputError, match=r"1 polygon feature.* have no class") as caught:
+        rasterize_annotations(parsed, (32, 32), config, "S3", path)
+    message = str(caught.value)
+    assert "feature 1 (id 0b6c7a43" in message
+    assert "'S3'" in message and str(path) in message
+    assert "annotations.unclassified: ignore" in caught.value.fix
+    assert [str(p) for p in check_annotation_file(path, config, "S3")] == [message]
+
+
+def test_unclassified_polygon_is_skipped_with_a_warning_when_ignored(tmp_path, config, caplog):
+    document = collection(feature(polygon(square(0, 0, 4, 4)), None))
+    config["annotations"]["unclassified"] = "ignore"
+    with caplog.at_level("WARNING", logger="ramanseg.annotations"):
+        parsed, class_map, _ = rasterize(tmp_path, document, config)
+    assert parsed.counts()["skipped_unclassified"] == 1 and not class_map.any()
+    assert "1 polygon feature(s) without a class skipped" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("properties", "match"),
+    [
+        ({"classification": 5}, r"feature 0 \(id .*\): invalid classification.*number \(5\)"),
+        ({"classification": {"name": 5}}, r"invalid classification: `classification.name`"),
+        ("Tumor", r"feature 0 \(id .*\): `properties` is a JSON string \('Tumor'\)"),
+    ],
+)
+def test_invalid_classification_types_are_always_errors(tmp_path, config, properties, match):
+    bad = feature(polygon(square(0, 0, 4, 4)))
+    bad["properties"] = properties
+    path = write(tmp_path, collection(bad))
+    config["annotations"]["unclassified"] = "ignore"
+    with pytest.raises(InputError, match=match) as caught:
+        read_qupath_geojson(path, "S4")
+    assert "'S4'" in str(caught.value) and str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity"])
+def test_nonfinite_coordinates_are_an_error(tmp_path, value):
+    text = json.dumps(collection(feature(polygon(square(0, 0, 4, 4)))))
+    path = write(tmp_path, text.replace("[4, 0]", f"[{value}, 0]", 1))
+    with pytest.raises(InputError, match=r"feature 0 \(id .*\) has NaN or infinite") as caught:
+        read_qupath_geojson(path, "S4")
+    assert "'S4'" in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_byte_order_mark_is_accepted(tmp_path, config):
+    path = tmp_path / "bom.geojson"
+    document = [feature(polygon(square(0, 0, 2, 2)), "Tumor")]  # a bare list, too
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(document).encode())
+    parsed = read_qupath_geojson(path, "S1")
+    assert len(parsed.annotations) == 1 and parsed.annotations[0].class_name == "Tumor"
+    assert check_annotation_file(path, config, "S1") == []
+
+
+def test_check_annotation_file_reports_every_unknown_class(tmp_path, config):
+    document = collection(
+        feature(polygon(square(0, 0, 2, 2)), "Lymphocyte"),
+        feature(polygon(square(4, 4, 6, 6)), "Fat"),
+        feature(polygon(square(8, 8, 9, 9)), "Lymphocyte"),
+    )
+    problems = check_annotation_file(write(tmp_path, document), config, "S1")
+    assert [p.problem.split(": unknown class ")[1].split(";")[0] for p in problems] == [
+        "'Lymphocyte'",
+        "'Fat'",
+    ]

@@ -112,3 +112,32 @@ def test_settings_accept_a_subset_and_fill_defaults():
         parse_settings('{"split": {"train": 3, "val": 1, "test": "1"}}')
     with pytest.raises(ConfigError, match="not valid JSON"):
         parse_settings("{split")
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("split:\n  train: 3\n   val: 1\n", 3),  # a bad indent
+        ("annotations:\n  classes: {Tumor: 1\n", 3),  # an unclosed flow mapping
+        ("seed: 0\n\tdevice: cpu\n", 2),  # a tab
+    ],
+)
+def test_yaml_syntax_error_names_the_file_and_line(tmp_path, text, line):
+    # Issue 13, defect 9: yaml's own exception reached the user as a traceback.
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"'{path}' is not valid YAML at line {line}\b"):
+        load_config_files([DEMO_CONFIG, path])
+    with pytest.raises(ConfigError, match=rf"'{path}' is not valid YAML at line {line}\b"):
+        parse_settings(f"@{path}")
+
+
+def test_settings_file_that_does_not_exist_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.json' does not exist"):
+        parse_settings(f"@{tmp_path / 'nope.json'}")
+
+
+def test_config_file_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(b"\xef\xbb\xbfseed: 7\n")
+    assert load_config_files([DEMO_CONFIG, path])["seed"] == 7

@@ -7,7 +7,7 @@ import pytest
 import tifffile
 
 from ramanseg.errors import InputError
-from ramanseg.io import read_he, read_srs, write_mask, write_ome_tiff
+from ramanseg.io import he_header, read_he, read_srs, srs_header, write_mask, write_ome_tiff
 
 NAMES = ["Raman 2850", "Raman 2930", "TPEF"]
 
@@ -230,3 +230,94 @@ def test_write_mask(tmp_path):
     with pytest.raises(ValueError, match="2-D"):
         write_mask(tmp_path / "bad.tif", np.zeros((2, 2, 2), np.uint8))
     assert not (tmp_path / "bad.tif").exists()
+
+
+# Channels last (issue 13, defect 5): with axes metadata it just works; without it, the
+# contract (channels first) holds and a stack that looks channels last is an error.
+
+
+def _channels_last(height=8, width=9) -> tuple[np.ndarray, np.ndarray]:
+    stack = np.arange(3 * height * width, dtype=np.uint16).reshape(3, height, width)
+    return stack, np.ascontiguousarray(np.moveaxis(stack, 0, -1))
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        pytest.param(
+            lambda path, data: tifffile.imwrite(
+                path, data, ome=True, photometric="rgb", planarconfig="contig"
+            ),
+            id="ome-YXS",
+        ),
+        pytest.param(
+            lambda path, data: tifffile.imwrite(
+                path, data, photometric="minisblack", metadata={"axes": "YXC"}
+            ),
+            id="tifffile-YXC",
+        ),
+        pytest.param(
+            lambda path, data: tifffile.imwrite(
+                path, data, photometric="minisblack", planarconfig="contig", metadata=None
+            ),
+            id="interleaved-samples",
+        ),
+    ],
+)
+def test_channels_last_with_axes_metadata_is_transposed(tmp_path, small_config, write):
+    stack, last = _channels_last()
+    write(tmp_path / "srs.tif", last)
+    np.testing.assert_array_equal(read_srs(tmp_path / "srs.tif", small_config, "S1").data, stack)
+    assert srs_header(tmp_path / "srs.tif", small_config, "S1") == (3, 8, 9)
+
+
+def test_channels_last_without_metadata_is_an_error_with_a_hint(tmp_path, small_config):
+    _, last = _channels_last()
+    tifffile.imwrite(tmp_path / "srs.tif", last, photometric="minisblack", metadata=None)
+    for check in (read_srs, srs_header):
+        with pytest.raises(InputError, match="looks channels last") as caught:
+            check(tmp_path / "srs.tif", small_config, "S5")
+        assert "'S5'" in str(caught.value) and "srs.tif" in str(caught.value)
+        assert "transpose the stack to channels first" in caught.value.fix
+
+
+def test_ambiguous_shape_without_metadata_reads_channels_first_with_a_warning(
+    tmp_path, small_config, caplog
+):
+    # (C, Y, X) with X == C, or (Y, X, C) with Y == C (defect 5: read silently before):
+    # nothing in the file tells them apart, so the contract decides, loudly.
+    stack = np.arange(3 * 8 * 3, dtype=np.uint16).reshape(3, 8, 3)
+    tifffile.imwrite(tmp_path / "srs.tif", stack, photometric="minisblack", metadata=None)
+    with caplog.at_level("WARNING", logger="ramanseg.io"):
+        image = read_srs(tmp_path / "srs.tif", small_config, "S1")
+    np.testing.assert_array_equal(image.data, stack)
+    assert "read channels first" in caplog.text and "'S1'" in caplog.text
+    assert "axes 'YXC'" in caplog.text
+
+
+def test_srs_header_matches_the_reader_without_reading_pixels(tmp_path, small_config):
+    tifffile.imwrite(tmp_path / "srs.tif", _stack(), photometric="minisblack")
+    assert srs_header(tmp_path / "srs.tif", small_config, "S1") == (3, 8, 9)
+    tifffile.imwrite(tmp_path / "five.tif", np.zeros((5, 8, 9), np.uint16))
+    with pytest.raises(InputError, match="5 channels"):
+        srs_header(tmp_path / "five.tif", small_config, "S1")
+    with pytest.raises(InputError, match="does not exist"):
+        srs_header(tmp_path / "nope.tif", small_config, "S1")
+
+
+def test_he_header_checks_rgb_and_grid_without_reading_pixels(tmp_path):
+    rgb = np.zeros((8, 9, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "he.tif", rgb, photometric="rgb")
+    assert he_header(tmp_path / "he.tif", "S1", (8, 9)) == (8, 9)
+    assert he_header(tmp_path / "he.tif", "S1", None) == (8, 9)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb")
+    assert he_header(tmp_path / "planar.tif", "S1", (8, 9)) == (8, 9)
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "he.png", rgb)
+    assert he_header(tmp_path / "he.png", "S1", (8, 9)) == (8, 9)
+    with pytest.raises(InputError, match=r"is 8 x 9 pixels .* SRS stack is 8 x 10"):
+        he_header(tmp_path / "he.tif", "S1", (8, 10))
+    tifffile.imwrite(tmp_path / "gray.tif", np.zeros((8, 9), np.uint8))
+    with pytest.raises(InputError, match=r"expected an RGB image"):
+        he_header(tmp_path / "gray.tif", "S1", (8, 9))

@@ -398,6 +398,7 @@ def test_clipped_and_skipped_features_are_counted(tmp_path, small_config):
         {**_feature(_square(0, 0, 2, 2)), "properties": {"objectType": "annotation"}},
     ]
     srs, he, annotations = make_sample(tmp_path, features=features)
+    small_config["annotations"]["unclassified"] = "ignore"  # the default stops (an error)
     qc = preprocess_sample("S1", srs, he, annotations, small_config, tmp_path / "out")
     assert qc["features"]["clipped_to_image"] == 1
     assert qc["features"]["skipped_unclassified"] == 1

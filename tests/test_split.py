@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ramanseg.cli import main
+from ramanseg.samplesheet import read_samplesheet
 from ramanseg.split import SPLITS, cross_validation_folds, make_split, split_by_patient
 
 #: The paper's 32 samples of 10 patients.
@@ -218,4 +219,23 @@ def test_cli_split_sheet_without_patient_column(tmp_path, capsys):
     settings_ = json.dumps({"split": {"train": 1, "val": 0, "test": 1}})
     out = tmp_path / "split.json"
     assert main(["split", "--samples", str(sheet), "--out", str(out), "--settings", settings_]) == 2
-    assert "no 'patient_id' column" in capsys.readouterr().err
+    assert "lacks the column(s) patient_id" in capsys.readouterr().err
+
+
+def test_cli_split_reads_the_sheet_as_the_workflow_does(tmp_path):
+    # Issue 13, defect 1: `ramanseg split` kept '#' comment rows and unstripped ids that
+    # the workflow's reader skips and strips, so split.json differed from the planned DAG.
+    sheet = tmp_path / "samples.tsv"
+    _write_sheet(sheet, PAPER_PATIENT_SIZES)
+    text = sheet.read_text().replace("P00S0\t", " P00S0 \t", 1)
+    sheet.write_text(text + "#P09S9\tP01\tP09S9.tif\t\tP09S9.geojson\n")
+    out = tmp_path / "split.json"
+    settings_ = json.dumps({"split": {"train": 19, "val": 8, "test": 5, "folds": 5, "seed": 0}})
+    assert main(["split", "--samples", str(sheet), "--out", str(out), "--settings", settings_]) == 0
+    result = json.loads(out.read_text())
+    planned = make_split(
+        read_samplesheet(sheet, check_files=False), {"split": json.loads(settings_)["split"]}
+    )
+    assert result == planned
+    ids = sorted(result["train"] + result["val"] + result["test"])
+    assert ids == sorted(sample_table(PAPER_PATIENT_SIZES)["sample_id"])

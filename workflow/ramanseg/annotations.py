@@ -13,7 +13,13 @@ QuPath (0.2 to 0.6) exports annotations in several shapes, all accepted here:
 * ``Polygon`` and ``MultiPolygon`` geometries with holes; from a ``GeometryCollection``
   the polygons are taken and the rest dropped; features with no polygon at all (``Point``,
   ``LineString``, a null geometry) are skipped and counted;
-* features without a classification are skipped and counted;
+* features without a classification (no ``classification``, ``null``, one without a
+  name, or ``"properties": null``) follow ``annotations.unclassified`` in the
+  configuration: ``error`` (the default: a tumour drawn without a class would silently
+  become background) or ``ignore`` (skipped with a logged warning, counted in
+  ``qc.json``); a classification of another type (a number, say) is always an error;
+* the file may start with a UTF-8 byte-order mark;
+* coordinates must be finite: NaN or infinite coordinates are an error;
 * invalid polygons (self-intersections, as a freehand brush can make) are repaired with
   :func:`shapely.make_valid` (``method="structure"``, which keeps the area enclosed by
   each ring and removes the area of holes) and counted.
@@ -67,8 +73,13 @@ class Annotation:
 
     def describe(self) -> str:
         """A short reference to the feature for messages."""
-        ident = f" (id {self.feature_id})" if self.feature_id else ""
-        return f"feature {self.feature_index}{ident}, class {self.class_name!r}"
+        where = _describe_feature(self.feature_index, self.feature_id)
+        return f"{where}, class {self.class_name!r}"
+
+
+def _describe_feature(index: int, feature_id: str | None) -> str:
+    """``feature 3`` or ``feature 3 (id ...)``: how messages name a feature."""
+    return f"feature {index}" + (f" (id {feature_id})" if feature_id else "")
 
 
 @dataclass
@@ -77,7 +88,8 @@ class AnnotationFile:
 
     Attributes:
         annotations: the classified polygonal annotations, in file order.
-        skipped_unclassified: features without a classification.
+        skipped_unclassified: polygon features without a classification.
+        unclassified_features: those features, described for messages (index and id).
         skipped_non_polygon: features without any polygon (points, lines, null geometry).
         skipped_non_annotation: detection, cell, tile and TMA-core objects.
         skipped_empty: polygons with no area, even after repair.
@@ -86,6 +98,7 @@ class AnnotationFile:
 
     annotations: list[Annotation] = field(default_factory=list)
     skipped_unclassified: int = 0
+    unclassified_features: list[str] = field(default_factory=list)
     skipped_non_polygon: int = 0
     skipped_non_annotation: int = 0
     skipped_empty: int = 0
@@ -136,18 +149,40 @@ def _features(document: Any, path: Path, sample_id: str) -> list[Any]:
 
 
 def _class_name(properties: Mapping[str, Any]) -> str | None:
-    """The class name of a QuPath feature, or None if it has no classification."""
+    """The class name of a QuPath feature, or None if it has no classification.
+
+    Raises:
+        TypeError: the classification (or its name) is neither a string nor an object.
+    """
     classification = properties.get("classification")
+    if classification is None:
+        return None
     if isinstance(classification, str):
         return classification.strip() or None
-    if isinstance(classification, Mapping):
-        name = classification.get("name")
-        if isinstance(name, str) and name.strip():
-            return name.strip()
-        names = classification.get("names")  # QuPath 0.5+ also lists the class parts
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            return ": ".join(names)
+    if not isinstance(classification, Mapping):
+        raise TypeError(f"`classification` is a JSON {_json_type(classification)}")
+    name = classification.get("name")
+    if isinstance(name, str) and name.strip():
+        return name.strip()
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"`classification.name` is a JSON {_json_type(name)}")
+    names = classification.get("names")  # QuPath 0.5+ also lists the class parts
+    if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+        return ": ".join(names)
     return None
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a parsed value, for messages (``number``, ``array``, ...)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return f"number ({value!r})"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return f"string ({value!r})" if isinstance(value, str) else "null"
 
 
 def _is_annotation_object(feature: Mapping[str, Any], properties: Mapping[str, Any]) -> bool:
@@ -201,7 +236,8 @@ def read_qupath_geojson(path: str | Path, sample_id: str) -> AnnotationFile:
         )
     fix_export = "export the annotations again from QuPath (File > Export objects as GeoJSON)"
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: Windows tools write a byte-order mark, which plain utf-8 rejects.
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as error:
         raise InputError(
             f"the annotation file is not UTF-8 text ({error})",
@@ -227,9 +263,21 @@ def read_qupath_geojson(path: str | Path, sample_id: str) -> AnnotationFile:
                 path=path,
                 fix=fix_export,
             )
-        properties = feature.get("properties") or {}
         feature_id = feature.get("id")
         feature_id = str(feature_id) if feature_id is not None else None
+        where = _describe_feature(index, feature_id)
+        properties = feature.get("properties")
+        if properties is None:
+            properties = {}
+        elif not isinstance(properties, Mapping):
+            raise InputError(
+                f"{where}: `properties` is a JSON {_json_type(properties)}, not an object "
+                "(QuPath writes the class as properties.classification.name)",
+                sample=sample_id,
+                path=path,
+                fix='write the class as "properties": {"classification": {"name": ...}}, '
+                "or export the annotations again from QuPath",
+            )
         if not _is_annotation_object(feature, properties):
             result.skipped_non_annotation += 1
             continue
@@ -238,7 +286,8 @@ def read_qupath_geojson(path: str | Path, sample_id: str) -> AnnotationFile:
             result.skipped_non_polygon += 1
             continue
         try:
-            geometry = geometry_from_geojson(geometry_json)
+            with np.errstate(invalid="ignore"):  # NaN coordinates: reported below
+                geometry = geometry_from_geojson(geometry_json)
         except Exception as error:  # shapely raises several types for malformed coordinates
             raise InputError(
                 f"feature {index} has a geometry that cannot be read "
@@ -251,9 +300,26 @@ def read_qupath_geojson(path: str | Path, sample_id: str) -> AnnotationFile:
         if polygons is None:
             result.skipped_non_polygon += 1
             continue
-        class_name = _class_name(properties)
+        if not np.isfinite(shapely.get_coordinates(polygons)).all():
+            raise InputError(
+                f"{where} has NaN or infinite coordinates",
+                sample=sample_id,
+                path=path,
+                fix="redraw or delete that annotation in QuPath and export again",
+            )
+        try:
+            class_name = _class_name(properties)
+        except TypeError as error:
+            raise InputError(
+                f"{where}: invalid classification: {error}; expected a class name",
+                sample=sample_id,
+                path=path,
+                fix='write the class as "classification": {"name": "Tumor"} (or the plain '
+                "string), or set the class in QuPath and export again",
+            ) from error
         if class_name is None:
             result.skipped_unclassified += 1
+            result.unclassified_features.append(where)
             continue
         if not polygons.is_valid:
             polygons = _polygonal_part(shapely.make_valid(polygons, method="structure"))
@@ -265,29 +331,109 @@ def read_qupath_geojson(path: str | Path, sample_id: str) -> AnnotationFile:
     return result
 
 
-def _check_classes(
-    annotations: Sequence[Annotation],
+def class_problems(
+    annotations: Sequence[Annotation] | AnnotationFile,
     config: Mapping[str, Any],
     sample_id: str,
     path: str | Path | None,
-) -> list[Annotation]:
-    """The annotations of configured classes; ignored classes dropped; unknown ones fail."""
+) -> tuple[list[Annotation], list[InputError]]:
+    """Check the annotations' classes against the configuration.
+
+    A class in ``annotations.classes`` is kept, one in ``annotations.ignore`` dropped,
+    any other is a problem (one per class name, naming its first feature). Given an
+    :class:`AnnotationFile`, its features without a class are a problem under
+    ``annotations.unclassified: error`` (the default) and are logged as a warning under
+    ``ignore``.
+
+    Args:
+        annotations: the annotations, or the result of :func:`read_qupath_geojson`.
+        config: the workflow configuration (``annotations``).
+        sample_id: the sample, for messages.
+        path: the annotation file, for messages.
+
+    Returns:
+        ``(kept, problems)``: the annotations of configured classes, in file order, and
+        every problem found (empty if none).
+    """
+    settings = require(config, "annotations")
     known = list(require(config, "annotations.classes"))
-    ignore = set(require(config, "annotations").get("ignore") or [])
-    kept = []
+    ignore = set(settings.get("ignore") or [])
+    problems: list[InputError] = []
+    if isinstance(annotations, AnnotationFile):
+        unclassified = annotations.unclassified_features
+        if unclassified and settings.get("unclassified", "error") == "error":
+            listed = ", ".join(unclassified[:5]) + (" ..." if len(unclassified) > 5 else "")
+            problems.append(
+                InputError(
+                    f"{len(unclassified)} polygon feature(s) have no class: {listed}; a region "
+                    "drawn without a class would silently become background",
+                    sample=sample_id,
+                    path=path,
+                    fix="set a class on those annotations in QuPath and export again, or set "
+                    "`annotations.unclassified: ignore` in the configuration to skip them",
+                )
+            )
+        elif unclassified:
+            log.warning(
+                "sample %r, file %r: %d polygon feature(s) without a class skipped "
+                "(annotations.unclassified: ignore): %s",
+                sample_id,
+                None if path is None else str(path),
+                len(unclassified),
+                ", ".join(unclassified),
+            )
+        annotations = annotations.annotations
+    kept, unknown = [], {}
     for annotation in annotations:
         if annotation.class_name in known:
             kept.append(annotation)
         elif annotation.class_name not in ignore:
-            raise InputError(
-                f"{annotation.describe()}: unknown class {annotation.class_name!r}; the "
-                f"configured classes are {', '.join(map(repr, known))}",
+            unknown.setdefault(annotation.class_name, annotation)
+    for name, first in unknown.items():
+        problems.append(
+            InputError(
+                f"{first.describe()}: unknown class {name!r}; the configured classes are "
+                f"{', '.join(map(repr, known))}",
                 sample=sample_id,
                 path=path,
-                fix=f"add {annotation.class_name!r} to `annotations.classes` (with label 0 or "
-                "1) or to `annotations.ignore` in the configuration",
+                fix=f"add {name!r} to `annotations.classes` (with label 0 or 1) or to "
+                "`annotations.ignore` in the configuration",
             )
-    return kept
+        )
+    return kept, problems
+
+
+def check_annotation_file(
+    path: str | Path,
+    config: Mapping[str, Any],
+    sample_id: str,
+    shape: tuple[int, int] | None = None,
+) -> list[InputError]:
+    """Every problem of a GeoJSON file that :func:`rasterize_annotations` would raise.
+
+    Reading, classes, unclassified features and, if ``shape`` is given, the extent
+    (:func:`check_extent`, whose first problem only is reported); nothing is rasterised.
+
+    Args:
+        path: the GeoJSON file.
+        config: the workflow configuration (``annotations``).
+        sample_id: the sample, for messages.
+        shape: (Y, X) of the SRS image, or None to skip the extent check.
+
+    Returns:
+        The problems found, each an :class:`InputError` (empty if none).
+    """
+    try:
+        parsed = read_qupath_geojson(path, sample_id)
+    except InputError as error:
+        return [error]
+    kept, problems = class_problems(parsed, config, sample_id, path)
+    if shape is not None:
+        try:
+            check_extent(kept, shape, sample_id, path)
+        except InputError as error:
+            problems.append(error)
+    return problems
 
 
 def check_extent(
@@ -372,14 +518,17 @@ def rasterize_annotations(
     Class map values: 0 = not annotated, ``1 + i`` for the i-th class of
     ``config["annotations"]["classes"]``. Where features overlap, the later feature in
     the file wins, as in QuPath's drawing order. Features of a class listed in
-    ``annotations.ignore`` are left out. Parts outside the image are clipped (see
+    ``annotations.ignore`` are left out; features without a class (known only from an
+    :class:`AnnotationFile`) follow ``annotations.unclassified`` (see
+    :func:`class_problems`). Parts outside the image are clipped (see
     :func:`check_extent`). The mask is 1 where the class's label in
     ``annotations.classes`` is 1 (the paper: Tumor and Necrosis), else 0.
 
     Args:
         annotations: the annotations, or the result of :func:`read_qupath_geojson`.
         shape: (Y, X) of the SRS image.
-        config: the workflow configuration (``annotations.classes``, ``annotations.ignore``).
+        config: the workflow configuration (``annotations.classes``, ``.ignore``,
+            ``.unclassified``).
         sample_id: the sample, for error messages.
         path: the annotation file, for error messages.
 
@@ -387,10 +536,10 @@ def rasterize_annotations(
         ``(class_map, mask)``, both uint8 arrays of ``shape``.
 
     Raises:
-        InputError: an unknown class, or a feature entirely or far outside the image.
+        InputError: an unknown class, features without a class under
+            ``annotations.unclassified: error``, or a feature entirely or far outside the
+            image.
     """
-    if isinstance(annotations, AnnotationFile):
-        annotations = annotations.annotations
     classes = require(config, "annotations.classes")
     class_order = list(classes)
     if len(class_order) > 254:
@@ -398,7 +547,9 @@ def rasterize_annotations(
             f"{len(class_order)} annotation classes do not fit an 8-bit class map (max 254)",
             fix="merge classes in `annotations.classes`",
         )
-    kept = _check_classes(annotations, config, sample_id, path)
+    kept, problems = class_problems(annotations, config, sample_id, path)
+    if problems:
+        raise problems[0]
     check_extent(kept, shape, sample_id, path)
     height, width = shape
     if kept:

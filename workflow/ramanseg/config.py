@@ -99,15 +99,48 @@ def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:
     return merged
 
 
+def _load_yaml_file(path: Path) -> Any:
+    """Parse a YAML (or JSON) file; any problem is a :class:`ConfigError` naming the file.
+
+    Args:
+        path: the file.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, not UTF-8, or not valid YAML (the
+            message gives the line and column of the error).
+    """
+    if not path.is_file():
+        raise ConfigError(f"configuration file {str(path)!r} does not exist")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(
+            f"configuration file {str(path)!r} is not valid YAML{where}: {problem}. Fix: "
+            "correct the syntax there (indent with spaces, quote values holding ': ' or '#')"
+        ) from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"configuration file {str(path)!r} cannot be read ({error}). Fix: save it as UTF-8 text"
+        ) from error
+
+
 def load_config_files(paths: list[str | Path]) -> dict:
-    """Load and merge YAML configuration files (later ones win), then validate."""
+    """Load and merge YAML configuration files (later ones win), then validate.
+
+    Args:
+        paths: the files, in order.
+
+    Raises:
+        ConfigError: a file that is missing, not valid YAML (naming the line) or not a
+            mapping, or a merged configuration the schema rejects.
+    """
     config: dict = {}
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"configuration file {str(path)!r} does not exist")
-        with path.open() as handle:
-            loaded = yaml.safe_load(handle) or {}
+        loaded = _load_yaml_file(path) or {}
         if not isinstance(loaded, Mapping):
             raise ConfigError(f"configuration file {str(path)!r} must hold a mapping")
         config = merge_configs(config, loaded)
@@ -115,10 +148,13 @@ def load_config_files(paths: list[str | Path]) -> dict:
 
 
 def parse_settings(text: str) -> dict:
-    """Parse a ``--settings`` value: inline JSON, or ``@path`` to a JSON/YAML file."""
+    """Parse a ``--settings`` value: inline JSON, or ``@path`` to a JSON/YAML file.
+
+    Raises:
+        ConfigError: invalid JSON or YAML, a missing file, or settings the schema rejects.
+    """
     if text.startswith("@"):
-        with open(text[1:]) as handle:
-            settings = yaml.safe_load(handle)
+        settings = _load_yaml_file(Path(text[1:]))
     else:
         try:
             settings = json.loads(text)

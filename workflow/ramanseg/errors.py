@@ -37,3 +37,21 @@ class InputError(ValueError):
         if fix:
             message += f" Fix: {fix}"
         super().__init__(message)
+
+
+class InputErrors(InputError):
+    """Several problems with the user's input, reported together, one line each.
+
+    Args:
+        errors: the problems, at least one.
+    """
+
+    def __init__(self, errors: list[InputError]) -> None:
+        first = errors[0]
+        super().__init__(first.problem, sample=first.sample, path=first.path, fix=first.fix)
+        self.errors = list(errors)
+        self.args = (
+            f"{len(errors)} problems:\n" + "\n".join(f"  {error}" for error in errors)
+            if len(errors) > 1
+            else str(first),
+        )

@@ -8,6 +8,7 @@ through :func:`~ramanseg.fileio.atomic_path`, so a failure never leaves a partia
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import tifffile
 from ramanseg.config import channel_names, require
 from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
+
+log = logging.getLogger(__name__)
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
 #: The files ``ramanseg preprocess`` writes for a sample, in ``results/preprocessed/<sample>/``.
@@ -93,8 +96,30 @@ def open_tiff(
         ) from error
 
 
-def _read_tiff_series(path: Path, sample_id: str | None, what: str) -> tuple[np.ndarray, str]:
-    """The first image series of a TIFF file and its tifffile axes string (e.g. ``CYX``)."""
+@dataclass(frozen=True)
+class TiffHeader:
+    """The first image series of a TIFF file as its header describes it (no pixels read).
+
+    Attributes:
+        shape: the series' shape.
+        dtype: the stored numeric type.
+        axes: tifffile's axes string, one letter per axis (e.g. ``CYX``, ``QYX``, ``YXS``).
+        axes_from_metadata: whether ``axes`` comes from metadata that names the axes (OME,
+            ImageJ, tifffile's own ``axes``) or from interleaved samples (``S``); False
+            when tifffile only knows the pages' (Y, X) and the rest is generic (``Q``,
+            ``I``), as in a plain multi-page TIFF.
+    """
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    axes: str
+    axes_from_metadata: bool
+
+
+def _tiff_series(
+    path: Path, sample_id: str | None, what: str, *, pixels: bool
+) -> tuple[TiffHeader, np.ndarray | None]:
+    """The header of the first image series of a TIFF file and, if ``pixels``, its data."""
     fix = f"provide the {what} image as a TIFF or OME-TIFF file"
     with open_tiff(path, sample_id, f"{what} file", fix) as tif:
         if not tif.series:
@@ -105,52 +130,152 @@ def _read_tiff_series(path: Path, sample_id: str | None, what: str) -> tuple[np.
                 fix=f"export the {what} image again as a TIFF or OME-TIFF file",
             )
         series = tif.series[0]
-        return series.asarray(), series.axes
+        shaped_axes = tif.is_shaped and "axes" in (tif.shaped_metadata or [{}])[0]
+        header = TiffHeader(
+            shape=tuple(int(n) for n in series.shape),
+            dtype=np.dtype(series.dtype),
+            axes=series.axes,
+            axes_from_metadata=bool(
+                tif.is_ome or tif.is_imagej or shaped_axes or "S" in series.axes
+            ),
+        )
+        return header, (series.asarray() if pixels else None)
 
 
-def _squeeze_to_channels_first(
-    data: np.ndarray, axes: str, path: Path, sample_id: str, n_expected: int
-) -> np.ndarray:
-    """Drop length-1 axes and put the single remaining non-spatial axis first."""
-    if len(axes) != data.ndim or "Y" not in axes or "X" not in axes:
-        axes = "Q" * (data.ndim - 2) + "YX"  # no usable axes metadata: assume (..., Y, X)
-    keep = [i for i, letter in enumerate(axes) if letter in "YX" or data.shape[i] != 1]
-    data = data.reshape([data.shape[i] for i in keep])
+def _srs_layout(
+    header: TiffHeader, path: Path, sample_id: str, n_expected: int
+) -> tuple[tuple[int, ...], int | None]:
+    """Check an SRS header against the contract; say how to bring the data to (C, Y, X).
+
+    Axes of length 1 are dropped. With axes metadata, the single remaining non-spatial
+    axis holds the channels, wherever it is (``CYX``, ``YXC``, ``YXS``, ...). Without
+    it (a plain multi-page TIFF), the contract holds: channels first. A shape
+    ``(Y, X, C)`` whose last axis, but not its first, has the configured channel count
+    is taken as channels last saved without metadata and is an error; when both the
+    first and the last axis have that count, the stack is read channels first, per the
+    contract, with a logged warning.
+
+    Args:
+        header: the file's header.
+        path: the file, for messages.
+        sample_id: the sample, for messages.
+        n_expected: the configured channel count.
+
+    Returns:
+        ``(squeezed_shape, channel_axis)``: the shape without its length-1 axes and the
+        position of the channel axis in it (None for a 2-D, single-channel image).
+
+    Raises:
+        InputError: a non-numeric type, a rank other than 3 (or 2 with one channel), a
+            channels-last stack without axes metadata, or another channel count.
+    """
+    if header.dtype.kind not in "uifb":
+        raise InputError(
+            f"the SRS image has non-numeric type {header.dtype}",
+            sample=sample_id,
+            path=path,
+            fix="save the stack with an integer or floating-point type",
+        )
+    shape, axes = header.shape, header.axes
+    if len(axes) != len(shape) or "Y" not in axes or "X" not in axes:
+        axes = "Q" * (len(shape) - 2) + "YX"  # no usable axes: assume (..., Y, X)
+    keep = [i for i, letter in enumerate(axes) if letter in "YX" or shape[i] != 1]
+    shape = tuple(shape[i] for i in keep)
     axes = "".join(axes[i] for i in keep)
     fix = f"save the stack as (C, Y, X) with C = {n_expected} channels, channels first"
-    if data.ndim == 2:
+    if len(shape) == 2:
         if n_expected == 1:
-            return data[np.newaxis]
+            return shape, None
         raise InputError(
-            f"the SRS image is 2-D with shape {data.shape} (one channel), "
+            f"the SRS image is 2-D with shape {shape} (one channel), "
             f"but the configuration lists {n_expected} channels",
             sample=sample_id,
             path=path,
             fix=fix,
         )
-    if data.ndim != 3:
+    if len(shape) != 3:
         raise InputError(
-            f"the SRS image has shape {data.shape} (axes {axes!r}); expected a 3-D stack "
+            f"the SRS image has shape {shape} (axes {axes!r}); expected a 3-D stack "
             f"(C, Y, X) with C = {n_expected}",
             sample=sample_id,
             path=path,
             fix=fix,
         )
-    # Whatever tifffile calls it (C, S, I, Q, Z, T, ...), the one remaining axis holds
-    # the channels.
-    channel_axis = next(i for i, letter in enumerate(axes) if letter not in "YX")
-    return np.moveaxis(data, channel_axis, 0)
+    if header.axes_from_metadata:
+        # Whatever the metadata calls it (C, S, I, Q, Z, T, ...), the one remaining
+        # non-spatial axis holds the channels.
+        channel_axis = next(i for i, letter in enumerate(axes) if letter not in "YX")
+    else:
+        channel_axis = 0
+        if shape[-1] == n_expected and shape[0] != n_expected:
+            raise InputError(
+                f"the SRS stack has shape {shape} and no axes metadata; its last axis has "
+                f"the configured {n_expected} channels, so it looks channels last (Y, X, C)",
+                sample=sample_id,
+                path=path,
+                fix="transpose the stack to channels first (C, Y, X), e.g. "
+                "`numpy.moveaxis(stack, -1, 0)`, or save it as OME-TIFF with axes 'YXC'",
+            )
+        if shape[-1] == n_expected == shape[0]:
+            log.warning(
+                "sample %r, file %r: the stack's shape %s has %d on its first and last axis "
+                "and no axes metadata; it is read channels first (C, Y, X) as the input "
+                "contract says. If it is channels last, save it as OME-TIFF with axes 'YXC'.",
+                sample_id,
+                str(path),
+                shape,
+                n_expected,
+            )
+    n_channels = shape[channel_axis]
+    if n_channels != n_expected:
+        raise InputError(
+            f"the SRS stack has {n_channels} channels (shape {shape}, channels on axis "
+            f"{channel_axis}), but the configuration lists {n_expected} channels",
+            sample=sample_id,
+            path=path,
+            fix="make `channels` in the configuration list every channel of the file, in "
+            "file order, or export the stack with exactly those channels",
+        )
+    return shape, channel_axis
+
+
+def srs_header(path: str | Path, config: Mapping[str, Any], sample_id: str) -> tuple[int, int, int]:
+    """Check an SRS stack's header as :func:`read_srs` does, without reading its pixels.
+
+    Args:
+        path: the SRS file.
+        config: the workflow configuration (``channels``).
+        sample_id: the sample, for error messages.
+
+    Returns:
+        The stack's shape (C, Y, X) as :func:`read_srs` would return it.
+
+    Raises:
+        InputError: as :func:`read_srs`, except for the checks that need pixel values
+            (non-finite values).
+    """
+    n_expected = len(channel_names(config))
+    path = _require_file(path, sample_id, "SRS")
+    header, _ = _tiff_series(path, sample_id, "SRS", pixels=False)
+    shape, channel_axis = _srs_layout(header, path, sample_id, n_expected)
+    if channel_axis is None:
+        return (1, *shape)
+    spatial = [n for i, n in enumerate(shape) if i != channel_axis]
+    return (shape[channel_axis], spatial[0], spatial[1])
 
 
 def read_srs(path: str | Path, config: Mapping[str, Any], sample_id: str) -> SrsImage:
     """Read a multi-channel SRS stack (TIFF or OME-TIFF, channels first) as float32.
 
     The first image series of the file is read; axes of length 1 (an OME ``TZ`` of
-    size 1, say) are dropped. A single non-spatial axis must remain: it is the channel
-    axis, whatever tifffile calls it (``C``, ``S``, ``I``, ``Q``, ``Z``, ...), and is
-    moved first.
-    Its length must equal the number of channels in ``config["channels"]``. A 2-D
-    image is accepted only when the configuration lists exactly one channel.
+    size 1, say) are dropped. A single non-spatial axis must remain. If the file names
+    its axes (OME-TIFF, ImageJ, tifffile's metadata, or interleaved samples ``YXS``),
+    that axis holds the channels wherever it is, and is moved first: channels last with
+    axes metadata just works. A plain multi-page TIFF is read channels first, as the
+    contract says; see :func:`_srs_layout` for how a channels-last stack without
+    metadata is caught. The channel count must equal the number of channels in
+    ``config["channels"]``. A 2-D image is accepted only when the configuration lists
+    exactly one channel.
 
     Non-finite values (NaN, +-Inf; also float64 values beyond the float32 range) follow
     ``config["preprocess"]["nonfinite"]``: ``reject`` raises; ``repair`` replaces each
@@ -166,37 +291,23 @@ def read_srs(path: str | Path, config: Mapping[str, Any], sample_id: str) -> Srs
 
     Raises:
         InputError: missing or unreadable file, wrong rank, a channel count different
-            from the configuration, a non-numeric type, non-finite values in ``reject``
-            mode, or a channel without any finite value in ``repair`` mode.
+            from the configuration, a channels-last stack without axes metadata, a
+            non-numeric type, non-finite values in ``reject`` mode, or a channel without
+            any finite value in ``repair`` mode.
     """
     names = channel_names(config)
     nonfinite_policy = require(config, "preprocess.nonfinite")
     path = _require_file(path, sample_id, "SRS")
-    raw, axes = _read_tiff_series(path, sample_id, "SRS")
-    if raw.dtype.kind not in "uifb":
-        raise InputError(
-            f"the SRS image has non-numeric type {raw.dtype}",
-            sample=sample_id,
-            path=path,
-            fix="save the stack with an integer or floating-point type",
-        )
-    source_dtype = str(raw.dtype)
-    raw = _squeeze_to_channels_first(raw, axes, path, sample_id, len(names))
-    if raw.shape[0] != len(names):
-        raise InputError(
-            f"the SRS stack has {raw.shape[0]} channels (shape {raw.shape}), but the "
-            f"configuration lists {len(names)} channels",
-            sample=sample_id,
-            path=path,
-            fix="make `channels` in the configuration list every channel of the file, in "
-            "file order, or export the stack with exactly those channels",
-        )
+    header, raw = _tiff_series(path, sample_id, "SRS", pixels=True)
+    shape, channel_axis = _srs_layout(header, path, sample_id, len(names))
+    raw = raw.reshape(shape)
+    raw = raw[np.newaxis] if channel_axis is None else np.moveaxis(raw, channel_axis, 0)
     with np.errstate(over="ignore"):  # float64 beyond float32's range becomes Inf: caught below
         data = np.ascontiguousarray(raw, dtype=np.float32)
     repaired = 0
     if raw.dtype.kind == "f":  # integers convert to finite float32 values
         repaired = _handle_nonfinite(data, names, nonfinite_policy, path, sample_id)
-    return SrsImage(data=data, source_dtype=source_dtype, nonfinite_repaired=repaired)
+    return SrsImage(data=data, source_dtype=str(header.dtype), nonfinite_repaired=repaired)
 
 
 def _handle_nonfinite(
@@ -240,7 +351,105 @@ def _handle_nonfinite(
     return total
 
 
-def read_he(path: str | Path, sample_id: str, expected_shape: tuple[int, int]) -> np.ndarray:
+_HE_FIX_RGB = "provide the H&E as an RGB image (Y, X, 3), 8 or 16 bits per channel"
+
+
+def _he_layout(
+    shape: tuple[int, ...],
+    axes: str,
+    dtype: np.dtype,
+    path: Path,
+    sample_id: str,
+    expected_shape: tuple[int, int] | None,
+) -> bool:
+    """Check an H&E image's shape and type; return whether it is stored planar (S, Y, X).
+
+    Args:
+        shape: the image's shape as stored.
+        axes: tifffile's axes string ("" for other formats).
+        dtype: the stored type.
+        path: the file, for messages.
+        sample_id: the sample, for messages.
+        expected_shape: (Y, X) of the SRS stack; None skips the comparison.
+
+    Raises:
+        InputError: not an RGB(A) image, an unsupported type, or another size.
+    """
+    planar = len(shape) == 3 and axes.startswith("S") and shape[0] in (3, 4)
+    if planar:
+        shape = (*shape[1:], shape[0])
+    if len(shape) != 3 or shape[-1] not in (3, 4):
+        raise InputError(
+            f"the H&E image has shape {tuple(shape)}; expected an RGB image (Y, X, 3)",
+            sample=sample_id,
+            path=path,
+            fix=_HE_FIX_RGB,
+        )
+    if expected_shape is not None and tuple(shape[:2]) != tuple(expected_shape):
+        raise InputError(
+            f"the H&E image is {shape[0]} x {shape[1]} pixels (Y x X) but the "
+            f"SRS stack is {expected_shape[0]} x {expected_shape[1]}; the H&E must be "
+            "registered to the SRS pixel grid",
+            sample=sample_id,
+            path=path,
+            fix="register and resample the H&E image to the SRS grid, or leave `he` empty "
+            "in the sample sheet to find the foreground from the SRS stack",
+        )
+    if dtype not in (np.uint8, np.uint16) and dtype.kind != "f":
+        raise InputError(
+            f"the H&E image has unsupported type {dtype}",
+            sample=sample_id,
+            path=path,
+            fix=_HE_FIX_RGB,
+        )
+    return planar
+
+
+def _he_cannot_be_read(path: Path, sample_id: str, error: Exception) -> InputError:
+    return InputError(
+        # Some imageio plugins (SimpleITK) raise messages over several lines: keep one.
+        f"the H&E file cannot be read as an image ({type(error).__name__}: "
+        f"{' '.join(str(error).split())})",
+        sample=sample_id,
+        path=path,
+        fix="provide the H&E image as an RGB TIFF or PNG",
+    )
+
+
+def he_header(
+    path: str | Path, sample_id: str, expected_shape: tuple[int, int] | None
+) -> tuple[int, int]:
+    """Check an H&E image's header as :func:`read_he` does, without reading its pixels.
+
+    Args:
+        path: the H&E file.
+        sample_id: the sample, for error messages.
+        expected_shape: (Y, X) of the SRS stack, or None if it is not known.
+
+    Returns:
+        The image's (Y, X).
+
+    Raises:
+        InputError: as :func:`read_he`, except for the value range of floating-point
+            images, which needs the pixels.
+    """
+    path = _require_file(path, sample_id, "H&E")
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        header, _ = _tiff_series(path, sample_id, "H&E", pixels=False)
+        shape, axes, dtype = header.shape, header.axes, header.dtype
+    else:
+        try:
+            import imageio.v3 as iio
+
+            properties = iio.improps(path)
+        except Exception as error:
+            raise _he_cannot_be_read(path, sample_id, error) from error
+        shape, axes, dtype = tuple(properties.shape), "", np.dtype(properties.dtype)
+    planar = _he_layout(shape, axes, dtype, path, sample_id, expected_shape)
+    return (shape[1], shape[2]) if planar else (shape[0], shape[1])
+
+
+def read_he(path: str | Path, sample_id: str, expected_shape: tuple[int, int] | None) -> np.ndarray:
     """Read an H&E image registered to the SRS grid, as uint8 RGB (Y, X, 3).
 
     TIFF files are read with tifffile (planar ``SYX`` storage is moved to ``YXS``);
@@ -251,7 +460,7 @@ def read_he(path: str | Path, sample_id: str, expected_shape: tuple[int, int]) -
     Args:
         path: the H&E file.
         sample_id: the sample, for error messages.
-        expected_shape: (Y, X) of the SRS stack.
+        expected_shape: (Y, X) of the SRS stack (None: not checked).
 
     Returns:
         uint8 array (Y, X, 3).
@@ -262,59 +471,31 @@ def read_he(path: str | Path, sample_id: str, expected_shape: tuple[int, int]) -
     """
     path = _require_file(path, sample_id, "H&E")
     if path.suffix.lower() in _TIFF_SUFFIXES:
-        image, axes = _read_tiff_series(path, sample_id, "H&E")
-        if image.ndim == 3 and axes.startswith("S") and image.shape[0] in (3, 4):
-            image = np.moveaxis(image, 0, -1)
+        header, image = _tiff_series(path, sample_id, "H&E", pixels=True)
+        axes = header.axes
     else:
         try:
             import imageio.v3 as iio
 
             image = np.asarray(iio.imread(path))
         except Exception as error:
-            raise InputError(
-                f"the H&E file cannot be read as an image ({type(error).__name__}: {error})",
-                sample=sample_id,
-                path=path,
-                fix="provide the H&E image as an RGB TIFF or PNG",
-            ) from error
-    fix_rgb = "provide the H&E as an RGB image (Y, X, 3), 8 or 16 bits per channel"
-    if image.ndim != 3 or image.shape[-1] not in (3, 4):
-        raise InputError(
-            f"the H&E image has shape {image.shape}; expected an RGB image (Y, X, 3)",
-            sample=sample_id,
-            path=path,
-            fix=fix_rgb,
-        )
-    if tuple(image.shape[:2]) != tuple(expected_shape):
-        raise InputError(
-            f"the H&E image is {image.shape[0]} x {image.shape[1]} pixels (Y x X) but the "
-            f"SRS stack is {expected_shape[0]} x {expected_shape[1]}; the H&E must be "
-            "registered to the SRS pixel grid",
-            sample=sample_id,
-            path=path,
-            fix="register and resample the H&E image to the SRS grid, or leave `he` empty "
-            "in the sample sheet to find the foreground from the SRS stack",
-        )
+            raise _he_cannot_be_read(path, sample_id, error) from error
+        axes = ""
+    if _he_layout(image.shape, axes, image.dtype, path, sample_id, expected_shape):
+        image = np.moveaxis(image, 0, -1)
     rgb = image[..., :3]
     if rgb.dtype == np.uint8:
         return np.ascontiguousarray(rgb)
     if rgb.dtype == np.uint16:
         return np.rint(rgb / 257.0).astype(np.uint8)
-    if rgb.dtype.kind == "f":
-        finite = np.isfinite(rgb)
-        if finite.all() and rgb.min() >= 0.0 and rgb.max() <= 1.0:
-            return np.rint(rgb * 255.0).astype(np.uint8)
-        raise InputError(
-            "the H&E image is floating point with values outside [0, 1] (or not finite)",
-            sample=sample_id,
-            path=path,
-            fix=fix_rgb,
-        )
+    finite = np.isfinite(rgb)
+    if finite.all() and rgb.min() >= 0.0 and rgb.max() <= 1.0:
+        return np.rint(rgb * 255.0).astype(np.uint8)
     raise InputError(
-        f"the H&E image has unsupported type {rgb.dtype}",
+        "the H&E image is floating point with values outside [0, 1] (or not finite)",
         sample=sample_id,
         path=path,
-        fix=fix_rgb,
+        fix=_HE_FIX_RGB,
     )
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ import pandas as pd
 from ramanseg.config import require
 from ramanseg.errors import InputError
 from ramanseg.fileio import write_json
+from ramanseg.samplesheet import read_samplesheet
 
 log = logging.getLogger(__name__)
 
@@ -359,34 +359,6 @@ def make_split(samples: pd.DataFrame, settings: Mapping[str, Any]) -> dict[str, 
     return result
 
 
-def read_sample_table(path: str | Path) -> pd.DataFrame:
-    """Read the ``sample_id`` and ``patient_id`` columns of a sample sheet (TSV).
-
-    Raises:
-        InputError: a missing file, a missing column or an empty id.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("the sample sheet does not exist", path=path, fix="check the path")
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
-    for column in ("sample_id", "patient_id"):
-        if column not in table.columns:
-            raise InputError(
-                f"the sample sheet has no {column!r} column (columns: {', '.join(table.columns)})",
-                path=path,
-                fix="use a tab-separated sheet with sample_id and patient_id columns",
-            )
-    for column in ("sample_id", "patient_id"):
-        empty = table.index[table[column].str.strip() == ""].tolist()
-        if empty:
-            raise InputError(
-                f"empty {column} in data row(s) {', '.join(str(i + 1) for i in empty)}",
-                path=path,
-                fix=f"give every sample a {column}",
-            )
-    return table[["sample_id", "patient_id"]]
-
-
 def add_commands(subparsers: Any) -> None:
     """Add ``split`` to the ``ramanseg`` command line."""
     from ramanseg.cli import add_settings_arguments, settings_from_args
@@ -398,14 +370,15 @@ def add_commands(subparsers: Any) -> None:
         "and the cross-validation folds (nnU-Net splits_final.json shape).",
     )
     parser.add_argument(
-        "--samples", required=True, help="sample sheet (TSV with sample_id, patient_id)"
+        "--samples", required=True, help="the sample sheet (TSV), read as the workflow reads it"
     )
     parser.add_argument("--out", required=True, help="output JSON")
     add_settings_arguments(parser)
 
     def run(args: Any) -> int:
         settings = settings_from_args(args)
-        samples = read_sample_table(args.samples)
+        # The workflow's own reader, so split.json is the split the DAG was planned with.
+        samples = read_samplesheet(args.samples, check_files=False)[["sample_id", "patient_id"]]
         try:
             result = make_split(samples, settings)
         except ValueError as error:
