@@ -54,9 +54,10 @@ def test_dry_run_plans_the_demo():
     expected |= {"nnunet_export": 1, "nnunet_plan": 1, "nnunet_train": 5, "nnunet_predict": 1}
     expected |= {"fit_baseline": 1}
     assert expected.items() <= jobs.items()
-    # U-Net, UNETR and projection-free RamanSeg by train_model; RamanSeg by train_ramanseg.
-    assert (jobs["train_model"], jobs["train_ramanseg"], jobs["predict_model"]) == (3, 1, 4)
-    assert jobs["train_sweep"] == 2 and jobs["sweep_summary"] == 1
+    # U-Net, UNETR and projection-free RamanSeg by train_model; RamanSeg and the two other
+    # prototype counts of the sweep by train_prototype_model.
+    assert (jobs["train_model"], jobs["train_prototype_model"], jobs["predict_model"]) == (3, 3, 4)
+    assert jobs["sweep_summary"] == 1
     assert jobs["evaluate"] == jobs["interpret_nnunet"] == jobs["interpret_prototypes"] == 1
 
 

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ramanseg.catalog import model_label, producing_rule
 from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
 from ramanseg.figures import figure_bytes, new_figure, table_bytes
@@ -76,24 +77,6 @@ PAPER_COLUMNS = (
     "specificity_mean",
     "specificity_std",
 )
-
-#: Display names of the models; the paper's names where the paper has the model.
-MODEL_LABELS = {
-    "unet": "U-Net",
-    "unetr": "UNet Transformer",
-    "nnunet": "nnU-Net",
-    "ramanseg": "RamanSeg",
-    "ramanseg_noproj": "Projection-free RamanSeg",
-    "logreg": "Per-pixel logistic regression",
-}
-
-#: The Snakemake rule writing each model's predictions (for error messages).
-PRODUCING_RULES = {"nnunet": "nnunet_predict", "logreg": "fit_baseline"}
-
-
-def producing_rule(model: str) -> str:
-    """The rule that writes ``results/predictions/<model>/``, as a user would look it up."""
-    return PRODUCING_RULES.get(model, f"predict_model (model={model})")
 
 
 @dataclass(frozen=True)
@@ -387,7 +370,7 @@ def results_table(summary: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataF
     labels = []
     for model in table["model"]:
         row = paper_rows.get(model)
-        labels.append(row.label if row is not None else MODEL_LABELS.get(model, model))
+        labels.append(row.label if row is not None else model_label(model))
     table.insert(1, "label", labels)
     for metric in METRICS:
         for stat in ("mean", "std"):

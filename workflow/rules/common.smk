@@ -9,6 +9,7 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
+from ramanseg.catalog import EVALUATED_MODELS, PLAIN_TORCH_MODELS, TORCH_MODELS
 from ramanseg.errors import InputError
 from ramanseg.nnunet.dataset import dataset_name as nnunet_dataset_name
 from ramanseg.nnunet.planners import plans_identifier
@@ -38,10 +39,6 @@ MODELS = RESULTS / "models"
 INTERPRET = RESULTS / "interpret"
 NNUNET_FIGURES = ["gradcam_folds", "gradcam_mean", "integrated_gradients", "feature_ablation"]
 PROTOTYPE_FIGURES = ["class_proportions", "kmeans_inertia"]
-#: Our PyTorch models (trained by train_model, predicted by predict_model).
-TORCH_MODELS = ["unet", "unetr", "ramanseg", "ramanseg_noproj"]
-#: Every model of the results table, in the paper's order, then the per-pixel baseline.
-EVALUATED_MODELS = ["unet", "unetr", "nnunet", "ramanseg", "ramanseg_noproj", "logreg"]
 #: Files RamanSeg with projection writes beside its weights.
 PROTOTYPE_FILES = ["prototypes.json", "prototype_gallery.png"]
 SWEEP_COUNTS = config["models"]["prototype_sweep"]["prototypes_per_class"]

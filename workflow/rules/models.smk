@@ -4,7 +4,7 @@
 # prototype-count sweep's runs) also writes its prototypes, so it has a rule of its own.
 wildcard_constraints:
     model="|".join(TORCH_MODELS),
-    plain_model="|".join(m for m in TORCH_MODELS if m != "ramanseg"),
+    plain_model="|".join(PLAIN_TORCH_MODELS),
     prototype_run=r"ramanseg|sweep/p\d+",
 
 
