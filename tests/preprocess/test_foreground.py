@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -73,3 +75,59 @@ def test_foreground_from_srs_finds_the_tissue():
     stack = np.stack([np.where(tissue, 900.0, 60.0) + rng.normal(0, 30, tissue.shape)] * 3)
     found = foreground_from_srs(stack, ["raman", "raman", "shg"], 2, seed=0)
     assert (found == tissue).mean() > 0.99
+
+
+def _stack_with_saturated_pixels(n_saturated, seed=0):
+    """Two Raman bands and SHG over a rectangle of tissue, with saturated pixels planted."""
+    rng = np.random.default_rng(seed)
+    tissue = np.zeros((64, 64), bool)
+    tissue[8:56, 4:44] = True
+    stack = np.stack([np.where(tissue, 900.0, 60.0) + rng.normal(0, 30, tissue.shape)] * 3)
+    hot = rng.choice(tissue.size, n_saturated, replace=False)
+    stack[:2].reshape(2, -1)[:, hot] = 65535.0
+    return stack, tissue
+
+
+@pytest.mark.parametrize("n_saturated", [20, 120])
+def test_saturated_pixels_do_not_become_the_tissue(n_saturated):
+    # 0.5 % and 3 % of the pixels. On the linear total two clusters split the saturated
+    # pixels from everything else; a floor that follows the clip lifted the glass to the
+    # tissue's level once the clip was saturated too.
+    stack, tissue = _stack_with_saturated_pixels(n_saturated)
+    found = foreground_from_srs(stack, ["raman", "raman", "shg"], 2, seed=0)
+    assert (found == tissue).mean() > 0.98
+
+
+def test_srs_feature_is_the_clipped_log_total():
+    stack, _ = _stack_with_saturated_pixels(80)
+    total = stack[:2].sum(axis=0)
+    median, high = np.percentile(total, [50, foreground.SRS_CLIP_PERCENTILE])
+    floor = max(foreground.SRS_FLOOR_OF_MEDIAN * median, foreground.SRS_FLOOR_OF_CLIP * high)
+    expected = np.log(np.clip(total, floor, high))
+    feature = foreground.srs_tissue_feature(stack, ["raman", "raman", "shg"])
+    np.testing.assert_allclose(feature, expected, rtol=1e-12)
+
+
+def test_srs_without_positive_signal_is_everything_with_a_warning():
+    with pytest.warns(PreprocessWarning, match="fewer than 2 distinct positive levels"):
+        found = foreground_from_srs(-np.ones((2, 6, 6)), ["raman", "raman"])
+    assert found.all()
+
+
+@pytest.mark.parametrize(
+    ("tissue_pixels", "implausible"), [(4, True), (5, False), (98, False), (99, True)]
+)
+def test_implausible_foreground_fraction_is_a_warning(tissue_pixels, implausible):
+    mask = np.zeros((10, 10), bool)
+    mask.flat[:tissue_pixels] = True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = foreground.check_foreground_fraction(mask, [0.05, 0.98], "srs")
+    assert result is implausible
+    messages = [str(w.message) for w in caught if w.category is PreprocessWarning]
+    if implausible:
+        assert len(messages) == 1
+        assert f"{tissue_pixels:.1f} % of the image is tissue" in messages[0]
+        assert "outside the plausible 5-98 %" in messages[0] and "H&E" in messages[0]
+    else:
+        assert messages == []

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from ramanseg import phantom
 from ramanseg.cli import main
+from ramanseg.config import channel_roles
 from ramanseg.errors import InputError
 from ramanseg.preprocess import OUTPUT_FILES, preprocess_sample
 from tests.preprocess import (
@@ -206,3 +208,93 @@ def test_cli_preprocess(tmp_path, small_config, capsys):
     error = capsys.readouterr().err
     assert "ramanseg preprocess: error: sample 'S1'" in error and "4 channels" in error
     assert_no_outputs(tmp_path / "bad")
+
+
+def test_outdir_naming_an_existing_file_fails_before_any_work(tmp_path, small_config):
+    srs, he, annotations = make_sample(tmp_path)
+    taken = tmp_path / "out"
+    taken.write_text("not a folder")
+    for outdir in (taken, taken / "S1"):
+        with pytest.raises(InputError, match="is an existing file, not a folder") as caught:
+            preprocess_sample("S1", srs, he, annotations, small_config, outdir)
+        assert caught.value.sample == "S1" and caught.value.path == taken
+        assert "--outdir" in caught.value.fix
+    assert taken.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_cli_outdir_naming_an_existing_file_exits_2(tmp_path, small_config, capsys):
+    srs, he, annotations = make_sample(tmp_path)
+    taken = tmp_path / "out.txt"
+    taken.write_text("")
+    args = ["preprocess", "--sample", "S1", "--srs", str(srs), "--he", str(he)]
+    args += ["--annotations", str(annotations), "--outdir", str(taken)]
+    assert main([*args, "--settings", settings_json(small_config)]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert f"ramanseg preprocess: error: sample 'S1', file '{taken}'" in error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out.txt"]
+
+
+def test_cli_percentiles_low_above_high_exit_2(tmp_path, small_config, capsys):
+    srs, he, annotations = make_sample(tmp_path)
+    small_config["preprocess"]["percentiles"]["raman"] = [95, 5]
+    outdir = tmp_path / "out"
+    args = ["preprocess", "--sample", "S1", "--srs", str(srs), "--he", str(he)]
+    args += ["--annotations", str(annotations), "--outdir", str(outdir)]
+    assert main([*args, "--settings", settings_json(small_config)]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert "preprocess.percentiles.raman: low 95 must be below high 5" in error
+    assert_no_outputs(outdir)
+
+
+# ---------------------------------------------------------------- tissue without an H&E
+
+
+def test_implausible_foreground_is_logged_and_flagged(tmp_path, small_config, caplog):
+    # The tissue is 52.5 % of the image; a plausible range above it flags the sample.
+    srs, he, annotations = make_sample(tmp_path)
+    small_config["preprocess"]["foreground_fraction"] = [0.6, 0.98]
+    outdir = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="ramanseg.preprocess"):
+        qc = preprocess_sample("S5", srs, he, annotations, small_config, outdir)
+    assert qc["implausible_foreground"] is True
+    assert json.loads((outdir / "qc.json").read_text())["implausible_foreground"] is True
+    assert any("IMPLAUSIBLE TISSUE DETECTION: 52.5 %" in w for w in qc["warnings"])
+    assert any(
+        r.levelno == logging.WARNING and "S5" in r.getMessage() and "IMPLAUSIBLE" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def _phantom_sample_without_he(tmp_path, config, index, n_saturated):
+    """A phantom sample's stack (with ``n_saturated`` saturated pixels planted in every
+    Raman band) and annotations; no H&E. Returns the paths and the true tissue."""
+    sample = phantom.generate_sample(config, index)
+    rng = np.random.default_rng(index)
+    raman = [c for c, role in enumerate(channel_roles(config)) if role == "raman"]
+    hot = rng.choice(sample.tissue.size, n_saturated, replace=False)
+    stack = sample.srs.reshape(len(sample.srs), -1)
+    stack[np.ix_(raman, hot)] = np.iinfo(np.uint16).max
+    folder = tmp_path / sample.sample_id
+    folder.mkdir()
+    srs, annotations = folder / "srs.tif", folder / "annotations.geojson"
+    tifffile.imwrite(srs, sample.srs, photometric="minisblack", metadata={"axes": "CYX"})
+    annotations.write_text(json.dumps(sample.annotations))
+    return sample.sample_id, srs, annotations, sample.tissue > 0
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_tissue_without_he_agrees_with_the_phantoms_truth(tmp_path, config, index):
+    # 80 saturated pixels in a 128 x 128 stack once gave 0.5 % tissue instead of 77 %,
+    # and the drift correction was skipped on every channel.
+    sample_id, srs, annotations, truth = _phantom_sample_without_he(tmp_path, config, index, 80)
+    outdir = tmp_path / "out"
+    qc = preprocess_sample(sample_id, srs, None, annotations, config, outdir)
+    found = tifffile.imread(outdir / "foreground.tif").astype(bool)
+    dice = 2 * np.count_nonzero(found & truth) / (found.sum() + truth.sum())
+    assert dice >= 0.9
+    assert qc["foreground_source"] == "srs" and qc["implausible_foreground"] is False
+    assert qc["drift_correction"]["measured_column_fraction"] > 0.9
+    assert not [w for w in qc["warnings"] if "drift correction" in w]
