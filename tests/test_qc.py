@@ -13,7 +13,7 @@ from ramanseg.cli import main
 from ramanseg.errors import InputError
 from ramanseg.preprocess import preprocess_sample
 from ramanseg.qc import draw_qc_figure, qc_channel, read_stack_channel
-from tests.test_preprocess import CHANNELS, SHAPE, make_sample
+from tests.preprocess import CHANNELS, SHAPE, make_sample
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
