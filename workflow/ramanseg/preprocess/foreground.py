@@ -291,9 +291,9 @@ def check_foreground_fraction(
         f"IMPLAUSIBLE TISSUE DETECTION: {100 * fraction:.1f} % of the image is tissue, "
         f"outside the plausible {100 * low:g}-{100 * high:g} % "
         f"(`preprocess.foreground_fraction`), found from the "
-        f"{'H&E image' if source == 'he' else 'total Raman intensity'}; the drift "
-        f"correction used this tissue. Look at the QC figure; {fix}, or change "
-        "`preprocess.foreground_clusters`",
+        f"{'H&E image' if source == 'he' else 'total Raman intensity'}; the foreground "
+        f"mask and the drift correction rest on it. Look at the QC figure; {fix}, or "
+        "change `preprocess.foreground_clusters`",
         PreprocessWarning,
         stacklevel=2,
     )

@@ -93,7 +93,7 @@ def check_output_folder(outdir: str | Path, sample_id: str) -> None:
 def write_preprocessed_sample(
     outdir: str | Path,
     stack: np.ndarray,
-    channel_names: Sequence[str],
+    names: Sequence[str],
     class_map: np.ndarray,
     mask: np.ndarray,
     foreground: np.ndarray,
@@ -107,7 +107,7 @@ def write_preprocessed_sample(
     Args:
         outdir: the sample's folder, ``results/preprocessed/<sample_id>``.
         stack: float32 (C, Y, X) normalised stack, written as OME-TIFF with channel names.
-        channel_names: the name of each channel.
+        names: the name of each channel.
         class_map: uint8 (Y, X) class map (0 = not annotated).
         mask: uint8 (Y, X) binary mask (1 = foreground class).
         foreground: bool (Y, X) tissue mask, written as uint8.
@@ -123,7 +123,7 @@ def write_preprocessed_sample(
     check_output_folder(outdir, qc["sample_id"])
     return write_files(
         {
-            outdir / STACK_NAME: lambda p: write_ome_tiff(p, stack, channel_names),
+            outdir / STACK_NAME: lambda p: write_ome_tiff(p, stack, names),
             outdir / CLASSES_NAME: lambda p: write_mask(p, class_map),
             outdir / MASK_NAME: lambda p: write_mask(p, mask),
             outdir / FOREGROUND_NAME: lambda p: write_mask(p, foreground.astype(np.uint8)),
