@@ -79,13 +79,17 @@ def check_output_folder(outdir: str | Path, sample_id: str) -> None:
     for path in (outdir, *outdir.parents):
         if path.exists() or path.is_symlink():
             if not path.is_dir():
-                where = "the output folder" if path == outdir else f"a folder above {outdir}"
+                problem = (
+                    "the output folder is an existing file"
+                    if path == outdir
+                    else f"the output folder {str(outdir)!r} lies inside an existing file"
+                )
                 raise InputError(
-                    f"{where} is an existing file, not a folder",
+                    problem,
                     sample=sample_id,
                     path=path,
-                    fix="give `--outdir` a folder path (it is created if missing), or move "
-                    "the file away",
+                    fix="give `--outdir` a folder (it is created if missing), or move the file "
+                    "away",
                 )
             return
 
