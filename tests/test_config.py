@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 
 import pytest
 import yaml
@@ -14,6 +16,7 @@ from ramanseg.config import (
     ConfigError,
     channel_names,
     channel_roles,
+    check_config_semantics,
     class_names,
     foreground_classes,
     load_config_files,
@@ -141,3 +144,43 @@ def test_config_file_with_a_byte_order_mark_is_read(tmp_path):
     path = tmp_path / "bom.yaml"
     path.write_bytes(b"\xef\xbb\xbfseed: 7\n")
     assert load_config_files([DEMO_CONFIG, path])["seed"] == 7
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("percentiles.raman", [95, 5], "preprocess.percentiles.raman: low 95 must be below high 5"),
+        ("percentiles.shg", [50, 50], "preprocess.percentiles.shg: low 50 must be below high 50"),
+        ("foreground_fraction", [0.9, 0.1], "preprocess.foreground_fraction: low 0.9 must be"),
+    ],
+)
+def test_low_above_high_is_rejected_naming_the_key(demo_config, key, value, message):
+    # Each number passes the schema; only their order is wrong.
+    bad = copy.deepcopy(demo_config)
+    section, _, name = key.rpartition(".")
+    (bad["preprocess"][section] if section else bad["preprocess"])[name] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config_semantics(bad)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate_config(bad)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_settings(json.dumps({"preprocess": bad["preprocess"]}))
+
+
+def test_semantic_checks_pass_valid_and_partial_configs(demo_config):
+    check_config_semantics(demo_config)
+    check_config_semantics({"split": {"train": 3, "val": 1, "test": 1}})
+
+
+def test_cli_with_low_above_high_in_a_config_file_exits_2(tmp_path, capsys):
+    from ramanseg.cli import main
+
+    override = tmp_path / "override.yaml"
+    override.write_text("preprocess:\n  percentiles:\n    raman: [95, 5]\n")
+    args = ["preprocess", "--sample", "S1", "--srs", "x.tif", "--annotations", "x.geojson"]
+    args += ["--outdir", str(tmp_path / "out"), "--config", str(DEMO_CONFIG), str(override)]
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert "preprocess.percentiles.raman: low 95 must be below high 5" in error
+    assert not (tmp_path / "out").exists()

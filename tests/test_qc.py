@@ -15,7 +15,7 @@ from ramanseg.errors import InputError
 from ramanseg.preprocess import preprocess_sample
 from ramanseg.preprocessed import PreprocessedFiles, read_stack_channel
 from ramanseg.qc import draw_qc_figure
-from tests.test_preprocess import CHANNELS, SHAPE, make_sample
+from tests.preprocess import CHANNELS, SHAPE, make_sample
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -186,3 +186,26 @@ def test_tiny_demo_runs_every_rule(tmp_path):
         "-n",
     )  # fmt: skip
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"preprocess": {"percentiles": {"raman": [95, 5]}}},
+            "preprocess.percentiles.raman: low 95 must be below high 5",
+        ),
+        (
+            {"resources": {"rules": {"qc_figures": {"threads": 1}}}},
+            "config key `resources.rules`: no rule is named qc_figures",
+        ),
+    ],
+)
+def test_config_errors_the_schema_cannot_see_stop_the_dry_run(tmp_path, config, message):
+    # Issue 13, defect 4: low >= high passed the schema and the dry run, then every
+    # preprocess job died; a misspelt rule name silently gave the rule default resources.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    result = snakemake("-n", "--configfile", str(bad), check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stdout + result.stderr

@@ -26,8 +26,8 @@ from ramanseg.errors import InputError
 COMMANDS = {
     "phantom": "ramanseg.phantom",
     "check-samplesheet": "ramanseg.samplesheet",
-    "preprocess": "ramanseg.preprocess",
-    "bench-preprocess": "ramanseg.preprocess",
+    "preprocess": "ramanseg.preprocess.cli",
+    "bench-preprocess": "ramanseg.benchmarks.preprocess",
     "qc-figure": "ramanseg.qc",
     "split": "ramanseg.split",
     "bottleneck": "ramanseg.bottleneck",

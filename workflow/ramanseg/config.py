@@ -85,7 +85,44 @@ def validate_config(config: Mapping[str, Any], *, partial: bool = False) -> dict
     if errors:
         lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    check_config_semantics(config)
     return config
+
+
+#: Settings that are ``[low, high]`` pairs: JSON Schema checks each number, not their order.
+ORDERED_PAIR_KEYS = (
+    "preprocess.percentiles.raman",
+    "preprocess.percentiles.transmission",
+    "preprocess.percentiles.tpef",
+    "preprocess.percentiles.shg",
+    "preprocess.foreground_fraction",
+)
+
+
+def check_config_semantics(config: Mapping[str, Any]) -> None:
+    """Check what the schema cannot express: relations between values of a valid config.
+
+    Each ``[low, high]`` pair of :data:`ORDERED_PAIR_KEYS` that is present must have
+    ``low < high`` (with ``low >= high`` every preprocessing job would fail, after the dry
+    run had passed). Keys that are absent (a partial ``--settings``) are not checked.
+
+    Args:
+        config: a configuration that passed the schema.
+
+    Raises:
+        ConfigError: naming every offending key and its values.
+    """
+    problems = []
+    for dotted_key in ORDERED_PAIR_KEYS:
+        node: Any = config
+        for part in dotted_key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, list | tuple) and len(node) == 2:
+            low, high = node
+            if not low < high:
+                problems.append(f"  {dotted_key}: low {low:g} must be below high {high:g}")
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
 
 def merge_configs(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict:

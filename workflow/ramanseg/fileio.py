@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ramanseg.errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -91,3 +93,35 @@ def json_bytes(data: Any) -> bytes:
 def write_json(path: str | Path, data: Any) -> Path:
     """Write ``data`` as a JSON document (:func:`json_bytes`) atomically; return the path."""
     return write_files({path: json_bytes(data)})[0]
+
+
+def check_output_folder(
+    outdir: str | Path, sample_id: str | None = None, option: str = "--outdir"
+) -> None:
+    """Fail unless ``outdir`` is a folder or can be made one (before any work is done).
+
+    Args:
+        outdir: the output folder.
+        sample_id: the sample, for the message, if the folder is one sample's.
+        option: the command-line option that named the folder, for the fix.
+
+    Raises:
+        InputError: ``outdir``, or a folder above it, is an existing file.
+    """
+    outdir = Path(outdir)
+    for path in (outdir, *outdir.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                problem = (
+                    "the output folder is an existing file"
+                    if path == outdir
+                    else f"the output folder {str(outdir)!r} lies inside an existing file"
+                )
+                raise InputError(
+                    problem,
+                    sample=sample_id,
+                    path=path,
+                    fix=f"give `{option}` a folder (it is created if missing), or move the file "
+                    "away",
+                )
+            return

@@ -25,12 +25,6 @@ from ramanseg.fileio import atomic_path
 log = logging.getLogger(__name__)
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
-#: The files ``ramanseg preprocess`` writes for a sample, in ``results/preprocessed/<sample>/``.
-STACK_NAME = "stack.ome.tif"
-CLASSES_NAME = "classes.tif"
-MASK_NAME = "mask.tif"
-FOREGROUND_NAME = "foreground.tif"
-QC_JSON_NAME = "qc.json"
 #: Namespace for the OME UUIDs: a fixed, arbitrary UUID so the derived ones are stable.
 _OME_UUID_NAMESPACE = uuid.UUID("6f1c1f8e-3c3f-4c58-9a57-6a1d6a0b2f43")
 
@@ -497,52 +491,6 @@ def read_he(path: str | Path, sample_id: str, expected_shape: tuple[int, int] | 
         path=path,
         fix=_HE_FIX_RGB,
     )
-
-
-def read_label(
-    path: str | Path, sample_id: str, what: str, shape: tuple[int, int], *, max_label: int = 1
-) -> np.ndarray:
-    """Read a preprocessed label image (mask, foreground or class map) and check it.
-
-    Args:
-        path: the label TIFF, as written by :func:`write_mask`.
-        sample_id: the sample, for error messages.
-        what: what the file is ("tumour mask", ...), for error messages.
-        shape: the (Y, X) it must have (the stack's).
-        max_label: the largest label allowed (1 for the binary masks).
-
-    Returns:
-        uint8 array of ``shape``.
-
-    Raises:
-        InputError: a missing or damaged file, another shape, or values that are not
-            integers in ``0..max_label``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(
-            f"the {what} file does not exist", sample=sample_id, path=path, fix="run preprocess"
-        )
-    with open_tiff(path, sample_id, f"{what} file", "rerun preprocess for this sample") as tif:
-        array = np.asarray(tif.asarray())
-    if array.shape != tuple(shape):
-        raise InputError(
-            f"the {what} has shape {array.shape}, but the stack is {shape[0]} x {shape[1]}",
-            sample=sample_id,
-            path=path,
-            fix="rerun preprocess for this sample",
-        )
-    if array.dtype.kind not in "biu" or (
-        array.size and (array.max() > max_label or array.min() < 0)
-    ):
-        raise InputError(
-            f"the {what} must hold labels 0 to {max_label}, found type {array.dtype} with "
-            f"values {np.unique(array)[:5].tolist()}...",
-            sample=sample_id,
-            path=path,
-            fix="rerun preprocess for this sample",
-        )
-    return array.astype(np.uint8, copy=False)
 
 
 def _ome_uuid(path: Path, array: np.ndarray, names: Sequence[str]) -> str:

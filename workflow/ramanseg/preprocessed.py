@@ -31,7 +31,8 @@ import numpy as np
 import tifffile
 
 from ramanseg.errors import InputError
-from ramanseg.io import open_tiff
+from ramanseg.fileio import check_output_folder, json_bytes, write_files
+from ramanseg.io import open_tiff, write_mask, write_ome_tiff
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ FILE_NAMES = {
     "foreground": FOREGROUND_NAME,
     "qc": QC_JSON_NAME,
 }
+#: Every file of a preprocessed sample, in the order they are written.
+OUTPUT_FILES = tuple(FILE_NAMES.values())
 RERUN = "rerun preprocess for this sample (with the configuration of this run)"
 
 
@@ -429,3 +432,45 @@ def read_qc(path: str | Path, sample_id: str) -> dict[str, Any]:
             "the preprocessing report is not a JSON object", sample=sample_id, path=path, fix=RERUN
         )
     return report
+
+
+def write_preprocessed_sample(
+    outdir: str | Path,
+    stack: np.ndarray,
+    names: Sequence[str],
+    class_map: np.ndarray,
+    mask: np.ndarray,
+    foreground: np.ndarray,
+    qc: Mapping[str, Any],
+) -> list[Path]:
+    """Write one preprocessed sample's files into ``outdir`` (:data:`FILE_NAMES`).
+
+    Each file is written atomically; if one fails, those already written are removed, so
+    after an error ``outdir`` holds none of them.
+
+    Args:
+        outdir: the sample's folder, ``results/preprocessed/<sample_id>``.
+        stack: float32 (C, Y, X) normalised stack, written as OME-TIFF with channel names.
+        names: the name of each channel.
+        class_map: uint8 (Y, X) class map (0 = not annotated).
+        mask: uint8 (Y, X) binary mask (1 = foreground class).
+        foreground: bool (Y, X) tissue mask, written as uint8.
+        qc: the QC report (with its ``sample_id``), written as JSON.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        InputError: ``outdir`` or a folder above it is an existing file.
+    """
+    outdir = Path(outdir)
+    check_output_folder(outdir, qc["sample_id"])
+    return write_files(
+        {
+            outdir / STACK_NAME: lambda p: write_ome_tiff(p, stack, names),
+            outdir / CLASSES_NAME: lambda p: write_mask(p, class_map),
+            outdir / MASK_NAME: lambda p: write_mask(p, mask),
+            outdir / FOREGROUND_NAME: lambda p: write_mask(p, foreground.astype(np.uint8)),
+            outdir / QC_JSON_NAME: json_bytes(dict(qc)),
+        }
+    )

@@ -10,6 +10,7 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from ramanseg.catalog import EVALUATED_MODELS, PLAIN_TORCH_MODELS, TORCH_MODELS
+from ramanseg.config import ConfigError, check_config_semantics
 from ramanseg.errors import InputError
 from ramanseg.nnunet.dataset import dataset_name as nnunet_dataset_name
 from ramanseg.nnunet.planners import plans_identifier
@@ -27,6 +28,12 @@ def stop(message):
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+# What the schema cannot express (a [low, high] pair in the wrong order, ...), checked once
+# here as in every command.
+try:
+    check_config_semantics(config)
+except ConfigError as error:
+    stop(str(error))
 
 RESULTS = Path("results")
 #: The paper's own numbers, shipped with the workflow (not in the working directory).

@@ -28,7 +28,8 @@ import numpy as np
 
 from ramanseg.config import ConfigError, channel_names, class_names, require
 from ramanseg.errors import InputError
-from ramanseg.io import CLASSES_NAME, STACK_NAME, open_tiff
+from ramanseg.io import open_tiff
+from ramanseg.preprocessed import CLASSES_NAME, STACK_NAME
 
 log = logging.getLogger(__name__)
 
