@@ -59,11 +59,14 @@ def write_sheet(directory: Path, rows: list[tuple[str, ...]], name: str = "sampl
     return sheet
 
 
-def valid_dataset(directory: Path, n_samples: int = 2) -> Path:
-    """A sheet of ``n_samples`` valid samples (the last without H&E) under ``directory``."""
+def valid_dataset(directory: Path, n_samples: int = 2, *, last_without_he: bool = True) -> Path:
+    """A sheet of ``n_samples`` valid samples under ``directory``, the last one without an
+    H&E if ``last_without_he``."""
     rows = []
     for index in range(n_samples):
         sample_id = f"S{index + 1}"
-        files = write_sample(directory, sample_id, he=index < n_samples - 1)
+        files = write_sample(
+            directory, sample_id, he=not (last_without_he and index == n_samples - 1)
+        )
         rows.append((sample_id, f"P{index % 2 + 1}", *files))
     return write_sheet(directory, rows)
