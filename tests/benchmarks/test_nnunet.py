@@ -27,22 +27,11 @@ SETTINGS = {
 @pytest.fixture
 def nnunet_dir(tmp_path, monkeypatch):
     """An nnU-Net folder for this test (nnU-Net's environment restored afterwards)."""
-    from ramanseg.nnunet.environment import configure_nnunet
+    from tests.interpret.nnunet_model import configure_nnunet_for_test
 
-    for name in (
-        "nnUNet_raw",
-        "nnUNet_preprocessed",
-        "nnUNet_results",
-        "nnUNet_extTrainer",
-        "nnUNet_def_n_proc",
-        "nnUNet_n_proc_DA",
-        "nnUNet_compile",
-    ):
-        monkeypatch.setenv(name, "")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    folder = tmp_path / "nnunet"
-    configure_nnunet(folder)
+    folder = configure_nnunet_for_test(monkeypatch, tmp_path / "nnunet")
     yield folder
     torch.set_num_threads(threads)
 

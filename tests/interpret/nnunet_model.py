@@ -20,6 +20,35 @@ import torch
 from torch import nn
 
 RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+#: The environment variables :func:`ramanseg.nnunet.environment.configure_nnunet` sets.
+NNUNET_VARIABLES = (
+    "nnUNet_raw",
+    "nnUNet_preprocessed",
+    "nnUNet_results",
+    "nnUNet_extTrainer",
+    "nnUNet_def_n_proc",
+    "nnUNet_n_proc_DA",
+    "nnUNet_compile",
+)
+
+
+def configure_nnunet_for_test(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Path:
+    """``configure_nnunet(folder)`` for one test: nnU-Net's environment variables are
+    restored (or removed) afterwards.
+
+    Args:
+        monkeypatch: the test's monkeypatch fixture.
+        folder: the folder for nnU-Net's raw, preprocessed and results folders.
+
+    Returns:
+        ``folder``.
+    """
+    from ramanseg.nnunet.environment import configure_nnunet
+
+    for name in NNUNET_VARIABLES:
+        monkeypatch.setenv(name, "")
+    configure_nnunet(folder)
+    return folder
 
 
 def architecture(features: Sequence[int], blocks: Sequence[int], kernel: int = 3) -> dict:

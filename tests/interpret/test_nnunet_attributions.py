@@ -98,24 +98,12 @@ def test_settings_are_checked():
 
 def test_interpret_nnunet_command_end_to_end(tmp_path, monkeypatch):
     from ramanseg.cli import main
-    from ramanseg.nnunet.environment import configure_nnunet
     from ramanseg.nnunet.run import trained_model_dir
-    from tests.interpret.nnunet_model import write_model_folder
+    from tests.interpret.nnunet_model import configure_nnunet_for_test, write_model_folder
 
     register_commands(monkeypatch, "ramanseg.interpret")
     extend_schema(monkeypatch)
-    for name in (
-        "nnUNet_raw",
-        "nnUNet_preprocessed",
-        "nnUNet_results",
-        "nnUNet_extTrainer",
-        "nnUNet_def_n_proc",
-        "nnUNet_n_proc_DA",
-        "nnUNet_compile",
-    ):
-        monkeypatch.setenv(name, "")  # restored (or removed) after the test
-    nnunet_dir = tmp_path / "nnunet"
-    configure_nnunet(nnunet_dir)
+    nnunet_dir = configure_nnunet_for_test(monkeypatch, tmp_path / "nnunet")
     settings = {
         "seed": 0,
         "device": "cpu",
