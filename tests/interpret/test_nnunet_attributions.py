@@ -12,18 +12,16 @@ import torch
 
 from ramanseg.config import ConfigError
 from ramanseg.interpret import interpret_settings
-from ramanseg.interpret.nnunet_attributions import (
-    MeanOfModels,
-    NetworkInput,
-    Target,
+from ramanseg.interpret.nnunet_attributions import explain
+from ramanseg.interpret.nnunet_methods import (
     ablate_channels,
-    explain,
     gradcam_maps,
     ig_baseline,
     integrated_gradients,
-    prepare_network,
     resolve_layer,
 )
+from ramanseg.interpret.nnunet_network import MeanOfModels, NetworkInput, prepare_network
+from ramanseg.interpret.nnunet_target import Target
 from ramanseg.predictions import write_prediction
 from tests.interpret import extend_schema, register_commands
 from tests.interpret.nnunet_model import one_thread, tiny_resenc_unet  # noqa: F401 (fixture)

@@ -52,10 +52,10 @@ above does not apply.)
 **Target pixel** (``interpret.sample`` / ``interpret.target_pixel`` ``auto``): see
 :func:`select_target`.
 
-This module runs the analysis and writes its files; the pieces live beside it and are
-importable from here too: the target pixel in :mod:`~ramanseg.interpret.nnunet_target`, the
-Captum wrappers and the network input in :mod:`~ramanseg.interpret.nnunet_network`, the
-attribution methods in :mod:`~ramanseg.interpret.nnunet_methods` and the figures in
+This module runs the analysis and writes its files; the pieces live beside it: the target
+pixel in :mod:`~ramanseg.interpret.nnunet_target`, the Captum wrappers and the network
+input in :mod:`~ramanseg.interpret.nnunet_network`, the attribution methods in
+:mod:`~ramanseg.interpret.nnunet_methods` and the figures in
 :mod:`~ramanseg.interpret.nnunet_figures`.
 """
 
@@ -96,7 +96,6 @@ from ramanseg.interpret.nnunet_figures import (
 from ramanseg.interpret.nnunet_methods import (
     ablate_channels,
     channel_totals,
-    encoder_stage_sizes,
     gradcam_maps,
     ig_baseline,
     integrated_gradients,
@@ -108,51 +107,13 @@ from ramanseg.interpret.nnunet_network import (
     NetworkInput,
     SegmentationOutput,
     fold_networks,
-    full_resolution_logits,
-    pad_to_multiple,
     prepare_input,
-    prepare_network,
     target_index,
-    total_stride,
 )
-from ramanseg.interpret.nnunet_target import Target, deepest_pixel, select_target
+from ramanseg.interpret.nnunet_target import Target, select_target
 from ramanseg.predictions import prediction_paths, read_prediction
 
 log = logging.getLogger(__name__)
-
-# The analysis's public names, wherever they are defined (importers use this module).
-__all__ = [
-    "TUMOUR_LABEL",
-    "AttributionResult",
-    "MeanOfModels",
-    "NetworkInput",
-    "Scene",
-    "SegmentationOutput",
-    "Target",
-    "ablate_channels",
-    "channel_bar_figure",
-    "channel_table",
-    "channel_totals",
-    "deepest_pixel",
-    "encoder_stage_sizes",
-    "explain",
-    "fold_networks",
-    "full_resolution_logits",
-    "gradcam_folds_figure",
-    "gradcam_maps",
-    "gradcam_mean_figure",
-    "ig_baseline",
-    "integrated_gradients",
-    "interpret_nnunet_dir",
-    "pad_to_multiple",
-    "prepare_input",
-    "prepare_network",
-    "resolve_layer",
-    "run_interpret_nnunet",
-    "select_target",
-    "target_index",
-    "total_stride",
-]
 
 
 @dataclass
