@@ -4,6 +4,9 @@ It holds ``plans.json``, ``dataset.json`` and ``fold_<k>/checkpoint_final.pth`` 
 ``ResidualEncoderUNet`` of any size, so that the attribution command can be run end to end
 (and timed at the demo's scale) without training nnU-Net. Call
 :func:`ramanseg.nnunet.environment.configure_nnunet` before :func:`write_model_folder`.
+
+Also the tests' small nnU-Net network (:func:`tiny_resenc_unet`) and their one-thread
+fixture (:func:`one_thread`, imported by each test module of the nnU-Net attributions).
 """
 
 from __future__ import annotations
@@ -12,9 +15,40 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 import torch
+from torch import nn
 
 RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+#: The environment variables :func:`ramanseg.nnunet.environment.configure_nnunet` sets.
+NNUNET_VARIABLES = (
+    "nnUNet_raw",
+    "nnUNet_preprocessed",
+    "nnUNet_results",
+    "nnUNet_extTrainer",
+    "nnUNet_def_n_proc",
+    "nnUNet_n_proc_DA",
+    "nnUNet_compile",
+)
+
+
+def configure_nnunet_for_test(monkeypatch: pytest.MonkeyPatch, folder: Path) -> Path:
+    """``configure_nnunet(folder)`` for one test: nnU-Net's environment variables are
+    restored (or removed) afterwards.
+
+    Args:
+        monkeypatch: the test's monkeypatch fixture.
+        folder: the folder for nnU-Net's raw, preprocessed and results folders.
+
+    Returns:
+        ``folder``.
+    """
+    from ramanseg.nnunet.environment import configure_nnunet
+
+    for name in NNUNET_VARIABLES:
+        monkeypatch.setenv(name, "")
+    configure_nnunet(folder)
+    return folder
 
 
 def architecture(features: Sequence[int], blocks: Sequence[int], kernel: int = 3) -> dict:
@@ -164,3 +198,38 @@ def write_model_folder(
             folder / f"fold_{fold}" / "checkpoint_final.pth",
         )
     return folder
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread; the command's deterministic mode is switched back afterwards."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def tiny_resenc_unet(seed: int, channels: int = 4) -> nn.Module:
+    """A 3-stage ResidualEncoderUNet as nnU-Net builds it (InstanceNorm, LeakyReLU in place)."""
+    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+
+    torch.manual_seed(seed)
+    return ResidualEncoderUNet(
+        input_channels=channels,
+        n_stages=3,
+        features_per_stage=[4, 8, 8],
+        conv_op=nn.Conv2d,
+        kernel_sizes=3,
+        strides=[1, 2, 2],
+        n_blocks_per_stage=[1, 1, 1],
+        num_classes=2,
+        n_conv_per_stage_decoder=[1, 1],
+        conv_bias=True,
+        norm_op=nn.InstanceNorm2d,
+        norm_op_kwargs={"eps": 1e-5, "affine": True},
+        nonlin=nn.LeakyReLU,
+        nonlin_kwargs={"inplace": True},
+        deep_supervision=False,
+    )

@@ -1,4 +1,4 @@
-"""RamanSeg in the training harness: phases, projection, outputs, resume, prediction, benchmark.
+"""RamanSeg in the training harness: phases, projection, outputs, resume, prediction.
 
 Tiny synthetic data (4 channels, 32 x 48 pixels, a square tumour; see test_training) and a
 tiny RamanSeg (stride 4, 4 / 8 feature channels), one PyTorch thread.
@@ -20,8 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from ramanseg.config import ConfigError
-from ramanseg.errors import InputError
-from ramanseg.models import bench_inference
 from ramanseg.models.cli import run_predict_model
 from ramanseg.models.data import load_samples
 from ramanseg.models.inference import foreground_probability
@@ -412,47 +410,3 @@ def test_both_variants_predict_through_the_registry(request, dataset, tmp_path, 
     assert isinstance(model, RamanSeg)
     timing = json.loads((tmp_path / "timing.json").read_text())
     assert timing["model"] == name and timing["samples"] == 2
-
-
-# --- the inference benchmark ----------------------------------------------------------------
-
-
-def test_bench_inference_reports_throughput_and_ratio_to_nnunet(
-    projection_run, noproj_run, tmp_path
-):
-    models_dir = tmp_path / "models"
-    models_dir.mkdir()
-    for trained, name in ((projection_run, "ramanseg"), (noproj_run, "ramanseg_noproj")):
-        (models_dir / name).symlink_to(trained["outdir"], target_is_directory=True)
-    nnunet = tmp_path / "nnunet_inference.json"
-    nnunet.write_text(json.dumps({"seconds_per_megapixel": 4.0, "megapixels_per_second": 0.25}))
-    out = tmp_path / "inference.json"
-    parser = argparse.ArgumentParser()
-    bench_inference.add_commands(parser.add_subparsers())
-    config = tiny_config()
-    args = parser.parse_args(
-        ["bench-inference", "--models-dir", str(models_dir), "--models", "ramanseg",
-         "ramanseg_noproj", "--nnunet-json", str(nnunet), "--size", "40", "--repeats", "1",
-         "--out", str(out), "--threads", "1", "--settings",
-         json.dumps({"device": "cpu", "channels": config["channels"]})]
-    )  # fmt: skip
-    assert args.func(args) == 0
-    result = json.loads(out.read_text())
-    assert list(result["models"]) == ["ramanseg", "ramanseg_noproj"]
-    assert result["image_size"] == 40 and result["device"] == "cpu"
-    for row in result["models"].values():
-        mps = row["megapixels_per_second"]
-        assert 0 < mps < 1e4 and row["patch_size"] == 16
-        assert row["seconds_per_megapixel"] == pytest.approx(1 / mps)
-        assert row["throughput_ratio_to_nnunet"] == pytest.approx(mps / 0.25)
-    assert result["nnunet"]["seconds_per_megapixel"] == 4.0
-    assert "x nnU-Net" in bench_inference.format_table(result)
-
-
-def test_bench_inference_names_the_missing_model_and_its_rule(tmp_path):
-    with pytest.raises(InputError, match=r"model 'unetr' is not trained.*rule train_model"):
-        bench_inference.bench_inference(tmp_path, ["unetr"], {"device": "cpu"}, size=32)
-    bad = tmp_path / "nnunet.json"
-    bad.write_text(json.dumps({"seconds_per_megapixel": 2.0}))
-    with pytest.raises(InputError, match=r"megapixels_per_second.*bench-nnunet"):
-        bench_inference.bench_inference(tmp_path, ["unet"], {}, nnunet_json=bad)

@@ -17,11 +17,8 @@ import tifffile
 import torch
 
 from ramanseg.errors import InputError
-from ramanseg.models import training
 from ramanseg.models.data import PatchSampler, Sample, load_sample, load_samples
 from ramanseg.models.training import (
-    BEST_WEIGHTS_NAME,
-    CHECKPOINT_NAME,
     LOG_NAME,
     METADATA_NAME,
     WEIGHTS_NAME,
@@ -31,8 +28,6 @@ from ramanseg.models.training import (
     TrainingStrategy,
     configure_reproducibility,
     dice_loss_on_output,
-    get_model_entry,
-    load_trained_model,
     resolve_device,
     soft_dice_loss,
     train,
@@ -227,11 +222,6 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def samples() -> tuple[list[Sample], list[Sample]]:
-    return [make_sample(f"tr{i}", i) for i in range(3)], [make_sample("va0", 10)]
-
-
 # --- data -----------------------------------------------------------------------------------
 
 
@@ -334,34 +324,6 @@ def test_resolve_device():
             resolve_device("cuda:0")
 
 
-def test_settings_from_config_and_validation(config):
-    settings = TrainingSettings.from_config(config)
-    assert settings.patch_size == config["models"]["training"]["patch_size"]
-    assert settings.seed == config["seed"] and settings.device == config["device"]
-    with pytest.raises(ValueError, match="overlap"):
-        tiny_settings(overlap=1.0)
-    with pytest.raises(ValueError, match="batch_size"):
-        tiny_settings(batch_size=0)
-
-
-def test_soft_dice_loss():
-    target = torch.tensor([[[0, 1], [1, 1]]])
-    assert soft_dice_loss(target.float(), target).item() == pytest.approx(0.0)
-    # A batch without tumour: smoothing keeps it defined and rewards predicting nothing.
-    empty = torch.zeros(1, 2, 2, dtype=torch.int64)
-    assert soft_dice_loss(torch.zeros(1, 2, 2), empty).item() == pytest.approx(0.0)
-    assert soft_dice_loss(torch.full((1, 2, 2), 0.5), empty).item() == pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="differs"):
-        soft_dice_loss(torch.zeros(1, 3, 3), empty)
-
-
-def test_registry_knows_the_baselines():
-    assert get_model_entry("unet").build is UNet
-    assert get_model_entry("unetr").build.__name__ == "UNETR2d"
-    with pytest.raises(ValueError, match="unknown model 'nope'"):
-        get_model_entry("nope")
-
-
 # --- the harness ----------------------------------------------------------------------------
 
 
@@ -374,97 +336,6 @@ def test_deterministic_mode_gives_identical_runs(tmp_path, samples):
     a = torch.load(first.weights, weights_only=True)
     b = torch.load(second.weights, weights_only=True)
     assert all(torch.equal(a[key], b[key]) for key in a)
-
-
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, samples):
-    full = tiny_run(tmp_path / "full", *samples, epochs=3)
-    killed = tmp_path / "killed"
-    with pytest.raises(KeyboardInterrupt):
-        tiny_run(killed, *samples, epochs=3, crash_in_epoch=2)
-    assert (killed / CHECKPOINT_NAME).is_file() and not (killed / WEIGHTS_NAME).exists()
-    assert [row["epoch"] for row in read_log(killed / LOG_NAME)] == ["1"]
-    # As if killed after epoch 1's checkpoint but before its best weights were saved.
-    (killed / BEST_WEIGHTS_NAME).unlink()
-    # The "new process": a freshly built model and strategy, the same outdir.
-    resumed = tiny_run(killed, *samples, epochs=3)
-    assert resumed.resumed_from == 1
-    a = torch.load(full.weights, weights_only=True)
-    b = torch.load(resumed.weights, weights_only=True)
-    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in read_log(full.log)]
-    assert strip == [
-        {k: v for k, v in row.items() if k != "seconds"} for row in read_log(resumed.log)
-    ]
-    assert len(strip) == 3
-    meta_full = json.loads(full.metadata.read_text())
-    meta_resumed = json.loads(resumed.metadata.read_text())
-    assert meta_full == meta_resumed
-    assert not (killed / CHECKPOINT_NAME).exists()  # removed after a completed run
-
-
-def test_resume_repairs_best_weights_lost_to_a_kill(tmp_path, samples, monkeypatch):
-    # Epoch 1 validates best (Dice 0.5, then 0.4), so its weights must survive the kill;
-    # the runs below validate epochs 1, 2 (full), 1 (killed), 2 (resumed).
-    dice = iter([0.5, 0.4, 0.5, 0.4])
-    monkeypatch.setattr(training, "validate", lambda *args, **kwargs: next(dice))
-    full = tiny_run(tmp_path / "full", *samples, epochs=2)
-    assert full.selected_epoch == 1
-    with pytest.raises(KeyboardInterrupt):
-        tiny_run(tmp_path / "killed", *samples, epochs=2, crash_in_epoch=2)
-    (tmp_path / "killed" / BEST_WEIGHTS_NAME).unlink()
-    resumed = tiny_run(tmp_path / "killed", *samples, epochs=2)
-    assert resumed.selected_epoch == 1
-    a = torch.load(full.weights, weights_only=True)
-    b = torch.load(resumed.weights, weights_only=True)
-    assert all(torch.equal(a[key], b[key]) for key in a)
-
-
-@pytest.mark.parametrize("crash_in_epoch", [2, 3])
-def test_resume_across_and_within_training_phases(tmp_path, samples, crash_in_epoch):
-    full = phased_run(tmp_path / "full", *samples)
-    log = read_log(full.log)
-    assert [float(row["lr"]) for row in log] == [0.05, 0.025, 1e-2, 5e-3]
-    assert {"loss_dice", "loss_l1"} <= set(log[0])
-    with pytest.raises(KeyboardInterrupt):
-        phased_run(tmp_path / "killed", *samples, crash_in_epoch=crash_in_epoch)
-    resumed = phased_run(tmp_path / "killed", *samples)
-    assert resumed.resumed_from == crash_in_epoch - 1 and resumed.selected_epoch == 4
-    a = torch.load(full.weights, weights_only=True)
-    b = torch.load(resumed.weights, weights_only=True)
-    assert all(torch.equal(a[key], b[key]) for key in a)
-    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in log]
-    assert strip == [
-        {k: v for k, v in row.items() if k != "seconds"} for row in read_log(resumed.log)
-    ]
-
-
-def test_checkpoint_is_weights_only_and_a_changed_setting_starts_afresh(tmp_path, samples):
-    outdir = tmp_path / "run"
-    tiny_run(outdir, *samples, epochs=1, keep_checkpoint=True)
-    checkpoint = torch.load(outdir / CHECKPOINT_NAME, weights_only=True)
-    assert checkpoint["epoch"] == 1
-    assert isinstance(checkpoint["rng"]["torch"], torch.Tensor)
-    assert isinstance(checkpoint["rng"]["numpy_keys"], torch.Tensor)
-    assert checkpoint["scaler"] is None  # no mixed precision on the CPU
-    # Another learning rate is another run: the checkpoint is not resumed.
-    result = tiny_run(outdir, *samples, epochs=1, lr=5e-3, keep_checkpoint=True)
-    assert result.resumed_from == 0
-    log = read_log(outdir / LOG_NAME)
-    assert [row["epoch"] for row in log] == ["1"]
-    assert set(log[0]) == {"epoch", "train_loss", "val_dice", "lr", "seconds"}
-    assert float(log[0]["lr"]) == 5e-3
-
-
-def test_model_json_rebuilds_the_model(tmp_path, samples):
-    result = tiny_run(tmp_path / "run", *samples, epochs=1)
-    metadata = json.loads((tmp_path / "run" / METADATA_NAME).read_text())
-    assert metadata["model"] == "unet" and metadata["in_channels"] == 4
-    assert metadata["channel_names"] == list(CHANNELS)
-    assert metadata["selected_epoch"] == result.selected_epoch == 1
-    model, loaded = load_trained_model(tmp_path / "run")
-    assert loaded == metadata and not model.training
-    state = torch.load(result.weights, weights_only=True)
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
 def test_training_without_validation_keeps_the_last_epoch(tmp_path, samples):

@@ -253,9 +253,3 @@ def test_ensemble_predicts_the_test_samples(planned, tmp_path):
     numbers = json.loads(timing.read_text())
     assert numbers["folds"] == [0, 1] and numbers["samples"] == 2
     assert numbers["seconds_per_megapixel"] > 0
-    bench = tmp_path / "bench.json"
-    ramanseg(
-        "bench-nnunet", "--nnunet-dir", str(planned["nnunet_dir"]), "--size", "64",
-        "--repeats", "1", "--out", str(bench), settings=_settings(),
-    )  # fmt: skip
-    assert json.loads(bench.read_text())["seconds_per_megapixel"] > 0

@@ -35,18 +35,18 @@ COMMANDS = {
     "nnunet-plan": "ramanseg.nnunet.cli",
     "nnunet-train": "ramanseg.nnunet.cli",
     "nnunet-predict": "ramanseg.nnunet.cli",
-    "bench-nnunet": "ramanseg.nnunet.cli",
+    "bench-nnunet": "ramanseg.benchmarks.nnunet",
     "train-model": "ramanseg.models.cli",
     "predict-model": "ramanseg.models.cli",
     "fit-baseline": "ramanseg.models.cli",
     "sweep-summary": "ramanseg.models.sweep",
-    "bench-losses": "ramanseg.models.bench_losses",
-    "bench-inference": "ramanseg.models.bench_inference",
+    "bench-losses": "ramanseg.benchmarks.losses",
+    "bench-inference": "ramanseg.benchmarks.inference",
     "evaluate": "ramanseg.evaluate",
     "interpret-nnunet": "ramanseg.interpret",
     "interpret-prototypes": "ramanseg.interpret",
     "benchmark-summary": "ramanseg.report",
-    "bench-dag": "ramanseg.bench_dag",
+    "bench-dag": "ramanseg.benchmarks.dag",
 }
 
 #: Modules contributing subcommands, in the order of the pipeline's stages.

@@ -51,11 +51,16 @@ above does not apply.)
 
 **Target pixel** (``interpret.sample`` / ``interpret.target_pixel`` ``auto``): see
 :func:`select_target`.
+
+This module runs the analysis and writes its files; the pieces live beside it: the target
+pixel in :mod:`~ramanseg.interpret.nnunet_target`, the Captum wrappers and the network
+input in :mod:`~ramanseg.interpret.nnunet_network`, the attribution methods in
+:mod:`~ramanseg.interpret.nnunet_methods` and the figures in
+:mod:`~ramanseg.interpret.nnunet_figures`.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -67,17 +72,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from scipy import ndimage
-from torch import Tensor, nn
+from torch import nn
 
 from ramanseg.config import ConfigError, channel_names, channel_roles, class_names
 from ramanseg.errors import InputError
 from ramanseg.evaluate import read_ground_truth, read_test_samples
-from ramanseg.figures import figure_bytes, new_figure, table_bytes
+from ramanseg.figures import figure_bytes, table_bytes
 from ramanseg.fileio import json_bytes, prefixed, write_files
 from ramanseg.interpret import (
-    GRADCAM_MIN_SIZE,
     InterpretSettings,
     class_index,
     display_channel_index,
@@ -85,796 +87,33 @@ from ramanseg.interpret import (
     read_class_map,
     read_stack,
 )
+from ramanseg.interpret.nnunet_figures import (
+    Scene,
+    channel_bar_figure,
+    gradcam_folds_figure,
+    gradcam_mean_figure,
+)
+from ramanseg.interpret.nnunet_methods import (
+    ablate_channels,
+    channel_totals,
+    gradcam_maps,
+    ig_baseline,
+    integrated_gradients,
+    resolve_layer,
+)
+from ramanseg.interpret.nnunet_network import (
+    TUMOUR_LABEL,
+    MeanOfModels,
+    NetworkInput,
+    SegmentationOutput,
+    fold_networks,
+    prepare_input,
+    target_index,
+)
+from ramanseg.interpret.nnunet_target import Target, select_target
 from ramanseg.predictions import prediction_paths, read_prediction
 
 log = logging.getLogger(__name__)
-
-#: nnU-Net's label of the tumour class (background is 0).
-TUMOUR_LABEL = 1
-
-
-# --------------------------------------------------------------------------------------------
-# The target pixel.
-
-
-@dataclass(frozen=True)
-class Target:
-    """The pixel explained, and why it was chosen.
-
-    Attributes:
-        sample: the test sample.
-        y, x: the pixel, image coordinates (row, column).
-        rule: ``configured``, ``deepest false positive`` or ``most probable negative``.
-        false_positive_area: false-positive pixels of the sample (inside the tissue).
-        depth: Euclidean distance (pixels) from the pixel to the nearest pixel outside its
-            false-positive region (0 unless the rule is ``deepest false positive``).
-        probability: the ensemble prediction's tumour probability at the pixel (from the
-            prediction file).
-    """
-
-    sample: str
-    y: int
-    x: int
-    rule: str
-    false_positive_area: int
-    depth: float
-    probability: float
-
-    def describe(self) -> str:
-        """A short label for figure titles."""
-        return f"{self.sample}, pixel (y={self.y}, x={self.x}), {self.rule}"
-
-
-def deepest_pixel(region: np.ndarray) -> tuple[int, int, float]:
-    """The pixel of ``region`` farthest from any pixel outside it (the image border counts as
-    outside), by the Euclidean distance transform; ties go to the first in row-major order.
-
-    Args:
-        region: 2-D bool mask with at least one pixel.
-
-    Returns:
-        ``(y, x, distance)``.
-
-    Raises:
-        ValueError: an empty or non-2-D region.
-    """
-    region = np.asarray(region, dtype=bool)
-    if region.ndim != 2 or not region.any():
-        raise ValueError("the region must be a non-empty 2-D mask")
-    distance = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
-    return int(y), int(x), float(distance[y, x])
-
-
-def select_target(
-    samples: Sequence[str],
-    predicted: Mapping[str, np.ndarray],
-    probability: Mapping[str, np.ndarray],
-    truth: Mapping[str, np.ndarray],
-    tissue: Mapping[str, np.ndarray],
-    *,
-    sample: str = "auto",
-    pixel: tuple[int, int] | None = None,
-    eligible: Mapping[str, bool] | None = None,
-) -> Target:
-    """Choose the pixel to explain, deterministically.
-
-    False positives are pixels predicted tumour whose ground truth is not tumour, inside the
-    tissue (``tissue``: the evaluation's ``tissue`` pixels, so that glass is never chosen).
-
-    * ``sample = "auto"``: among the ``eligible`` samples (those with pixels of the ablation
-      class; all if ``eligible`` is ``None``) the one with the largest false-positive area,
-      the first in ``samples`` order on a tie;
-    * ``pixel = None``: the false-positive pixel deepest inside that sample's false-positive
-      region (:func:`deepest_pixel`);
-    * no false positive in any candidate sample (a perfect or an all-background model): the
-      non-tumour tissue pixel with the highest predicted tumour probability (the first sample,
-      then row-major order, on ties), rule ``most probable negative``.
-
-    Args:
-        samples: the test samples, in order.
-        predicted: predicted masks by sample (nonzero = tumour).
-        probability: predicted tumour probabilities by sample.
-        truth: ground-truth masks by sample.
-        tissue: the pixels false positives are counted in, by sample.
-        sample: ``auto`` or a sample id from ``samples``.
-        pixel: ``(y, x)`` or ``None`` for automatic.
-        eligible: which samples ``auto`` may choose.
-
-    Returns:
-        The target.
-
-    Raises:
-        ValueError: an unknown sample, a pixel outside the image, or no eligible sample.
-    """
-    if not samples:
-        raise ValueError("no test samples to choose a target pixel from")
-    if sample != "auto" and sample not in samples:
-        raise ValueError(f"interpret.sample {sample!r} is not a test sample; test: {list(samples)}")
-    if pixel is not None and sample == "auto":
-        raise ValueError("a configured target pixel needs a configured sample")
-    false_positive = {
-        s: (np.asarray(predicted[s]) != 0) & (np.asarray(truth[s]) == 0) & (tissue[s] != 0)
-        for s in samples
-    }
-    areas = {s: int(false_positive[s].sum()) for s in samples}
-    if sample == "auto":
-        candidates = [s for s in samples if eligible is None or eligible.get(s, False)]
-        if not candidates:
-            raise ValueError(f"no test sample is eligible (samples: {list(samples)})")
-        chosen = max(candidates, key=lambda s: (areas[s], -candidates.index(s)))
-        if areas[chosen] == 0:
-            return _most_probable_negative(candidates, probability, truth, tissue, areas)
-    else:
-        chosen = sample
-    shape = np.asarray(truth[chosen]).shape
-    if pixel is not None:
-        y, x = pixel
-        if not (0 <= y < shape[0] and 0 <= x < shape[1]):
-            raise ValueError(f"interpret.target_pixel {list(pixel)} is outside the image {shape}")
-        return Target(
-            chosen, y, x, "configured", areas[chosen], 0.0, float(probability[chosen][y, x])
-        )
-    if areas[chosen] == 0:
-        return _most_probable_negative([chosen], probability, truth, tissue, areas)
-    y, x, depth = deepest_pixel(false_positive[chosen])
-    return Target(
-        chosen,
-        y,
-        x,
-        "deepest false positive",
-        areas[chosen],
-        depth,
-        float(probability[chosen][y, x]),
-    )
-
-
-def _most_probable_negative(
-    samples: Sequence[str],
-    probability: Mapping[str, np.ndarray],
-    truth: Mapping[str, np.ndarray],
-    tissue: Mapping[str, np.ndarray],
-    areas: Mapping[str, int],
-) -> Target:
-    best: tuple[float, str, int, int] | None = None
-    for s in samples:
-        negative = (np.asarray(truth[s]) == 0) & (tissue[s] != 0)
-        if not negative.any():
-            continue
-        values = np.where(negative, np.asarray(probability[s], dtype=np.float64), -np.inf)
-        y, x = np.unravel_index(int(np.argmax(values)), values.shape)
-        if best is None or values[y, x] > best[0]:
-            best = (float(values[y, x]), s, int(y), int(x))
-    if best is None:
-        raise ValueError(f"no non-tumour tissue pixel in samples {list(samples)}")
-    value, s, y, x = best
-    log.warning("no false positive in %s; explaining the most probable negative pixel", samples)
-    return Target(s, y, x, "most probable negative", areas[s], 0.0, value)
-
-
-# --------------------------------------------------------------------------------------------
-# Wrapping networks for Captum.
-
-
-def _logits(output: Any) -> Tensor:
-    """The full-resolution logits of a network output (the first of a deep-supervision list)."""
-    if isinstance(output, (list, tuple)):
-        output = output[0]
-    return output
-
-
-class SegmentationOutput(nn.Module):
-    """A segmentation network reduced to one number per class, for Captum.
-
-    Exactly one of ``pixel`` and ``region`` is given.
-
-    Args:
-        model: maps ``(B, C, H, W)`` to logits ``(B, K, H, W)`` (or a list whose first entry
-            is that, as with deep supervision).
-        pixel: ``(y, x)``: the output is the logits at that pixel, ``(B, K)``.
-        region: ``(H, W)`` bool mask: the output is the logits summed over the region,
-            ``(B, K)`` (Captum's recipe for "the pixels predicted as a class").
-        output: ``logit`` (``K`` outputs) or ``margin``: one output, the tumour logit minus
-            the background logit (two-class networks only).
-
-    Raises:
-        ValueError: neither or both of ``pixel`` and ``region``, or an unknown ``output``.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        pixel: tuple[int, int] | None = None,
-        region: Tensor | np.ndarray | None = None,
-        output: str = "logit",
-    ) -> None:
-        super().__init__()
-        if (pixel is None) == (region is None):
-            raise ValueError("give exactly one of pixel and region")
-        if output not in ("logit", "margin"):
-            raise ValueError(f"output must be 'logit' or 'margin', got {output!r}")
-        self.model = model
-        self.pixel = None if pixel is None else (int(pixel[0]), int(pixel[1]))
-        if region is not None:
-            region = torch.as_tensor(np.asarray(region, dtype=bool))
-            self.register_buffer("region", region, persistent=False)
-        else:
-            self.region = None
-        self.output = output
-
-    def forward(self, x: Tensor) -> Tensor:
-        logits = _logits(self.model(x))
-        if self.pixel is not None:
-            y, x_ = self.pixel
-            values = logits[:, :, y, x_]
-        else:
-            values = (logits * self.region.to(device=logits.device, dtype=logits.dtype)).sum(
-                dim=(2, 3)
-            )
-        if self.output == "margin":
-            if values.shape[1] != 2:
-                raise ValueError(
-                    f"output 'margin' needs two classes, the network has {values.shape[1]}"
-                )
-            values = (values[:, TUMOUR_LABEL] - values[:, 1 - TUMOUR_LABEL]).unsqueeze(1)
-        return values
-
-
-def target_index(output: str) -> int:
-    """The Captum ``target`` (output column) of the tumour class for ``output``."""
-    return 0 if output == "margin" else TUMOUR_LABEL
-
-
-class MeanOfModels(nn.Module):
-    """The ensemble of fold networks: the mean of their logits (as nnU-Net averages folds).
-
-    nnU-Net averages the folds' softmax probabilities; the mean of logits is the
-    differentiable counterpart explained here (same argmax in almost every pixel).
-    """
-
-    def __init__(self, models: Sequence[nn.Module]) -> None:
-        super().__init__()
-        if not models:
-            raise ValueError("an ensemble needs at least one model")
-        self.models = nn.ModuleList(models)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.stack([_logits(model(x)) for model in self.models]).mean(dim=0)
-
-
-def prepare_network(network: nn.Module) -> nn.Module:
-    """Make a network safe for Captum: eval mode, no deep supervision, no in-place activations,
-    parameters frozen (gradients are taken with respect to inputs and activations only)."""
-    network.eval()
-    decoder = getattr(network, "decoder", None)
-    if decoder is not None and getattr(decoder, "deep_supervision", False):
-        decoder.deep_supervision = False
-    for module in network.modules():
-        if hasattr(module, "inplace") and isinstance(module.inplace, bool):
-            module.inplace = False
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    return network
-
-
-def fold_networks(predictor: Any, device: torch.device | None = None) -> list[nn.Module]:
-    """One network per fold from an ``nnUNetPredictor``: its network with each fold's weights.
-
-    Args:
-        predictor: from :func:`ramanseg.nnunet.run.load_ensemble`.
-        device: where the networks go (default: the predictor's device).
-
-    Returns:
-        The fold networks, prepared with :func:`prepare_network`.
-    """
-    device = predictor.device if device is None else device
-    networks = []
-    for parameters in predictor.list_of_parameters:
-        network = copy.deepcopy(predictor.network)
-        network.load_state_dict(parameters)
-        networks.append(prepare_network(network.to(device)))
-    return networks
-
-
-# --------------------------------------------------------------------------------------------
-# The network input.
-
-
-@dataclass
-class NetworkInput:
-    """An image as the network sees it, and the way back to image coordinates.
-
-    Attributes:
-        tensor: ``(1, C, H', W')`` float32, preprocessed and zero-padded.
-        offset: ``(y0, x0)``: the image pixel at ``tensor[..., 0, 0]``.
-        size: ``(h, w)``: the unpadded part of the tensor (the crop).
-        image_shape: ``(Y, X)`` of the image.
-    """
-
-    tensor: Tensor
-    offset: tuple[int, int]
-    size: tuple[int, int]
-    image_shape: tuple[int, int]
-
-    def to_network(self, y: int, x: int) -> tuple[int, int]:
-        """Image coordinates to tensor coordinates.
-
-        Raises:
-            ValueError: a pixel outside nnU-Net's crop (an all-zero border).
-        """
-        ny, nx = y - self.offset[0], x - self.offset[1]
-        if not (0 <= ny < self.size[0] and 0 <= nx < self.size[1]):
-            raise ValueError(
-                f"pixel ({y}, {x}) lies outside the nonzero region nnU-Net crops to "
-                f"(rows {self.offset[0]}..{self.offset[0] + self.size[0] - 1}, columns "
-                f"{self.offset[1]}..{self.offset[1] + self.size[1] - 1})"
-            )
-        return ny, nx
-
-    def crop(self, image: np.ndarray, fill: float = 0.0) -> np.ndarray:
-        """An image-sized 2-D map in tensor coordinates (padding filled with ``fill``)."""
-        y0, x0 = self.offset
-        h, w = self.size
-        out = np.full(tuple(self.tensor.shape[2:]), fill, dtype=np.asarray(image).dtype)
-        out[:h, :w] = np.asarray(image)[y0 : y0 + h, x0 : x0 + w]
-        return out
-
-    def to_image(self, values: np.ndarray) -> np.ndarray:
-        """A tensor-sized 2-D map in image coordinates (NaN outside the crop)."""
-        y0, x0 = self.offset
-        h, w = self.size
-        out = np.full(self.image_shape, np.nan, dtype=np.float64)
-        out[y0 : y0 + h, x0 : x0 + w] = np.asarray(values)[:h, :w]
-        return out
-
-
-def pad_to_multiple(data: np.ndarray, divisor: Sequence[int]) -> np.ndarray:
-    """Zero-pad the last two axes of ``data`` at the end to multiples of ``divisor``."""
-    pads = [(0, 0)] * (data.ndim - 2)
-    for size, div in zip(data.shape[-2:], divisor, strict=True):
-        pads.append((0, (-size) % int(div)))
-    return np.pad(data, pads)
-
-
-def total_stride(predictor: Any) -> tuple[int, int]:
-    """The product of the planned encoder strides per spatial axis (the padding multiple)."""
-    strides = predictor.configuration_manager.network_arch_init_kwargs["strides"]
-    total = [1, 1]
-    for stride in strides:
-        stride = [stride, stride] if isinstance(stride, int) else list(stride)
-        total = [t * int(s) for t, s in zip(total, stride[-2:], strict=True)]
-    return total[0], total[1]
-
-
-def prepare_input(predictor: Any, stack: np.ndarray, device: torch.device) -> NetworkInput:
-    """Run nnU-Net's own preprocessing on a stack and pad it for one whole-image pass.
-
-    Args:
-        predictor: an initialised ``nnUNetPredictor``.
-        stack: float32 ``(C, Y, X)`` (``results/preprocessed/<sample>/stack.ome.tif``).
-        device: where the tensor goes.
-
-    Returns:
-        The network input.
-
-    Raises:
-        ValueError: the plans resample the image (a spacing other than ours) or transpose it.
-    """
-    preprocessor = predictor.configuration_manager.preprocessor_class(verbose=False)
-    data, _, properties = preprocessor.run_case_npy(
-        stack[:, None].astype(np.float32),
-        None,
-        {"spacing": [999.0, 1.0, 1.0]},
-        predictor.plans_manager,
-        predictor.configuration_manager,
-        predictor.dataset_json,
-    )
-    if list(predictor.plans_manager.transpose_forward) != [0, 1, 2]:
-        raise ValueError("the plans transpose the image axes; attributions expect no transpose")
-    bbox = properties["bbox_used_for_cropping"]
-    (y0, y1), (x0, x1) = bbox[1], bbox[2]
-    if tuple(data.shape[2:]) != (y1 - y0, x1 - x0):
-        raise ValueError(
-            f"nnU-Net's preprocessing resampled the image from {(y1 - y0, x1 - x0)} to "
-            f"{tuple(data.shape[2:])}; attributions need the planned spacing to be the data's"
-        )
-    padded = pad_to_multiple(data[:, 0], total_stride(predictor))
-    return NetworkInput(
-        tensor=torch.from_numpy(np.ascontiguousarray(padded))[None].to(device),
-        offset=(int(y0), int(x0)),
-        size=(int(y1 - y0), int(x1 - x0)),
-        image_shape=(int(stack.shape[1]), int(stack.shape[2])),
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# The attributions.
-
-
-def encoder_stage_sizes(network: nn.Module, inputs: Tensor) -> dict[str, tuple[int, int]]:
-    """The output size of every ``encoder.stages.<i>`` for ``inputs``, by one probe pass."""
-    stages = network.get_submodule("encoder.stages")
-    sizes: dict[str, tuple[int, int]] = {}
-    hooks = [
-        stage.register_forward_hook(
-            lambda _m, _i, out, name=f"encoder.stages.{index}": sizes.__setitem__(
-                name, tuple(int(s) for s in out.shape[-2:])
-            )
-        )
-        for index, stage in enumerate(stages)
-    ]
-    try:
-        with torch.no_grad():
-            network(inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return sizes
-
-
-def resolve_layer(
-    network: nn.Module, spec: str, inputs: Tensor, min_size: int = GRADCAM_MIN_SIZE
-) -> tuple[str, tuple[int, int]]:
-    """The Grad-CAM layer's module path and its feature-map size for ``inputs``.
-
-    Args:
-        network: the network (with an ``encoder.stages`` sequence for ``auto``).
-        spec: a module path (``encoder.stages.2``) or ``auto``: the deepest encoder stage
-            whose map is at least ``min_size`` on both sides (the first stage if none is).
-        inputs: the network input.
-        min_size: see ``auto``.
-
-    Returns:
-        ``(path, (h, w))``.
-
-    Raises:
-        ConfigError: a path that names no module of the network.
-    """
-    if spec == "auto":
-        sizes = encoder_stage_sizes(network, inputs)
-        large = [name for name, size in sizes.items() if min(size) >= min_size]
-        name = large[-1] if large else next(iter(sizes))
-        return name, sizes[name]
-    try:
-        module = network.get_submodule(spec)
-    except AttributeError:
-        stages = [name for name, _ in network.named_modules() if name.startswith("encoder.stages")]
-        raise ConfigError(
-            f"interpret.gradcam_layer {spec!r} is not a module of the network; encoder stages: "
-            f"{[s for s in stages if s.count('.') == 2]}"
-        ) from None
-    size: list[tuple[int, int]] = []
-    hook = module.register_forward_hook(
-        lambda _m, _i, out: size.append(tuple(int(s) for s in _logits(out).shape[-2:]))
-    )
-    try:
-        with torch.no_grad():
-            network(inputs)
-    finally:
-        hook.remove()
-    return spec, size[0]
-
-
-def gradcam_maps(
-    networks: Sequence[nn.Module],
-    inputs: Tensor,
-    layer: str,
-    pixel: tuple[int, int],
-    output: str = "logit",
-) -> np.ndarray:
-    """Layer Grad-CAM of each network for the target pixel, upsampled to the input size.
-
-    The maps are Captum's signed Grad-CAM (``relu_attributions=False``): positive where the
-    layer's activations support the output, negative where they oppose it. Each is upsampled
-    bilinearly (``align_corners=False``) to the input's size.
-
-    Args:
-        networks: the fold networks.
-        inputs: ``(1, C, H, W)``.
-        layer: the module path of the layer in every network.
-        pixel: ``(y, x)`` in input coordinates.
-        output: ``logit`` or ``margin``.
-
-    Returns:
-        ``(F, H, W)`` float64, one map per network; their mean is the averaged map.
-    """
-    from captum.attr import LayerGradCam
-
-    maps = []
-    for network in networks:
-        forward = SegmentationOutput(network, pixel=pixel, output=output)
-        cam = LayerGradCam(forward, network.get_submodule(layer)).attribute(
-            inputs, target=target_index(output), relu_attributions=False
-        )
-        cam = F.interpolate(
-            cam.detach(), size=inputs.shape[2:], mode="bilinear", align_corners=False
-        )
-        maps.append(cam[0, 0].cpu().double().numpy())
-    return np.stack(maps)
-
-
-def integrated_gradients(
-    model: nn.Module,
-    inputs: Tensor,
-    pixel: tuple[int, int] | None,
-    output: str = "logit",
-    steps: int = 32,
-    internal_batch_size: int | None = None,
-    baseline: Tensor | None = None,
-    region: np.ndarray | None = None,
-) -> tuple[np.ndarray, float]:
-    """Integrated Gradients of the target pixel's (or region's) output w.r.t. the input.
-
-    Gauss-Legendre quadrature with ``steps`` points; completeness says the attributions sum to
-    ``F(x) - F(baseline)``, and Captum's convergence delta is the difference.
-
-    Args:
-        model: the (ensemble) network.
-        inputs: ``(1, C, H, W)``.
-        pixel: ``(y, x)`` in input coordinates, or ``None`` with ``region``.
-        output: ``logit`` or ``margin``.
-        steps: integration steps.
-        internal_batch_size: inputs per forward pass (``None``: all steps at once).
-        baseline: the baseline input (default zeros).
-        region: ``(H, W)`` bool: explain the output summed over the region instead.
-
-    Returns:
-        ``(attributions (C, H, W), |convergence delta|)``.
-    """
-    from captum.attr import IntegratedGradients
-
-    forward = SegmentationOutput(model, pixel=pixel, region=region, output=output)
-    baseline = torch.zeros_like(inputs) if baseline is None else baseline
-    attributions, delta = IntegratedGradients(forward).attribute(
-        inputs,
-        baselines=baseline,
-        target=target_index(output),
-        n_steps=steps,
-        method="gausslegendre",
-        internal_batch_size=internal_batch_size,
-        return_convergence_delta=True,
-    )
-    return attributions[0].detach().cpu().double().numpy(), float(delta.abs().max())
-
-
-def ig_baseline(inputs: Tensor, kind: str, sigma: float = 8.0, seed: int = 0) -> Tensor:
-    """The Integrated Gradients baseline for ``inputs`` (see the module docstring).
-
-    Args:
-        inputs: ``(1, C, H, W)``.
-        kind: ``blur``, ``noise`` or ``zeros``.
-        sigma: the blur's standard deviation in pixels (``blur``).
-        seed: the noise generator's seed (``noise``).
-
-    Returns:
-        A tensor like ``inputs``.
-
-    Raises:
-        ValueError: an unknown ``kind`` or a non-positive ``sigma``.
-    """
-    if kind == "zeros":
-        return torch.zeros_like(inputs)
-    if kind == "noise":
-        generator = torch.Generator().manual_seed(int(seed))
-        noise = torch.randn(inputs.shape, generator=generator, dtype=torch.float32)
-        return noise.to(device=inputs.device, dtype=inputs.dtype)
-    if kind == "blur":
-        if not sigma > 0:
-            raise ValueError(f"the blur's sigma must be > 0, got {sigma}")
-        array = inputs.detach().cpu().double().numpy()
-        blurred = ndimage.gaussian_filter(array, (0, 0, sigma, sigma), mode="reflect")
-        return torch.from_numpy(blurred).to(device=inputs.device, dtype=inputs.dtype)
-    raise ValueError(f"the baseline must be 'blur', 'noise' or 'zeros', got {kind!r}")
-
-
-def channel_totals(attributions: np.ndarray) -> np.ndarray:
-    """The per-channel sum of absolute attributions, ``(C,)`` (the paper's contribution vector)."""
-    return np.abs(attributions).reshape(attributions.shape[0], -1).sum(axis=1)
-
-
-def ablate_channels(
-    model: nn.Module,
-    inputs: Tensor,
-    region: np.ndarray,
-    pixel: tuple[int, int],
-    output: str = "logit",
-    perturbations_per_eval: int = 1,
-) -> np.ndarray:
-    """Feature Ablation of each channel inside a region, for the target pixel's output.
-
-    The feature mask gives every (channel, region pixel) the channel's index and every pixel
-    outside the region one further group, so each channel's region is ablated (set to the
-    baseline 0) on its own; the outside group's result is not used.
-
-    Args:
-        model: the (ensemble) network.
-        inputs: ``(1, C, H, W)``.
-        region: ``(H, W)`` bool, the region ablated (e.g. the epithelium).
-        pixel: ``(y, x)`` in input coordinates.
-        output: ``logit`` or ``margin``.
-        perturbations_per_eval: ablations per forward pass.
-
-    Returns:
-        ``(C,)``: ``F(x) - F(x with channel c set to 0 in the region)`` per channel.
-
-    Raises:
-        ValueError: an empty region or one of the wrong shape.
-    """
-    from captum.attr import FeatureAblation
-
-    region = np.asarray(region, dtype=bool)
-    if region.shape != tuple(inputs.shape[2:]):
-        raise ValueError(f"region shape {region.shape} differs from the input's {inputs.shape[2:]}")
-    if not region.any():
-        raise ValueError("the ablation region is empty")
-    channels = inputs.shape[1]
-    inside = torch.as_tensor(region, device=inputs.device)
-    mask = torch.full(inputs.shape, channels, dtype=torch.long, device=inputs.device)
-    mask[0] = torch.where(
-        inside, torch.arange(channels, device=inputs.device).view(-1, 1, 1), channels
-    )
-    forward = SegmentationOutput(model, pixel=pixel, output=output)
-    attributions = FeatureAblation(forward).attribute(
-        inputs,
-        baselines=0.0,
-        target=target_index(output),
-        feature_mask=mask,
-        perturbations_per_eval=perturbations_per_eval,
-    )
-    ys, xs = np.nonzero(region)
-    return attributions[0, :, int(ys[0]), int(xs[0])].detach().cpu().double().numpy()
-
-
-# --------------------------------------------------------------------------------------------
-# Figures.
-
-
-@dataclass(frozen=True)
-class Scene:
-    """What every heatmap figure shows under and around the map.
-
-    Attributes:
-        image: the display channel, image coordinates.
-        channel: its name.
-        target: the pixel explained.
-        layer: the Grad-CAM layer's module path.
-        layer_size: its feature-map size.
-    """
-
-    image: np.ndarray
-    channel: str
-    target: Target
-    layer: str
-    layer_size: tuple[int, int]
-
-    @property
-    def layer_text(self) -> str:
-        """``encoder.stages.2 (32x32 map)``."""
-        return f"{self.layer} ({self.layer_size[0]}x{self.layer_size[1]} map)"
-
-
-def _symmetric_limit(values: np.ndarray) -> float:
-    finite = np.abs(values[np.isfinite(values)])
-    limit = float(finite.max()) if finite.size else 0.0
-    return limit if limit > 0 else 1.0
-
-
-def _heatmap(axis, scene: Scene, values: np.ndarray, limit: float):
-    finite = scene.image[np.isfinite(scene.image)]
-    low, high = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
-    axis.imshow(scene.image, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
-    mappable = None
-    if values is not None:
-        mappable = axis.imshow(
-            np.ma.masked_invalid(values),
-            cmap="RdBu_r",
-            vmin=-limit,
-            vmax=limit,
-            alpha=0.6,
-            interpolation="bilinear",
-        )
-    target = scene.target
-    axis.plot(target.x, target.y, marker="+", color="#00e5ff", markersize=12, markeredgewidth=2)
-    axis.plot(target.x, target.y, marker="o", color="#00e5ff", markersize=10, fillstyle="none")
-    axis.set_xticks([])
-    axis.set_yticks([])
-    return mappable
-
-
-def gradcam_folds_figure(maps: np.ndarray, folds: Sequence[int], scene: Scene):
-    """One panel per fold: its Grad-CAM over the display channel, one shared colour scale.
-
-    Args:
-        maps: ``(F, Y, X)`` Grad-CAM maps in image coordinates.
-        folds: the fold of each map.
-        scene: the display channel, target and layer.
-    """
-    limit = _symmetric_limit(maps)
-    figure = new_figure(2.6 * len(folds) + 0.8, 3.3)
-    axes = np.atleast_1d(figure.subplots(1, len(folds)))
-    mappable = None
-    for axis, fold_map, fold in zip(axes, maps, folds, strict=True):
-        mappable = _heatmap(axis, scene, fold_map, limit)
-        axis.set_title(f"fold {fold}", fontsize=9)
-    figure.colorbar(mappable, ax=list(axes), shrink=0.8, label="Grad-CAM (signed)")
-    figure.suptitle(
-        f"Layer Grad-CAM per fold at {scene.layer_text}, over {scene.channel}\n"
-        f"{scene.target.describe()}",
-        fontsize=9,
-    )
-    return figure
-
-
-def gradcam_mean_figure(
-    mean_map: np.ndarray, n_folds: int, scene: Scene, outlines: Sequence[tuple]
-):
-    """The fold-averaged Grad-CAM beside the display channel with outlined regions.
-
-    Args:
-        mean_map: ``(Y, X)`` the mean of the fold maps.
-        n_folds: how many folds were averaged.
-        scene: the display channel, target and layer.
-        outlines: ``(mask, colour, label, linestyle)`` drawn on the left panel.
-    """
-    from matplotlib.lines import Line2D
-
-    figure = new_figure(8.2, 4.0)
-    left, right = figure.subplots(1, 2)
-    _heatmap(left, scene, None, 1.0)
-    handles = []
-    for mask, colour, label, style in outlines:
-        if mask is not None and np.any(mask) and not np.all(mask):
-            left.contour(
-                np.asarray(mask, dtype=float),
-                levels=[0.5],
-                colors=[colour],
-                linewidths=1.0,
-                linestyles=style,
-            )
-            handles.append(Line2D([], [], color=colour, linestyle=style, label=label))
-    if handles:
-        left.legend(handles=handles, fontsize=7, loc="lower left", framealpha=0.7)
-    left.set_title(scene.channel, fontsize=9)
-    mappable = _heatmap(right, scene, mean_map, _symmetric_limit(mean_map))
-    right.set_title(f"mean of {n_folds} folds' Grad-CAM", fontsize=9)
-    figure.colorbar(mappable, ax=right, shrink=0.8, label="Grad-CAM (signed)")
-    figure.suptitle(f"Layer Grad-CAM at {scene.layer_text}\n{scene.target.describe()}", fontsize=9)
-    return figure
-
-
-def channel_bar_figure(
-    values: np.ndarray, names: Sequence[str], ylabel: str, title: str, signed: bool
-):
-    """A bar per channel with the channel names (signed: red positive, blue negative)."""
-    figure = new_figure(max(6.0, 0.32 * len(names) + 1.5), 4.2)
-    axis = figure.subplots()
-    positions = np.arange(len(names))
-    colours = ["#3264c8"] * len(values)
-    if signed:
-        from matplotlib.patches import Patch
-
-        colours = ["#c83232" if v > 0 else "#3264c8" for v in values]
-        axis.axhline(0.0, color="black", linewidth=0.8)
-        axis.legend(
-            handles=[
-                Patch(color="#c83232", label="evidence for tumour"),
-                Patch(color="#3264c8", label="evidence against tumour"),
-            ],
-            fontsize=7,
-            loc="best",
-        )
-    axis.bar(positions, values, color=colours)
-    axis.set_xticks(positions)
-    axis.set_xticklabels(names, rotation=90, fontsize=7)
-    axis.set_xlabel("input channel")
-    axis.set_ylabel(ylabel)
-    axis.grid(True, axis="y", alpha=0.3)
-    axis.set_title(title, fontsize=9)
-    return figure
-
-
-# --------------------------------------------------------------------------------------------
-# The analysis and the command.
 
 
 @dataclass
@@ -972,23 +211,9 @@ def explain(
             difference,
         )
 
-    ablation, ablation_pixels = None, 0
-    if region is not None:
-        cropped = network_input.crop(np.asarray(region, dtype=bool), fill=False)
-        ablation_pixels = int(cropped.sum())
-        if ablation_pixels:
-            start = time.perf_counter()
-            # Also linear: the ensemble's output change is the mean of the folds'.
-            ablation = np.mean(
-                [
-                    ablate_channels(
-                        network, inputs, cropped, pixel, output, settings.internal_batch_size
-                    )
-                    for network in networks
-                ],
-                axis=0,
-            )
-            timings["feature_ablation_seconds"] = time.perf_counter() - start
+    ablation, ablation_pixels = _ensemble_ablation(
+        networks, network_input, region, pixel, output, settings.internal_batch_size, timings
+    )
     return AttributionResult(
         layer=layer,
         layer_size=layer_size,
@@ -1001,6 +226,36 @@ def explain(
         model_probability=probability,
         timings=timings,
     )
+
+
+def _ensemble_ablation(
+    networks: Sequence[nn.Module],
+    network_input: NetworkInput,
+    region: np.ndarray | None,
+    pixel: tuple[int, int],
+    output: str,
+    batch_size: int,
+    timings: dict[str, float],
+) -> tuple[np.ndarray | None, int]:
+    """Feature Ablation of the ensemble over the region (``None`` without region pixels in
+    the network input) and the region's pixel count there; adds its time to ``timings``."""
+    if region is None:
+        return None, 0
+    cropped = network_input.crop(np.asarray(region, dtype=bool), fill=False)
+    pixels = int(cropped.sum())
+    if not pixels:
+        return None, 0
+    start = time.perf_counter()
+    # Linear in the model, as IG is: the ensemble's output change is the mean of the folds'.
+    ablation = np.mean(
+        [
+            ablate_channels(network, network_input.tensor, cropped, pixel, output, batch_size)
+            for network in networks
+        ],
+        axis=0,
+    )
+    timings["feature_ablation_seconds"] = time.perf_counter() - start
+    return ablation, pixels
 
 
 def channel_table(config: Mapping[str, Any], column: str, values: np.ndarray) -> pd.DataFrame:
@@ -1111,25 +366,7 @@ def run_interpret_nnunet(
     test = _read_test_set(
         read_test_samples(split), Path(preprocessed), Path(predictions), class_names(config)
     )
-    eligible = {s: bool((test.classes[s] == ablation_value).any()) for s in test.samples}
-    if settings.sample == "auto" and not any(eligible.values()):
-        raise InputError(
-            f"no test sample has pixels of the ablation class {settings.ablation_class!r}",
-            fix="set interpret.ablation_class to a class of the test set, or interpret.sample",
-        )
-    try:
-        target = select_target(
-            test.samples,
-            test.predicted,
-            test.probability,
-            test.truth,
-            test.tissue,
-            sample=settings.sample,
-            pixel=settings.target_pixel,
-            eligible=eligible,
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    target = _choose_target(test, settings, ablation_value)
     log.info("target: %s", target.describe())
 
     start = time.perf_counter()
@@ -1155,27 +392,11 @@ def run_interpret_nnunet(
     totals = channel_totals(result.ig)
     ig_table = channel_table(config, "ig_abs_sum", totals)
     ig_table["ig_sum"] = result.ig.reshape(result.ig.shape[0], -1).sum(axis=1)
-    baseline_text = {
-        "blur": f"blurred input (sigma {settings.ig_baseline_sigma:g} px)",
-        "noise": "Gaussian noise",
-        "zeros": "zeros",
-    }[settings.ig_baseline]
+    ablation, ablation_title = _ablation_values(result, settings, target, len(channels))
     ig_title = (
         f"Integrated Gradients on the {len(folds)}-fold ensemble, tumour {settings.output}, "
-        f"baseline {baseline_text}, {settings.ig_steps} steps\n{target.describe()}"
+        f"baseline {_baseline_text(settings)}, {settings.ig_steps} steps\n{target.describe()}"
     )
-    if result.ablation is not None:
-        ablation = result.ablation
-        ablation_title = (
-            f"Feature Ablation of each channel over {settings.ablation_class} "
-            f"({result.ablation_pixels} px; baseline 0 = channel mean)\n{target.describe()}"
-        )
-    else:
-        ablation = np.zeros(len(channels))
-        ablation_title = (
-            f"Feature Ablation: no {settings.ablation_class} pixels in {target.sample}, "
-            f"nothing ablated\n{target.describe()}"
-        )
     figures = {
         "gradcam_folds": gradcam_folds_figure(result.gradcam, folds, scene),
         "gradcam_mean": gradcam_mean_figure(
@@ -1192,18 +413,90 @@ def run_interpret_nnunet(
             signed=True,
         ),
     }
-    summary = {
+    summary = _summary(result, settings, target, folds, network_input, channels[display])
+    files: dict[Path, bytes] = {}
+    for name, figure in figures.items():
+        files.update(prefixed(outdir / name, figure_bytes(figure)))
+    files[outdir / "integrated_gradients.csv"] = table_bytes(ig_table)[".csv"]
+    files[outdir / "feature_ablation.csv"] = table_bytes(
+        channel_table(config, "output_change", ablation)
+    )[".csv"]
+    files[outdir / "target.json"] = json_bytes(summary)
+    write_files(files)
+    timings = {key: round(value, 3) for key, value in sorted(result.timings.items())}
+    log.info("nnU-Net attributions written to %s (seconds: %s)", outdir, timings)
+    return summary
+
+
+def _choose_target(test: _TestSet, settings: InterpretSettings, ablation_value: int) -> Target:
+    """The target pixel by the ``interpret`` settings, among the test samples that have
+    pixels of the ablation class (``interpret.sample: auto``)."""
+    eligible = {s: bool((test.classes[s] == ablation_value).any()) for s in test.samples}
+    if settings.sample == "auto" and not any(eligible.values()):
+        raise InputError(
+            f"no test sample has pixels of the ablation class {settings.ablation_class!r}",
+            fix="set interpret.ablation_class to a class of the test set, or interpret.sample",
+        )
+    try:
+        return select_target(
+            test.samples,
+            test.predicted,
+            test.probability,
+            test.truth,
+            test.tissue,
+            sample=settings.sample,
+            pixel=settings.target_pixel,
+            eligible=eligible,
+        )
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _baseline_text(settings: InterpretSettings) -> str:
+    """The Integrated Gradients baseline in words, for titles and ``target.json``."""
+    return {
+        "blur": f"blurred input (sigma {settings.ig_baseline_sigma:g} px)",
+        "noise": "Gaussian noise",
+        "zeros": "zeros",
+    }[settings.ig_baseline]
+
+
+def _ablation_values(
+    result: AttributionResult, settings: InterpretSettings, target: Target, channels: int
+) -> tuple[np.ndarray, str]:
+    """Feature Ablation per channel and the figure's title; zeros without a region."""
+    if result.ablation is not None:
+        return result.ablation, (
+            f"Feature Ablation of each channel over {settings.ablation_class} "
+            f"({result.ablation_pixels} px; baseline 0 = channel mean)\n{target.describe()}"
+        )
+    return np.zeros(channels), (
+        f"Feature Ablation: no {settings.ablation_class} pixels in {target.sample}, "
+        f"nothing ablated\n{target.describe()}"
+    )
+
+
+def _summary(
+    result: AttributionResult,
+    settings: InterpretSettings,
+    target: Target,
+    folds: Sequence[int],
+    network_input: NetworkInput,
+    display_channel: str,
+) -> dict[str, Any]:
+    """The content of ``target.json`` (no timings, so that reruns give identical files)."""
+    return {
         "target": asdict(target),
         "layer": result.layer,
         "layer_size": list(result.layer_size),
         "folds": list(folds),
         "output": settings.output,
         "model_probability": result.model_probability,
-        "display_channel": channels[display],
+        "display_channel": display_channel,
         "integrated_gradients": {
             "steps": settings.ig_steps,
             "method": "gausslegendre",
-            "baseline": baseline_text,
+            "baseline": _baseline_text(settings),
             "output_difference": result.ig_output_difference,
             "attribution_sum": float(result.ig.sum()),
             "convergence_delta": result.ig_delta,
@@ -1219,18 +512,6 @@ def run_interpret_nnunet(
             "padded": [int(s) for s in network_input.tensor.shape[2:]],
         },
     }
-    files: dict[Path, bytes] = {}
-    for name, figure in figures.items():
-        files.update(prefixed(outdir / name, figure_bytes(figure)))
-    files[outdir / "integrated_gradients.csv"] = table_bytes(ig_table)[".csv"]
-    files[outdir / "feature_ablation.csv"] = table_bytes(
-        channel_table(config, "output_change", ablation)
-    )[".csv"]
-    files[outdir / "target.json"] = json_bytes(summary)
-    write_files(files)
-    timings = {key: round(value, 3) for key, value in sorted(result.timings.items())}
-    log.info("nnU-Net attributions written to %s (seconds: %s)", outdir, timings)
-    return summary
 
 
 def _folds_of(split: Path) -> list[int]:

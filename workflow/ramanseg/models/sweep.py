@@ -12,7 +12,6 @@ of validation Dice against prototypes per class (PNG, PDF), all byte-determinist
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import pandas as pd
 from ramanseg.errors import InputError
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, write_files
+from ramanseg.models.folder import METADATA_NAME, read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -65,20 +65,12 @@ def read_sweep_run(run_dir: str | Path) -> dict[str, Any]:
             validation Dice (trained without validation samples).
     """
     run_dir = Path(run_dir)
-    path = run_dir / "model.json"
-    if not path.is_file():
-        raise InputError(
-            "the sweep run has no model.json",
-            path=path,
-            fix="train this prototype count with `ramanseg train-model --model ramanseg "
-            f"--outdir {run_dir}` first",
-        )
-    try:
-        metadata = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"model.json is not valid JSON ({error})", path=path) from error
-    if not isinstance(metadata, dict):
-        raise InputError("model.json is not a JSON object", path=path, fix="run train-model again")
+    path = run_dir / METADATA_NAME
+    metadata = read_metadata(
+        run_dir,
+        fix="train this prototype count with `ramanseg train-model --model ramanseg "
+        f"--outdir {run_dir}` first",
+    )
     architecture = metadata.get("architecture")
     count = architecture.get("prototypes_per_class") if isinstance(architecture, dict) else None
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:

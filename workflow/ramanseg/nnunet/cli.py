@@ -1,11 +1,11 @@
-"""``ramanseg nnunet-*`` commands: export, plan, train one fold, predict, benchmark."""
+"""``ramanseg nnunet-*`` commands: export, plan, train one fold, predict.
+
+The benchmark ``bench-nnunet`` lives in :mod:`ramanseg.benchmarks.nnunet`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from pathlib import Path
 
 from ramanseg.fileio import write_json
@@ -116,42 +116,6 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _benchmark(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from ramanseg.nnunet.run import load_ensemble
-    from ramanseg.runtime import resolve_device
-
-    config = _configure(args)
-    device = resolve_device(config.get("device", "auto"))
-    folds = sorted(int(p.name.split("_")[1]) for p in _model_dir(config).glob("fold_*"))
-    if not folds:
-        raise SystemExit(f"no trained folds under {_model_dir(config)}: run the nnunet rules first")
-    predictor = load_ensemble(_model_dir(config), folds, device)
-    channels = len(config["channels"])
-    image = np.random.default_rng(0).random((channels, 1, args.size, args.size), dtype=np.float32)
-    predictor.predict_single_npy_array(image, {"spacing": [999.0, 1.0, 1.0]}, None, None, True)
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        predictor.predict_single_npy_array(image, {"spacing": [999.0, 1.0, 1.0]}, None, None, True)
-        times.append(time.perf_counter() - start)
-    megapixels = args.size * args.size / 1e6
-    result = {
-        "model": "nnunet",
-        "folds": folds,
-        "device": str(device),
-        "image_size": args.size,
-        "repeats": args.repeats,
-        "seconds_median": statistics.median(times),
-        "seconds_per_megapixel": statistics.median(times) / megapixels,
-        "megapixels_per_second": megapixels / statistics.median(times),
-    }
-    write_json(args.out, result)
-    print(json.dumps(result, indent=2))
-    return 0
-
-
 def _files_argument(parser: argparse.ArgumentParser, option: str, what: str) -> None:
     parser.add_argument(
         option, required=True, nargs="+", metavar="FILE", help=f"the preprocessed {what}"
@@ -192,13 +156,3 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--outdir", required=True, type=Path, help="results/predictions/nnunet")
     parser.add_argument("--timing", required=True, type=Path, help="JSON file for the timing")
     parser.set_defaults(func=_predict)
-
-    parser = subparsers.add_parser(
-        "bench-nnunet",
-        help="ensemble inference time per megapixel on this machine, written to a file",
-    )
-    _common(parser)
-    parser.add_argument("--size", type=int, default=512, help="side of the square test image")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions")
-    parser.add_argument("--out", type=Path, required=True, help="JSON file for the numbers")
-    parser.set_defaults(func=_benchmark)

@@ -27,8 +27,8 @@ from pathlib import Path
 from ramanseg.errors import InputError
 from ramanseg.fileio import write_json
 
-#: The repository root: this file is workflow/ramanseg/bench_dag.py.
-REPO = Path(__file__).resolve().parents[2]
+#: The repository root: this file is workflow/ramanseg/benchmarks/dag.py.
+REPO = Path(__file__).resolve().parents[3]
 SAMPLES_PER_PATIENT = 3
 
 

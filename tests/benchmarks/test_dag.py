@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ramanseg import bench_dag
+from ramanseg.benchmarks import dag as bench_dag
 from ramanseg.samplesheet import read_samplesheet
 
 

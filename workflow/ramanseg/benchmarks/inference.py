@@ -105,8 +105,6 @@ def bench_inference(
     """
     import torch
 
-    from ramanseg.models.inference import measure_throughput
-    from ramanseg.models.training import METADATA_NAME, WEIGHTS_NAME, load_trained_model
     from ramanseg.runtime import resolve_device
 
     if not models:
@@ -118,22 +116,11 @@ def bench_inference(
     models_dir = Path(models_dir)
     # Everything is checked before the first (slow) measurement.
     nnunet = read_nnunet_timing(nnunet_json) if nnunet_json is not None else None
-    for name in models:
-        folder = models_dir / name
-        for file_name in (METADATA_NAME, WEIGHTS_NAME):
-            if not (folder / file_name).is_file():
-                raise InputError(
-                    f"model {name!r} is not trained: {file_name} is missing",
-                    path=folder / file_name,
-                    fix=f"train it first (rule train_model: `snakemake {folder / WEIGHTS_NAME}`, "
-                    f"or `ramanseg train-model --model {name} --outdir {folder} ...`)",
-                )
+    _check_trained(models_dir, models)
     try:
         device = resolve_device(config.get("device", "auto"))
     except ValueError as error:
         raise ConfigError(f"device: {error}") from error
-    channels = config.get("channels") or []
-    training = config.get("models", {}).get("training", {})
     result: dict[str, Any] = {
         "image_size": size,
         "repeats": repeats,
@@ -143,41 +130,13 @@ def bench_inference(
         "nnunet": None,
     }
     for name in models:
-        model, metadata = load_trained_model(models_dir / name, device)
-        in_channels = int(metadata["in_channels"])
-        if channels and in_channels != len(channels):
-            raise InputError(
-                f"model {name!r} takes {in_channels} channels, the configuration has "
-                f"{len(channels)}",
-                path=models_dir / name / METADATA_NAME,
-                fix=f"retrain {name} with this configuration (rule train_model)",
-            )
-        timing = measure_throughput(
-            model,
-            in_channels,
-            int(metadata["patch_size"]),
-            device,
-            height=size,
-            width=size,
-            batch_size=int(training.get("batch_size", 4)),
-            mixed_precision=bool(training.get("mixed_precision", False)),
-            repeats=repeats,
-            seed=int(config.get("seed", 0)),
-        )
-        row = {
-            "megapixels_per_second": timing["megapixels_per_second"],
-            "seconds_per_megapixel": timing["seconds"] / timing["megapixels"],
-            "seconds": timing["seconds"],
-            "patch_size": int(metadata["patch_size"]),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
+        row = _time_model(models_dir / name, config, device, size=size, repeats=repeats)
         if nnunet is not None:
             row["throughput_ratio_to_nnunet"] = (
                 row["megapixels_per_second"] / nnunet["megapixels_per_second"]
             )
         result["models"][name] = row
         logger.info("%s: %.3f megapixels per second", name, row["megapixels_per_second"])
-        del model
     if nnunet is not None:
         result["nnunet"] = {
             "megapixels_per_second": float(nnunet["megapixels_per_second"]),
@@ -193,6 +152,79 @@ def bench_inference(
                 size,
             )
     return result
+
+
+def _check_trained(models_dir: Path, models: Sequence[str]) -> None:
+    """Raise an InputError naming the rule that trains a model whose files are missing."""
+    from ramanseg.models.folder import WEIGHTS_NAME, read_metadata
+
+    for name in models:
+        folder = models_dir / name
+        fix = (
+            f"train it first (`snakemake {folder / WEIGHTS_NAME}`, or `ramanseg train-model "
+            f"--model {name} --outdir {folder} ...`)"
+        )
+        read_metadata(folder, fix=fix)
+        if not (folder / WEIGHTS_NAME).is_file():
+            raise InputError(
+                f"model {name!r} is not trained: {WEIGHTS_NAME} is missing",
+                path=folder / WEIGHTS_NAME,
+                fix=fix,
+            )
+
+
+def _time_model(
+    folder: Path, config: Mapping[str, Any], device: Any, *, size: int, repeats: int
+) -> dict[str, Any]:
+    """Load the trained model in ``folder`` and time its sliding-window prediction.
+
+    Args:
+        folder: the model's training folder (its name is the model's).
+        config: the configuration (``channels``, ``models.training``, ``seed``).
+        device: the torch device.
+        size: side of the square synthetic image.
+        repeats: timed runs (the median counts).
+
+    Returns:
+        The model's row of :func:`bench_inference`'s result, without the nnU-Net ratio.
+
+    Raises:
+        InputError: the model's channel count differs from the configuration's.
+    """
+    from ramanseg.models.folder import METADATA_NAME
+    from ramanseg.models.inference import measure_throughput
+    from ramanseg.models.training import load_trained_model
+
+    name = folder.name
+    channels = config.get("channels") or []
+    training = config.get("models", {}).get("training", {})
+    model, metadata = load_trained_model(folder, device)
+    in_channels = int(metadata["in_channels"])
+    if channels and in_channels != len(channels):
+        raise InputError(
+            f"model {name!r} takes {in_channels} channels, the configuration has {len(channels)}",
+            path=folder / METADATA_NAME,
+            fix=f"retrain {name} with this configuration (rule train_model)",
+        )
+    timing = measure_throughput(
+        model,
+        in_channels,
+        int(metadata["patch_size"]),
+        device,
+        height=size,
+        width=size,
+        batch_size=int(training.get("batch_size", 4)),
+        mixed_precision=bool(training.get("mixed_precision", False)),
+        repeats=repeats,
+        seed=int(config.get("seed", 0)),
+    )
+    return {
+        "megapixels_per_second": timing["megapixels_per_second"],
+        "seconds_per_megapixel": timing["seconds"] / timing["megapixels"],
+        "seconds": timing["seconds"],
+        "patch_size": int(metadata["patch_size"]),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
 
 def format_table(result: Mapping[str, Any]) -> str:
