@@ -113,6 +113,22 @@ def test_cli_writes_the_dataset(tiny, tmp_path):
     assert (outdir / "samples.tsv").is_file()
 
 
+@pytest.mark.parametrize("where", ["outdir", "parent"])
+def test_outdir_naming_an_existing_file_exits_2_naming_it(tiny, tmp_path, capsys, where):
+    from ramanseg import cli
+
+    existing = tmp_path / "data"
+    existing.write_text("not a folder")
+    outdir = existing if where == "outdir" else existing / "phantom"
+    status = cli.main(["phantom", "--outdir", str(outdir), "--settings", json.dumps(tiny)])
+    error = capsys.readouterr().err
+    assert status == 2
+    assert str(outdir) in error and "existing file, not a folder" in error and "Fix:" in error
+    assert "Traceback" not in error
+    assert existing.read_text() == "not a folder"
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # nothing half-written beside it
+
+
 def test_phantom_command_options_have_help():
     import argparse
 

@@ -13,6 +13,19 @@ sample it writes
 
 plus ``samples.tsv`` (the sample sheet) and ``preview.png`` (one sample at a glance).
 
+Variants
+    ``phantom.variants`` (all 0 by default; ``config/variants.yaml`` switches every one
+    on) makes a fraction of the samples take the input contract's other legitimate forms
+    (:data:`VARIANTS`, chosen per sample by :func:`sample_variants`): no H&E (an empty
+    ``he`` column, no file); the SRS stack as ``srs/<id>.tif``, either a plain multi-page
+    uint16 TIFF without metadata or channels last ``(Y, X, C)`` with the axes in
+    tifffile's metadata; the image drawn ``width x height`` (portrait and landscape
+    mixed); lymphocyte aggregates in the stroma annotated as the extra class ``Immune
+    cells`` (which ``annotations.classes`` or ``annotations.ignore`` must name); one
+    annotation without a class (a region-of-interest box, first in the file; needs
+    ``annotations.unclassified: ignore``). The ground truth (:class:`PhantomSample`'s
+    tissue map and class map) covers every variant.
+
 Tissue model
     Each sample is a tissue section (an irregular blob; the rest is glass slide) made of
     Stroma, with fat (Other), a surface band of squamous Epithelium (most samples), one or
@@ -69,7 +82,10 @@ Determinism
     Everything derives from ``phantom.seed``: the design from ``SeedSequence([seed, 0])``,
     the instrument from ``[seed, 1]``, patient ``p`` from ``[seed, 2, p]`` and sample
     ``i`` (its row in the sample sheet) from ``[seed, 3, i]``, so the output does not
-    depend on the number of threads. TIFFs carry no timestamps and a UUID derived from
+    depend on the number of threads. The variants draw from streams of their own (which
+    samples take variant ``k``: ``[seed, 5, k]``; sample ``i``'s immune aggregates and
+    unclassified feature: ``[seed, 6, i]``), so with every variant off the output is the
+    same as before variants existed. TIFFs carry no timestamps and a UUID derived from
     the seed; the preview PNG carries no software tag: two runs are byte-identical.
 
 Modules
@@ -84,13 +100,23 @@ Modules
 """
 
 from ramanseg.phantom.cli import add_commands
-from ramanseg.phantom.design import PhantomSettings, phantom_design, phantom_settings
+from ramanseg.phantom.design import (
+    VARIANTS,
+    PhantomSettings,
+    SampleVariant,
+    phantom_design,
+    phantom_settings,
+    sample_variants,
+)
 from ramanseg.phantom.export import EXPORT_STYLES, annotation_geojson
 from ramanseg.phantom.sample import PhantomSample, generate_sample
 from ramanseg.phantom.spectra import RAMAN_SPECTRA, class_spectrum, lorentzian
 from ramanseg.phantom.tissue import (
     CLASS_COLORS,
+    CODE_CLASSES,
     EPITHELIUM,
+    EXTRA_CLASSES,
+    IMMUNE,
     NECROSIS,
     OTHER,
     SLIDE,
@@ -107,8 +133,11 @@ from ramanseg.phantom.write import (
 
 __all__ = [
     "CLASS_COLORS",
+    "CODE_CLASSES",
     "EPITHELIUM",
     "EXPORT_STYLES",
+    "EXTRA_CLASSES",
+    "IMMUNE",
     "NECROSIS",
     "OTHER",
     "RAMAN_SPECTRA",
@@ -116,8 +145,10 @@ __all__ = [
     "STROMA",
     "TISSUE_CLASSES",
     "TUMOR",
+    "VARIANTS",
     "PhantomSample",
     "PhantomSettings",
+    "SampleVariant",
     "add_commands",
     "annotation_geojson",
     "class_spectrum",
@@ -127,6 +158,7 @@ __all__ = [
     "phantom_file_names",
     "phantom_samplesheet",
     "phantom_settings",
+    "sample_variants",
     "write_phantom",
     "write_preview",
 ]

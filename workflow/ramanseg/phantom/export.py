@@ -11,7 +11,7 @@ import numpy as np
 import rasterio.errors
 import rasterio.features
 import shapely
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 
 from ramanseg.phantom.tissue import CLASS_COLORS
 
@@ -154,3 +154,39 @@ def annotation_geojson(
     if style.startswith("qupath-0.4"):
         return {"type": "FeatureCollection", "features": features}
     return features
+
+
+def unclassified_feature(class_map: np.ndarray, style: str, rng: np.random.Generator) -> dict:
+    """A region of interest drawn without a class: the box around the annotated pixels.
+
+    QuPath writes an unclassified annotation without ``classification``; a reader skips
+    it (``annotations.unclassified: ignore``), so the truth's class map is unchanged.
+
+    Args:
+        class_map: the annotated class map (its extent sets the box).
+        style: one of :data:`EXPORT_STYLES`, the form of the sample's other features.
+        rng: random generator for the feature's UUID.
+
+    Returns:
+        The GeoJSON Feature.
+    """
+    rows, columns = np.nonzero(class_map)
+    if rows.size == 0:
+        rows, columns = np.array([0, class_map.shape[0] - 1]), np.array([0, class_map.shape[1] - 1])
+    roi = box(columns.min(), rows.min(), columns.max() + 1, rows.max() + 1)
+    geometry = _rounded(mapping(roi))
+    if style in ("qupath-0.4", "qupath-0.4-regions"):
+        return {
+            "type": "Feature",
+            "id": _feature_id(rng),
+            "geometry": geometry,
+            "properties": {"objectType": "annotation"},
+        }
+    if style == "qupath-0.2":
+        return {
+            "type": "Feature",
+            "id": "PathAnnotationObject",
+            "geometry": geometry,
+            "properties": {"isLocked": False, "measurements": []},
+        }
+    return {"type": "Feature", "geometry": geometry, "properties": {"object_type": "annotation"}}

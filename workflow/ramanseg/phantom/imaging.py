@@ -13,6 +13,7 @@ from scipy.spatial import cKDTree
 from ramanseg.phantom.spectra import RAMAN_SPECTRA, class_spectrum
 from ramanseg.phantom.tissue import (
     EPITHELIUM,
+    IMMUNE,
     NECROSIS,
     OTHER,
     SLIDE,
@@ -47,6 +48,11 @@ TISSUE_LOOK: dict[int, _TissueLook] = {
     STROMA: _TissueLook(0.9, 0.04, 0.8, 0.28, 1.0, 0.04, 0.80),
     OTHER: _TissueLook(0.85, 0.01, 0.8, 0.06, 0.0, 0.0, 0.04),
 }
+
+#: Lymphocyte aggregates (the ``Immune cells`` variant class): the area fraction covered
+#: by nuclei and their size relative to the sample's nucleus size (small, round, dense).
+IMMUNE_NUCLEI = 0.5
+IMMUNE_NUCLEUS_SCALE = 0.7
 
 #: Optical density (log10) of unit hematoxylin and eosin (colour of a thin layer at
 #: concentration 1: H ~ RGB(70, 50, 140) blue-purple, E ~ RGB(230, 110, 170) pink).
@@ -243,7 +249,8 @@ def render_images(
 
     Args:
         rng: the sample's random generator (drawn from in a fixed order).
-        tissue: the tissue map (codes of :mod:`ramanseg.phantom.tissue`).
+        tissue: the tissue map (codes of :mod:`ramanseg.phantom.tissue`; immune
+            aggregates are drawn as stroma with dense small nuclei).
         depth: the distance to the glass (px), from the tissue map.
         thickness: the epithelium's thickness map (px), from the tissue map.
         channels: the configured channels (role, wavenumber).
@@ -255,15 +262,21 @@ def render_images(
     """
     h, w = tissue.shape
     size = math.sqrt(h * w)
+    immune = tissue == IMMUNE
+    if immune.any():
+        # Lymphocyte aggregates are stroma crowded with small round nuclei (below).
+        tissue = np.where(immune, STROMA, tissue).astype(tissue.dtype)
 
     # Cell-scale structure.
     radius = float(np.clip(min(h, w) / 150.0, 1.0, 2.5))
     coverage = _per_class(tissue, "nuclei")
+    nucleus_scale = _per_class(tissue, "nucleus_scale")
+    coverage[immune], nucleus_scale[immune] = IMMUNE_NUCLEI, IMMUNE_NUCLEUS_SCALE
     layer = np.clip(depth / np.maximum(thickness, 1.0), 0.0, 1.0)
     epithelium = tissue == EPITHELIUM
     # Squamous epithelium: flat keratinised surface, nuclei crowd towards the basal layer.
     coverage[epithelium] *= 0.35 + 0.9 * layer[epithelium]
-    nuclei = _render_nuclei(rng, tissue, radius, coverage, _per_class(tissue, "nucleus_scale"))
+    nuclei = _render_nuclei(rng, tissue, radius, coverage, nucleus_scale)
     fibres = _fibres(rng, h, w, size, period=max(4.0, 2.5 * radius), fill=0.75)
     elastin = _fibres(
         rng, h, w, size, period=max(6.0, 5.0 * radius), families=2, sharpness=20.0, fill=0.3

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ramanseg.config import CHANNEL_ROLES, ConfigError, class_names, require
-from ramanseg.phantom.design import phantom_design, phantom_settings
-from ramanseg.phantom.export import EXPORT_STYLES, annotation_geojson
+from ramanseg.phantom.design import (
+    SampleVariant,
+    phantom_design,
+    phantom_settings,
+    sample_variants,
+)
+from ramanseg.phantom.export import EXPORT_STYLES, annotation_geojson, unclassified_feature
 from ramanseg.phantom.imaging import _patient, render_images
-from ramanseg.phantom.tissue import TISSUE_CLASSES, _annotated_class_map, _tissue_map
+from ramanseg.phantom.tissue import (
+    EXTRA_CLASSES,
+    TISSUE_CLASSES,
+    _annotated_class_map,
+    _tissue_map,
+    add_immune_aggregates,
+)
 
 
 @dataclass
@@ -22,14 +33,18 @@ class PhantomSample:
     Attributes:
         sample_id: the sample's id.
         patient_id: its patient.
-        srs: ``(C, Y, X)`` uint16 stack, channels as configured.
-        he: ``(Y, X, 3)`` uint8 RGB H&E image.
-        tissue: ``(Y, X)`` uint8 true tissue map: 0 glass, ``1 + TISSUE_CLASSES.index``.
+        srs: ``(C, Y, X)`` uint16 stack, channels as configured (whatever the file's
+            layout: see :attr:`variant`).
+        he: ``(Y, X, 3)`` uint8 RGB H&E image (drawn even when the variant writes none).
+        tissue: ``(Y, X)`` uint8 true tissue map: 0 glass, code ``k`` the class
+            ``CODE_CLASSES[k]`` (1..5 the :data:`TISSUE_CLASSES`, 6 ``Immune cells``).
         class_map: ``(Y, X)`` uint8 annotated class map in configuration order (value
             ``k`` is the ``k``-th class of ``annotations.classes``; 0 = not annotated or
-            an ignored class), what a correct reader of :attr:`annotations` produces.
+            an ignored class), what a correct reader of :attr:`annotations` produces
+            (skipping unclassified features).
         annotations: the GeoJSON object written to the file (a dict or a list).
         export_style: which of :data:`EXPORT_STYLES` the annotations use.
+        variant: which variants of the input contract the sample takes.
     """
 
     sample_id: str
@@ -40,17 +55,30 @@ class PhantomSample:
     class_map: np.ndarray
     annotations: dict | list
     export_style: str
+    variant: SampleVariant = field(default_factory=SampleVariant)
 
 
 def _check_classes(config: Mapping[str, Any]) -> list[str]:
-    """The configured class names; every phantom class must be known to the reader."""
+    """The configured class names; every class the phantom writes must be known to the
+    reader, and its unclassified features accepted."""
     names = class_names(config)
-    ignore = list(require(config, "annotations").get("ignore", []) or [])
-    missing = [name for name in TISSUE_CLASSES if name not in names and name not in ignore]
+    section = require(config, "annotations")
+    ignore = list(section.get("ignore", []) or [])
+    variants = sample_variants(config)
+    drawn = list(TISSUE_CLASSES)
+    if any(v.immune_cells for v in variants):
+        drawn += EXTRA_CLASSES
+    missing = [name for name in drawn if name not in names and name not in ignore]
     if missing:
         raise ConfigError(
-            f"annotations.classes must name the phantom's classes {list(TISSUE_CLASSES)} "
+            f"annotations.classes must name the phantom's classes {drawn} "
             f"(or annotations.ignore list them); missing: {missing}"
+        )
+    if any(v.unclassified for v in variants) and section.get("unclassified") != "ignore":
+        raise ConfigError(
+            "phantom.variants.unclassified writes annotations without a class, which "
+            f"annotations.unclassified: {section.get('unclassified', 'error')} rejects; "
+            "set annotations.unclassified: ignore"
         )
     return names
 
@@ -87,12 +115,24 @@ def generate_sample(config: Mapping[str, Any], sample_index: int) -> PhantomSamp
     sample_id, patient_id = design.iloc[sample_index][["sample_id", "patient_id"]]
     patient_index = int(patient_id[1:]) - 1
     patient = _patient(settings.seed, patient_index)
+    variant = sample_variants(config)[sample_index]
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 3, sample_index]))
-    tissue, depth, thickness = _tissue_map(rng, settings.height, settings.width)
+    # The variants draw from a stream of their own, so the rest is drawn as without them.
+    variant_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 6, sample_index]))
+    h, w = settings.height, settings.width
+    if variant.transposed:
+        h, w = w, h
+    tissue, depth, thickness = _tissue_map(rng, h, w)
+    if variant.immune_cells:
+        tissue = add_immune_aggregates(variant_rng, tissue)
     class_map = _annotated_class_map(rng, tissue, names)
     srs, he = render_images(rng, tissue, depth, thickness, channels, patient, settings.seed)
     style = EXPORT_STYLES[sample_index % len(EXPORT_STYLES)]
     annotations = annotation_geojson(class_map, names, style, rng)
+    if variant.unclassified:
+        features = annotations["features"] if isinstance(annotations, dict) else annotations
+        # First, as a region of interest drawn before the classified regions would be.
+        features.insert(0, unclassified_feature(class_map, style, variant_rng))
     return PhantomSample(
         sample_id=str(sample_id),
         patient_id=str(patient_id),
@@ -102,4 +142,5 @@ def generate_sample(config: Mapping[str, Any], sample_index: int) -> PhantomSamp
         class_map=class_map,
         annotations=annotations,
         export_style=style,
+        variant=variant,
     )

@@ -1,5 +1,6 @@
-"""The tissue map: where glass, stroma, fat, epithelium, tumour and necrosis are, and
-which of it the pathologist annotated."""
+"""The tissue map: where glass, stroma, fat, epithelium, tumour, necrosis (and, in the
+``immune_cells`` variant, lymphocyte aggregates) are, and which of it the pathologist
+annotated."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ from skimage import morphology
 #: The tissue classes the phantom draws; the tissue map codes them 1..5 (0 = glass).
 TISSUE_CLASSES = ("Tumor", "Necrosis", "Epithelium", "Stroma", "Other")
 SLIDE, TUMOR, NECROSIS, EPITHELIUM, STROMA, OTHER = range(6)
+#: Classes drawn only in the samples of a variant (``phantom.variants.immune_cells``);
+#: the tissue map codes them from 6 on.
+EXTRA_CLASSES = ("Immune cells",)
+IMMUNE = 6
+#: The class name of each tissue code (the glass, code 0, has none).
+CODE_CLASSES = (None, *TISSUE_CLASSES, *EXTRA_CLASSES)
 
 #: QuPath's colours for its built-in classes; Epithelium is not built in, so our own.
 CLASS_COLORS: dict[str, tuple[int, int, int]] = {
@@ -22,6 +29,7 @@ CLASS_COLORS: dict[str, tuple[int, int, int]] = {
     "Epithelium": (0, 150, 200),
     "Stroma": (150, 200, 150),
     "Other": (255, 200, 0),
+    "Immune cells": (160, 90, 160),
 }
 
 # --------------------------------------------------------------------------------------
@@ -157,10 +165,46 @@ def _tissue_map(
     return tissue, depth, thickness
 
 
+def add_immune_aggregates(rng: np.random.Generator, tissue: np.ndarray) -> np.ndarray:
+    """Lymphocyte aggregates in the stroma, most of them near the tumour.
+
+    Args:
+        rng: the random generator (the sample's variant stream, so the rest of the
+            sample is drawn as without aggregates).
+        tissue: the tissue map of :func:`_tissue_map`.
+
+    Returns:
+        A copy of ``tissue`` with the aggregates coded :data:`IMMUNE`; unchanged if the
+        sample has no stroma.
+    """
+    h, w = tissue.shape
+    size = math.sqrt(h * w)
+    min_area = max(6, round(4e-4 * h * w))
+    stroma = tissue == STROMA
+    if not stroma.any():
+        return tissue.copy()
+    field = _smooth_noise(rng, (h, w), [0.03 * size])
+    if (tissue == TUMOR).any():
+        # Immune cells gather at the invasive front.
+        near = ndimage.distance_transform_edt(tissue != TUMOR).astype(np.float32)
+        field += 1.5 * np.exp(-near / (0.08 * size))
+    aggregates = _clean(_threshold_fraction(field, stroma, rng.uniform(0.06, 0.12)), min_area)
+    aggregates &= stroma
+    if aggregates.sum() < min_area:
+        # Little stroma: one aggregate where the field is highest.
+        r, c = np.unravel_index(np.argmax(np.where(stroma, field, -np.inf)), (h, w))
+        yy, xx = np.mgrid[0:h, 0:w]
+        aggregates = stroma & (np.hypot(yy - r, xx - c) <= max(3.0, 0.05 * size))
+    tissue = tissue.copy()
+    tissue[aggregates] = IMMUNE
+    return tissue
+
+
 def _annotated_class_map(
     rng: np.random.Generator, tissue: np.ndarray, names: Sequence[str]
 ) -> np.ndarray:
-    """The class map the pathologist annotated: a margin of stroma / fat is left out."""
+    """The class map the pathologist annotated: a margin of stroma / fat is left out
+    (immune aggregates are annotated wherever they are)."""
     h, w = tissue.shape
     side = rng.integers(4)
     fraction = rng.uniform(0.08, 0.18)
@@ -173,8 +217,8 @@ def _annotated_class_map(
         margin[: max(1, round(fraction * h)), :] = True
     else:
         margin[h - max(1, round(fraction * h)) :, :] = True
-    lookup = np.zeros(len(TISSUE_CLASSES) + 1, np.uint8)
-    for code, name in enumerate(TISSUE_CLASSES, start=1):
+    lookup = np.zeros(len(CODE_CLASSES), np.uint8)
+    for code, name in enumerate(CODE_CLASSES[1:], start=1):
         lookup[code] = names.index(name) + 1 if name in names else 0
     class_map = lookup[tissue]
     class_map[margin & np.isin(tissue, [STROMA, OTHER])] = 0

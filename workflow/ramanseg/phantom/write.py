@@ -15,8 +15,14 @@ import tifffile
 
 from ramanseg import __version__
 from ramanseg.config import channel_names, channel_roles, class_names
+from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
-from ramanseg.phantom.design import phantom_design, phantom_settings
+from ramanseg.phantom.design import (
+    SampleVariant,
+    phantom_design,
+    phantom_settings,
+    sample_variants,
+)
 from ramanseg.phantom.export import _feature_id
 from ramanseg.phantom.sample import PhantomSample, _check_channels, _check_classes, generate_sample
 from ramanseg.phantom.tissue import CLASS_COLORS
@@ -29,11 +35,22 @@ def _ome_uuid(seed: int, sample_index: int) -> str:
     return f"urn:uuid:{_feature_id(rng)}"
 
 
-def phantom_file_names(sample_id: str) -> tuple[str, str, str]:
-    """The (srs, he, annotations) paths of a synthetic sample, relative to the sheet."""
+def phantom_file_names(
+    sample_id: str, variant: SampleVariant | None = None
+) -> tuple[str, str, str]:
+    """The (srs, he, annotations) paths of a synthetic sample, relative to the sheet.
+
+    Args:
+        sample_id: the sample.
+        variant: its variant (default: none): the SRS stack of the ``plain_tiff`` and
+            ``channels_last`` variants is a ``.tif``, not an ``.ome.tif``; a sample
+            without H&E has an empty ``he`` path.
+    """
+    variant = variant or SampleVariant()
+    srs_suffix = ".ome.tif" if variant.srs_format == "ome" else ".tif"
     return (
-        f"srs/{sample_id}.ome.tif",
-        f"he/{sample_id}.tif",
+        f"srs/{sample_id}{srs_suffix}",
+        f"he/{sample_id}.tif" if variant.he else "",
         f"annotations/{sample_id}.geojson",
     )
 
@@ -49,46 +66,80 @@ def phantom_samplesheet(config: Mapping[str, Any], outdir: str | Path) -> pd.Dat
 
     Returns:
         The columns of a sample sheet read by :func:`ramanseg.samplesheet.read_samplesheet`
-        (paths joined to ``outdir``), indexed by ``sample_id``.
+        (paths joined to ``outdir``; an empty ``he`` where a sample has no H&E), indexed
+        by ``sample_id``.
     """
     outdir = Path(outdir)
     table = phantom_design(config)
-    for column, index in (("srs", 0), ("he", 1), ("annotations", 2)):
-        table[column] = [str(outdir / phantom_file_names(s)[index]) for s in table["sample_id"]]
+    names = [
+        phantom_file_names(sample_id, variant)
+        for sample_id, variant in zip(table["sample_id"], sample_variants(config), strict=True)
+    ]
+    for index, column in enumerate(("srs", "he", "annotations")):
+        table[column] = [str(outdir / files[index]) if files[index] else "" for files in names]
     return table.set_index("sample_id", drop=False)
+
+
+def _write_srs(config: Mapping[str, Any], sample: PhantomSample, index: int, path: Path) -> None:
+    """Write the SRS stack in the sample's format: OME-TIFF, or one of the variants."""
+    software = f"ramanseg {__version__} phantom"
+    if sample.variant.srs_format == "plain_tiff":
+        # One page per channel and no description: tifffile reads the axes as IYX.
+        tifffile.imwrite(
+            path,
+            sample.srs,
+            photometric="minisblack",
+            compression="zlib",
+            software=software,
+            metadata=None,
+        )
+    elif sample.variant.srs_format == "channels_last":
+        # One page of C samples per pixel; tifffile's description names the axes YXC.
+        tifffile.imwrite(
+            path,
+            np.ascontiguousarray(sample.srs.transpose(1, 2, 0)),
+            photometric="minisblack",
+            planarconfig="contig",
+            compression="zlib",
+            software=software,
+            metadata={"axes": "YXC"},
+        )
+    else:
+        seed = phantom_settings(config).seed
+        tifffile.imwrite(
+            path,
+            sample.srs,
+            ome=True,
+            photometric="minisblack",
+            compression="zlib",
+            software=software,
+            metadata={
+                "axes": "CYX",
+                "Name": sample.sample_id,
+                "Channel": {"Name": channel_names(config)},
+                # Fixed UUID and creator: tifffile would otherwise write a fresh uuid1.
+                "UUID": _ome_uuid(seed, index),
+                "Creator": software,
+            },
+        )
 
 
 def _write_sample(
     config: Mapping[str, Any], sample_index: int, root: Path
 ) -> tuple[dict[str, str], PhantomSample]:
-    """Generate one sample and write its three files under ``root``."""
+    """Generate one sample and write its files under ``root``."""
     sample = generate_sample(config, sample_index)
-    seed = phantom_settings(config).seed
-    srs_rel, he_rel, annotations_rel = phantom_file_names(sample.sample_id)
-    tifffile.imwrite(
-        root / srs_rel,
-        sample.srs,
-        ome=True,
-        photometric="minisblack",
-        compression="zlib",
-        software=f"ramanseg {__version__} phantom",
-        metadata={
-            "axes": "CYX",
-            "Name": sample.sample_id,
-            "Channel": {"Name": channel_names(config)},
-            # Fixed UUID and creator: tifffile would otherwise write a fresh uuid1.
-            "UUID": _ome_uuid(seed, sample_index),
-            "Creator": f"ramanseg {__version__} phantom",
-        },
-    )
-    tifffile.imwrite(
-        root / he_rel,
-        sample.he,
-        photometric="rgb",
-        compression="zlib",
-        software=f"ramanseg {__version__} phantom",
-        metadata=None,
-    )
+    srs_rel, he_rel, annotations_rel = phantom_file_names(sample.sample_id, sample.variant)
+    _write_srs(config, sample, sample_index, root / srs_rel)
+    if he_rel:
+        tifffile.imwrite(
+            root / he_rel,
+            sample.he,
+            photometric="rgb",
+            compression="zlib",
+            software=f"ramanseg {__version__} phantom",
+            metadata=None,
+        )
     with open(root / annotations_rel, "w") as handle:
         json.dump(sample.annotations, handle, indent=2)
         handle.write("\n")
@@ -144,7 +195,8 @@ def write_preview(config: Mapping[str, Any], sample: PhantomSample, path: str | 
     axes[0].set_title(f"SRS: {names[band]}")
     figure.colorbar(shown, ax=axes[0], fraction=0.046, pad=0.04, label="counts")
     axes[1].imshow(sample.he, interpolation="nearest")
-    axes[1].set_title("H&E")
+    # The variant without H&E writes none: say so rather than show a file that is not there.
+    axes[1].set_title("H&E" if sample.variant.he else "H&E (not in the dataset)")
     axes[2].imshow(sample.he, interpolation="nearest")
     axes[2].imshow(overlay, interpolation="nearest")
     for value in range(1, len(classes) + 1):
@@ -173,6 +225,11 @@ def write_phantom(config: Mapping[str, Any], outdir: str | Path, threads: int = 
 
     Returns:
         The path of the sample sheet, ``outdir/samples.tsv``.
+
+    Raises:
+        InputError: ``outdir`` or a folder above it is an existing file.
+        ConfigError: an invalid ``phantom`` section, or classes the phantom draws that
+            ``annotations`` does not name.
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
@@ -181,6 +238,15 @@ def write_phantom(config: Mapping[str, Any], outdir: str | Path, threads: int = 
     _check_classes(config)
     design = phantom_design(config)
     outdir = Path(outdir)
+    for folder in (outdir, *outdir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise InputError(
+                "the phantom's output folder cannot be written: "
+                + ("it" if folder == outdir else f"its parent {str(folder)!r}")
+                + " is an existing file, not a folder",
+                path=outdir,
+                fix="give --outdir (phantom.outdir) a folder path, or move the file away",
+            )
     with atomic_path(outdir) as root:
         for folder in ("srs", "he", "annotations"):
             (root / folder).mkdir(parents=True)
