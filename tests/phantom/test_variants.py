@@ -17,7 +17,7 @@ from ramanseg import phantom
 from ramanseg.annotations import rasterize_annotations, read_qupath_geojson
 from ramanseg.config import ConfigError, class_names, load_config_files
 from ramanseg.io import read_he, read_srs
-from ramanseg.phantom.design import VARIANTS, sample_variants
+from ramanseg.phantom.design import VARIANTS, sample_variants, variant_count
 from tests.conftest import DEMO_CONFIG, REPO
 from tests.phantom.conftest import features_of, file_hashes, rasterise
 
@@ -75,6 +75,11 @@ def test_variants_all_zero_write_the_same_bytes_as_no_variants_key(tiny, dataset
 
 
 # ------------------------------------------------------------------------- each variant
+
+
+def test_variant_counts_round_up_to_whole_samples():
+    assert [variant_count(f, 6) for f in (0.0, 0.01, 0.25, 0.5, 1.0)] == [0, 1, 2, 3, 6]
+    assert variant_count(0.1, 30) == 3  # not 4 from 0.1 x 30 = 3.0000000000000004
 
 
 def test_every_variant_falls_on_some_samples_and_they_mix(variants):

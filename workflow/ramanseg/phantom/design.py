@@ -116,7 +116,13 @@ def _variant_fractions(config: Mapping[str, Any]) -> dict[str, float]:
 
 def variant_count(fraction: float, samples: int) -> int:
     """The number of samples that take a variant: rounded up, so any fraction > 0 gives
-    at least one sample."""
+    at least one sample.
+
+    Args:
+        fraction: the variant's ``phantom.variants`` value, in [0, 1].
+        samples: the number of samples.
+    """
+    # The tolerance keeps an exact product (0.1 x 30 = 3.0000000000000004) from rounding up.
     return min(samples, math.ceil(fraction * samples - 1e-9))
 
 
