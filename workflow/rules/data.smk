@@ -6,7 +6,8 @@ if USE_PHANTOM:
         output:
             sheet=SAMPLESHEET,
             srs=list(SAMPLES["srs"]),
-            he=list(SAMPLES["he"]),
+            # Samples without H&E (an empty `he`) have no file to write.
+            he=[he for he in SAMPLES["he"] if he],
             annotations=list(SAMPLES["annotations"]),
             preview=report(
                 PHANTOM_DIR / "preview.png",
