@@ -302,9 +302,7 @@ def test_report_captions_render_with_the_demo_configuration(monkeypatch, target_
 
     from ramanseg.config import load_config_files
     from tests.conftest import DEMO_CONFIG
-    from tests.interpret import extend_schema
 
-    extend_schema(monkeypatch)
     config = load_config_files([DEMO_CONFIG])
     config["interpret"]["target_pixel"] = target_pixel
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined)

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 import torch
 
-from ramanseg.config import ConfigError
+from ramanseg.config import ConfigError, validate_config
 from ramanseg.interpret import interpret_settings
 from ramanseg.interpret.nnunet_attributions import explain
 from ramanseg.interpret.nnunet_methods import (
@@ -23,7 +23,7 @@ from ramanseg.interpret.nnunet_methods import (
 from ramanseg.interpret.nnunet_network import MeanOfModels, NetworkInput, prepare_network
 from ramanseg.interpret.nnunet_target import Target
 from ramanseg.predictions import write_prediction
-from tests.interpret import extend_schema, register_commands
+from tests.interpret import register_commands
 from tests.interpret.nnunet_model import one_thread, tiny_resenc_unet  # noqa: F401 (fixture)
 
 #: One torch thread for every test here (the fixture also restores the deterministic mode).
@@ -46,7 +46,9 @@ def test_gradcam_per_fold_and_the_mean_on_a_resenc_unet():
     # Through explain(): maps in image coordinates (crop offset 2, 3) and their mean.
     network_input = NetworkInput(inputs, offset=(2, 3), size=(32, 32), image_shape=(36, 40))
     settings = interpret_settings(
-        {"interpret": {"gradcam_layer": "encoder.stages.1", "ig_steps": 4}}
+        validate_config(
+            {"interpret": {"gradcam_layer": "encoder.stages.1", "ig_steps": 4}}, partial=True
+        )
     )
     target = Target("S", 12, 15, "configured", 0, 0.0, 0.5)
     region = np.zeros((36, 40), bool)
@@ -73,11 +75,13 @@ def test_gradcam_per_fold_and_the_mean_on_a_resenc_unet():
         torch.testing.assert_close(MeanOfModels(networks)(inputs), expected)
 
 
-def test_settings_are_checked():
-    assert interpret_settings({}).target_pixel is None
-    assert interpret_settings(
-        {"interpret": {"sample": "A", "target_pixel": [3, 4]}}
-    ).target_pixel == (3, 4)
+def test_settings_are_typed_from_the_validated_config():
+    def settings(section):
+        return interpret_settings(validate_config({"interpret": section}, partial=True))
+
+    assert settings({}).target_pixel is None and settings({}).ig_steps == 32
+    assert settings({"sample": "A", "target_pixel": [3, 4]}).target_pixel == (3, 4)
+    # The schema is the validator of each value; check_config_semantics of their relations.
     for bad in (
         {"target_pixel": [1, 2]},  # a pixel without a sample
         {"sample": "A", "target_pixel": [1]},
@@ -87,11 +91,15 @@ def test_settings_are_checked():
         {"colour": "red"},
     ):
         with pytest.raises(ConfigError, match="interpret"):
-            interpret_settings({"interpret": bad})
+            validate_config({"interpret": bad}, partial=True)
 
 
 # --------------------------------------------------------------------------------------------
 # The command, on a randomly initialised nnU-Net model folder.
+
+
+def _files(folder, option, name):
+    return [option, *map(str, sorted(folder.glob(f"*/{name}")))]
 
 
 def test_interpret_nnunet_command_end_to_end(tmp_path, monkeypatch):
@@ -100,7 +108,6 @@ def test_interpret_nnunet_command_end_to_end(tmp_path, monkeypatch):
     from tests.interpret.nnunet_model import configure_nnunet_for_test, write_model_folder
 
     register_commands(monkeypatch, "ramanseg.interpret")
-    extend_schema(monkeypatch)
     nnunet_dir = configure_nnunet_for_test(monkeypatch, tmp_path / "nnunet")
     settings = {
         "seed": 0,
@@ -138,16 +145,19 @@ def test_interpret_nnunet_command_end_to_end(tmp_path, monkeypatch):
             probability[18:25, 18:25] = 0.8  # the false positive over the epithelium
         write_prediction(predictions, sample, probability)
     split = tmp_path / "split.json"
-    split.write_text(json.dumps({"test": ["A", "B"], "folds": [{}, {}]}))
+    folds = [{"train": [], "val": []}] * 2
+    split.write_text(json.dumps({"train": [], "val": [], "test": ["A", "B"], "folds": folds}))
     outdir = tmp_path / "interpret"
     argv = [
         "interpret-nnunet",
         "--nnunet-dir",
         str(nnunet_dir),
-        "--preprocessed",
-        str(preprocessed),
+        *_files(preprocessed, "--stacks", "stack.ome.tif"),
+        *_files(preprocessed, "--truth", "mask.tif"),
+        *_files(preprocessed, "--classes", "classes.tif"),
+        *_files(preprocessed, "--foregrounds", "foreground.tif"),
         "--predictions",
-        str(predictions),
+        *map(str, sorted(predictions.glob("*.tif"))),
         "--split",
         str(split),
         "--outdir",

@@ -19,7 +19,7 @@ from ramanseg.interpret.prototypes import (
     read_records,
 )
 from ramanseg.models.prototypes import PrototypeRecord, write_projection_json
-from tests.interpret import extend_schema, register_commands
+from tests.interpret import register_commands
 
 NAMES = ["Tumor", "Necrosis", "Epithelium", "Stroma", "Other"]
 
@@ -112,7 +112,6 @@ def test_reading_records_and_vectors(tmp_path):
 
 def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):
     register_commands(monkeypatch, "ramanseg.interpret")
-    extend_schema(monkeypatch)
     model_dir, preprocessed = tmp_path / "model", tmp_path / "preprocessed"
     model_dir.mkdir()
     records = [
@@ -138,8 +137,10 @@ def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):
         "interpret-prototypes",
         "--model-dir",
         str(model_dir),
-        "--preprocessed",
-        str(preprocessed),
+        "--stacks",
+        str(preprocessed / "S" / "stack.ome.tif"),
+        "--classes",
+        str(preprocessed / "S" / "classes.tif"),
         "--outdir",
         str(outdir),
         "--settings",

@@ -380,7 +380,7 @@ def test_both_variants_predict_through_the_registry(request, dataset, tmp_path, 
     args = argparse.Namespace(
         model=name,
         weights=str(trained["outdir"]),
-        preprocessed=str(dataset["preprocessed"]),
+        stacks=sorted(map(str, Path(dataset["preprocessed"]).glob("*/stack.ome.tif"))),
         split=str(dataset["split"]),
         outdir=str(tmp_path / "predictions"),
         subset="test",

@@ -99,12 +99,39 @@ ORDERED_PAIR_KEYS = (
 )
 
 
+def _interpret_problems(config: Mapping[str, Any]) -> list[str]:
+    """The ``interpret`` settings that name things the rest of the configuration lacks."""
+    interpret = config.get("interpret")
+    if not isinstance(interpret, Mapping):
+        return []
+    problems = []
+    if interpret.get("target_pixel", "auto") != "auto" and interpret.get("sample") == "auto":
+        problems.append(
+            "interpret.target_pixel is given, so interpret.sample must name the sample it is in"
+        )
+    classes = (config.get("annotations") or {}).get("classes")
+    ablation = interpret.get("ablation_class")
+    if isinstance(classes, Mapping) and ablation is not None and ablation not in classes:
+        problems.append(
+            f"interpret.ablation_class {ablation!r} is not in annotations.classes {list(classes)}"
+        )
+    channels = config.get("channels")
+    display = interpret.get("display_channel", "auto")
+    if isinstance(channels, list) and display != "auto":
+        names = [channel.get("name") for channel in channels if isinstance(channel, Mapping)]
+        if display not in names:
+            problems.append(f"interpret.display_channel {display!r} is not a channel: {names}")
+    return problems
+
+
 def check_config_semantics(config: Mapping[str, Any]) -> None:
     """Check what the schema cannot express: relations between values of a valid config.
 
     Each ``[low, high]`` pair of :data:`ORDERED_PAIR_KEYS` that is present must have
     ``low < high`` (with ``low >= high`` every preprocessing job would fail, after the dry
-    run had passed). Keys that are absent (a partial ``--settings``) are not checked.
+    run had passed); the ``interpret`` section must name a configured class and channel,
+    and a target pixel only with its sample. Keys that are absent (a partial
+    ``--settings``) are not checked.
 
     Args:
         config: a configuration that passed the schema.
@@ -121,6 +148,7 @@ def check_config_semantics(config: Mapping[str, Any]) -> None:
             low, high = node
             if not low < high:
                 problems.append(f"  {dotted_key}: low {low:g} must be below high {high:g}")
+    problems += [f"  {problem}" for problem in _interpret_problems(config)]
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 

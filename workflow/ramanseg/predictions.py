@@ -136,6 +136,27 @@ def read_predicted_mask(path: str | Path, sample_id: str, fix: str) -> np.ndarra
     return mask != 0
 
 
+def predictions_by_sample(paths: Sequence[str | Path]) -> dict[str, dict[str, Path]]:
+    """Group one model's prediction files by sample: ``{sample: {"mask": path,
+    "probability": path}}`` (the kinds among ``paths``).
+
+    Raises:
+        InputError: a file that is not a prediction, or files of more than one model.
+    """
+    grouped: dict[str, dict[str, Path]] = {}
+    models = set()
+    for path in map(Path, paths):
+        model, sample, kind = parse_prediction_path(path)
+        models.add(model)
+        grouped.setdefault(sample, {})[kind] = path
+    if len(models) > 1:
+        raise InputError(
+            f"expected the predictions of one model, got files of {sorted(models)}",
+            fix="pass one model's files (results/predictions/<model>/)",
+        )
+    return grouped
+
+
 def read_prediction(directory: str | Path, sample_id: str) -> tuple[np.ndarray, np.ndarray]:
     """Read one sample's (mask, probability) as written by :func:`write_prediction`.
 
@@ -143,8 +164,16 @@ def read_prediction(directory: str | Path, sample_id: str) -> tuple[np.ndarray, 
         InputError: a missing or damaged file, masks that are not 0 / 1, probabilities
             outside [0, 1], or the two of different shapes.
     """
-    mask_path, probability_path = prediction_paths(directory, sample_id)
-    fix = f"rerun the prediction that writes {Path(directory)}"
+    return read_prediction_files(*prediction_paths(directory, sample_id), sample_id)
+
+
+def read_prediction_files(
+    mask_path: str | Path, probability_path: str | Path, sample_id: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one sample's (mask, probability) from their two files, checked as
+    :func:`read_prediction`."""
+    mask_path, probability_path = Path(mask_path), Path(probability_path)
+    fix = f"rerun the prediction that writes {mask_path.parent}"
     mask = read_predicted_mask(mask_path, sample_id, fix).astype(np.uint8)
     probability = _read_2d(probability_path, sample_id, "predicted probability", fix)
     probability = probability.astype(np.float32, copy=False)

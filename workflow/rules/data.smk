@@ -44,7 +44,7 @@ rule preprocess:
         qc_json=PREPROCESSED / "{sample}" / "qc.json",
     params:
         he=he_argument,
-        outdir=lambda wildcards: PREPROCESSED / wildcards.sample,
+        outdir=lambda wildcards, output: Path(output.stack).parent,
         settings=settings("channels", "annotations", "preprocess", "seed"),
     log:
         LOGS / "preprocess" / "{sample}.log",

@@ -28,9 +28,7 @@ rule interpret_nnunet:
         target=INTERPRET / "nnunet" / "target.json",
     params:
         nnunet=NNUNET,
-        preprocessed=PREPROCESSED,
-        predictions=PREDICTIONS / "nnunet",
-        outdir=INTERPRET / "nnunet",
+        outdir=lambda wildcards, output: Path(output.target).parent,
         settings=settings(
             "seed", "deterministic", "device", "channels", "annotations", "nnunet", "interpret"
         ),
@@ -47,8 +45,10 @@ rule interpret_nnunet:
         "../../envs/nnunet.yaml"
     shell:
         "python -m ramanseg interpret-nnunet --nnunet-dir {params.nnunet:q}"
-        " --preprocessed {params.preprocessed:q} --predictions {params.predictions:q}"
-        " --split {input.split:q} --outdir {params.outdir:q} --threads {threads}"
+        " --stacks {input.stacks:q} --truth {input.truth:q} --classes {input.classes:q}"
+        " --foregrounds {input.foreground:q} --predictions {input.masks:q}"
+        " {input.probabilities:q} --split {input.split:q} --outdir {params.outdir:q}"
+        " --threads {threads}"
         " --settings {params.settings:q} > {log:q} 2>&1"
 
 
@@ -78,9 +78,8 @@ rule interpret_prototypes:
             subcategory="RamanSeg",
         ),
     params:
-        model_dir=MODELS / "ramanseg",
-        preprocessed=PREPROCESSED,
-        outdir=INTERPRET / "ramanseg",
+        model_dir=lambda wildcards, input: Path(input.weights).parent,
+        outdir=lambda wildcards, output: Path(output.gallery).parent,
         settings=settings("seed", "channels", "annotations", "interpret"),
     log:
         LOGS / "interpret" / "prototypes.log",
@@ -95,5 +94,5 @@ rule interpret_prototypes:
         "../../envs/torch.yaml"
     shell:
         "python -m ramanseg interpret-prototypes --model-dir {params.model_dir:q}"
-        " --preprocessed {params.preprocessed:q} --outdir {params.outdir:q}"
+        " --stacks {input.stacks:q} --classes {input.classes:q} --outdir {params.outdir:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

@@ -156,21 +156,25 @@ def bench_inference(
 
 def _check_trained(models_dir: Path, models: Sequence[str]) -> None:
     """Raise an InputError naming the rule that trains a model whose files are missing."""
-    from ramanseg.models.folder import WEIGHTS_NAME, read_metadata
+    from ramanseg.catalog import MODELS_BY_NAME
+    from ramanseg.models.folder import METADATA_NAME, WEIGHTS_NAME, read_metadata
 
     for name in models:
         folder = models_dir / name
+        info = MODELS_BY_NAME.get(name)
+        rule = info.trained_by if info and info.trained_by else "train_model"
         fix = (
-            f"train it first (`snakemake {folder / WEIGHTS_NAME}`, or `ramanseg train-model "
-            f"--model {name} --outdir {folder} ...`)"
+            f"train it first (rule {rule}: `snakemake {folder / WEIGHTS_NAME}`, or "
+            f"`ramanseg train-model --model {name} --outdir {folder} ...`)"
         )
+        for file_name in (METADATA_NAME, WEIGHTS_NAME):
+            if not (folder / file_name).is_file():
+                raise InputError(
+                    f"model {name!r} is not trained: {file_name} is missing",
+                    path=folder / file_name,
+                    fix=fix,
+                )
         read_metadata(folder, fix=fix)
-        if not (folder / WEIGHTS_NAME).is_file():
-            raise InputError(
-                f"model {name!r} is not trained: {WEIGHTS_NAME} is missing",
-                path=folder / WEIGHTS_NAME,
-                fix=fix,
-            )
 
 
 def _time_model(

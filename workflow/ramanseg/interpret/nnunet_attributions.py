@@ -61,7 +61,6 @@ input in :mod:`~ramanseg.interpret.nnunet_network`, the attribution methods in
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -76,7 +75,7 @@ from torch import nn
 
 from ramanseg.config import ConfigError, channel_names, channel_roles, class_names
 from ramanseg.errors import InputError
-from ramanseg.evaluate import read_ground_truth, read_test_samples
+from ramanseg.evaluate import read_ground_truth
 from ramanseg.figures import figure_bytes, table_bytes
 from ramanseg.fileio import json_bytes, prefixed, write_files
 from ramanseg.interpret import (
@@ -111,7 +110,9 @@ from ramanseg.interpret.nnunet_network import (
     target_index,
 )
 from ramanseg.interpret.nnunet_target import Target, select_target
-from ramanseg.predictions import prediction_paths, read_prediction
+from ramanseg.predictions import read_prediction_files
+from ramanseg.preprocessed import PreprocessedSource
+from ramanseg.split import read_split
 
 log = logging.getLogger(__name__)
 
@@ -289,20 +290,24 @@ class _TestSet:
 
 
 def _read_test_set(
-    samples: Sequence[str], preprocessed: Path, predictions: Path, names: Sequence[str]
+    samples: Sequence[str],
+    preprocessed: PreprocessedSource,
+    predictions: Mapping[str, Mapping[str, Path]],
+    names: Sequence[str],
 ) -> _TestSet:
     data = _TestSet(list(samples), {}, {}, {}, {}, {})
     for sample in samples:
-        mask_path, probability_path = prediction_paths(predictions, sample)
-        for path in (mask_path, probability_path):
-            if not path.is_file():
+        files = predictions.get(sample, {})
+        for kind in ("mask", "probability"):
+            if kind not in files:
                 raise InputError(
-                    "the nnU-Net prediction does not exist",
+                    f"the nnU-Net prediction ({kind}) of this test sample was not given",
                     sample=sample,
-                    path=path,
-                    fix="run the rule nnunet_predict first",
+                    fix="run the rule nnunet_predict first, and pass its files",
                 )
-        data.predicted[sample], data.probability[sample] = read_prediction(predictions, sample)
+        data.predicted[sample], data.probability[sample] = read_prediction_files(
+            files["mask"], files["probability"], sample
+        )
         truth, tissue = read_ground_truth(preprocessed, sample, "tissue")
         data.truth[sample], data.tissue[sample] = truth, tissue
         data.classes[sample] = read_class_map(preprocessed, sample, names)
@@ -311,7 +316,7 @@ def _read_test_set(
                 f"the nnU-Net prediction has shape {data.predicted[sample].shape}, the ground "
                 f"truth {truth.shape}",
                 sample=sample,
-                path=mask_path,
+                path=files["mask"],
                 fix="rerun the rule nnunet_predict",
             )
     return data
@@ -320,8 +325,8 @@ def _read_test_set(
 def run_interpret_nnunet(
     model_dir: str | Path,
     folds: Sequence[int],
-    preprocessed: str | Path,
-    predictions: str | Path,
+    preprocessed: PreprocessedSource,
+    predictions: Mapping[str, Mapping[str, Path]],
     split: str | Path,
     outdir: str | Path,
     config: Mapping[str, Any],
@@ -342,8 +347,10 @@ def run_interpret_nnunet(
     Args:
         model_dir: the trained nnU-Net model folder (holding ``fold_<k>``).
         folds: the folds.
-        preprocessed: ``results/preprocessed``.
-        predictions: ``results/predictions/nnunet``.
+        preprocessed: the test samples' preprocessed files (stack, mask, class map,
+            foreground) by sample, or ``results/preprocessed``.
+        predictions: the nnU-Net predictions' files by sample
+            (:func:`ramanseg.predictions.predictions_by_sample`).
         split: ``results/split/split.json``.
         outdir: ``results/interpret/nnunet``.
         config: the configuration (``channels``, ``annotations``, ``interpret``).
@@ -363,9 +370,7 @@ def run_interpret_nnunet(
     channels = channel_names(config)
     display = display_channel_index(config, settings.display_channel)
     ablation_value = class_index(config, settings.ablation_class)
-    test = _read_test_set(
-        read_test_samples(split), Path(preprocessed), Path(predictions), class_names(config)
-    )
+    test = _read_test_set(read_split(split)["test"], preprocessed, predictions, class_names(config))
     target = _choose_target(test, settings, ablation_value)
     log.info("target: %s", target.describe())
 
@@ -514,22 +519,10 @@ def _summary(
     }
 
 
-def _folds_of(split: Path) -> list[int]:
-    split = Path(split)
-    try:
-        return list(range(len(json.loads(split.read_text())["folds"])))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise InputError(
-            f"the split file has no readable `folds` list ({type(error).__name__}: {error})",
-            path=split,
-            fix="run the split step first (results/split/split.json)",
-        ) from None
-
-
 def interpret_nnunet_dir(
     nnunet_dir: str | Path,
-    preprocessed: str | Path,
-    predictions: str | Path,
+    preprocessed: PreprocessedSource,
+    predictions: Mapping[str, Mapping[str, Path]],
     split: str | Path,
     outdir: str | Path,
     config: Mapping[str, Any],
@@ -542,8 +535,8 @@ def interpret_nnunet_dir(
 
     Args:
         nnunet_dir: the folder holding nnU-Net's raw, preprocessed and trained folders.
-        preprocessed: ``results/preprocessed``.
-        predictions: ``results/predictions/nnunet``.
+        preprocessed: the test samples' preprocessed files by sample.
+        predictions: the nnU-Net predictions' files by sample.
         split: ``results/split/split.json``.
         outdir: ``results/interpret/nnunet``.
         config: the configuration (also ``nnunet``, ``device``, ``seed``, ``deterministic``).
@@ -572,7 +565,7 @@ def interpret_nnunet_dir(
     configure_reproducibility(
         int(config.get("seed", 0)), bool(config.get("deterministic", True)), device
     )
-    folds = _folds_of(split)
+    folds = list(range(len(read_split(split)["folds"])))
     model_dir = trained_model_dir(
         nnunet["dataset_id"], nnunet["trainer"], nnunet["planner"], nnunet["configuration"]
     )
