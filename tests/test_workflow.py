@@ -85,6 +85,17 @@ def test_missing_samplesheet_names_the_config_key(tmp_path):
     assert str(missing) in output
 
 
+def test_an_empty_samplesheet_stops_the_dry_run_without_a_traceback(tmp_path):
+    # Issue 13, defect 9: a zero-byte sheet gave pandas' traceback under `snakemake -n`.
+    empty = tmp_path / "samples.tsv"
+    empty.write_bytes(b"")
+    result = snakemake("-n", "--config", f"samplesheet={empty}", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "config key `samplesheet`" in output and str(empty) in output
+    assert "Traceback" not in output and 'File "' not in output
+
+
 def test_wrong_config_type_stops_the_workflow_naming_the_field(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"split": {"train": "many", "val": 1, "test": 1}}))
