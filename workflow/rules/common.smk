@@ -12,8 +12,7 @@ from snakemake.utils import validate
 from ramanseg.catalog import EVALUATED_MODELS, PLAIN_TORCH_MODELS, TORCH_MODELS
 from ramanseg.config import ConfigError, check_config_semantics
 from ramanseg.errors import InputError
-from ramanseg.nnunet.dataset import dataset_name as nnunet_dataset_name
-from ramanseg.nnunet.planners import plans_identifier
+from ramanseg.nnunet.settings import NnunetSettings
 from ramanseg.phantom import phantom_samplesheet
 from ramanseg.predictions import MASK_SUFFIX, PROBABILITY_SUFFIX
 from ramanseg.samplesheet import read_samplesheet
@@ -51,16 +50,11 @@ PROTOTYPE_FILES = ["prototypes.json", "prototype_gallery.png"]
 SWEEP_COUNTS = config["models"]["prototype_sweep"]["prototypes_per_class"]
 SPLIT_JSON = RESULTS / "split" / "split.json"
 NNUNET = RESULTS / "nnunet"
-NNUNET_DATASET = nnunet_dataset_name(config["nnunet"]["dataset_id"])
-NNUNET_PLANS = plans_identifier(config["nnunet"]["planner"])
-NNUNET_RAW = NNUNET / "raw" / NNUNET_DATASET
-NNUNET_PREPROCESSED = NNUNET / "preprocessed" / NNUNET_DATASET
-NNUNET_MODEL = (
-    NNUNET
-    / "trained"
-    / NNUNET_DATASET
-    / f"{config['nnunet']['trainer']}__{NNUNET_PLANS}__{config['nnunet']['configuration']}"
-)
+NNUNET_SETTINGS = NnunetSettings.from_config(config)
+NNUNET_PLANS = NNUNET_SETTINGS.plans
+NNUNET_RAW = NNUNET / "raw" / NNUNET_SETTINGS.dataset
+NNUNET_PREPROCESSED = NNUNET / "preprocessed" / NNUNET_SETTINGS.dataset
+NNUNET_MODEL = Path(NNUNET_SETTINGS.trained_model_dir(NNUNET / "trained"))
 
 USE_PHANTOM = not config["samplesheet"]
 if USE_PHANTOM:

@@ -101,12 +101,12 @@ def bench_nnunet(
 
 def _run(args: argparse.Namespace) -> int:
     # The nnunet commands' own argument handling: one place for nnU-Net's folders.
-    from ramanseg.nnunet.cli import _configure, _model_dir
+    from ramanseg.nnunet.cli import configure_command, trained_model_dir
     from ramanseg.runtime import resolve_device
 
-    config = _configure(args)
-    device = resolve_device(config.get("device", "auto"))
-    model_dir = _model_dir(config)
+    config, nnunet = configure_command(args)
+    device = resolve_device(nnunet.device)
+    model_dir = trained_model_dir(nnunet)
     result = bench_nnunet(
         model_dir,
         trained_folds(model_dir),
@@ -122,13 +122,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench-nnunet`` to the ``ramanseg`` command line."""
-    from ramanseg.nnunet.cli import _common
+    from ramanseg.nnunet.cli import add_common_arguments
 
     parser = subparsers.add_parser(
         "bench-nnunet",
         help="ensemble inference time per megapixel on this machine, written to a file",
     )
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--size", type=int, default=512, help="side of the square test image")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the numbers")

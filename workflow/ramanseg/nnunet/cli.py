@@ -9,11 +9,12 @@ import argparse
 from pathlib import Path
 
 from ramanseg.fileio import write_json
+from ramanseg.nnunet.settings import NnunetSettings
 from ramanseg.preprocessed import files_by_sample, files_of
 from ramanseg.split import read_split
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     from ramanseg.cli import add_settings_arguments
 
     parser.add_argument(
@@ -26,45 +27,46 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_settings_arguments(parser)
 
 
-def _configure(args: argparse.Namespace) -> dict:
+def configure_command(args: argparse.Namespace) -> tuple[dict, NnunetSettings]:
+    """The command's configuration and its typed nnU-Net settings, with nnU-Net's
+    environment configured for them."""
     from ramanseg.cli import settings_from_args
     from ramanseg.nnunet.environment import configure_nnunet
 
     config = settings_from_args(args)
-    nnunet = config["nnunet"]
+    nnunet = NnunetSettings.from_config(config)
     configure_nnunet(
         args.nnunet_dir,
         processes=args.threads,
-        deterministic=config.get("deterministic", False),
-        epochs=nnunet.get("epochs"),
-        iterations_per_epoch=nnunet.get("iterations_per_epoch"),
-        batch_size=nnunet.get("batch_size"),
+        deterministic=nnunet.deterministic,
+        epochs=nnunet.epochs,
+        iterations_per_epoch=nnunet.iterations_per_epoch,
+        batch_size=nnunet.batch_size,
     )
-    return config
+    return config, nnunet
 
 
 def _export(args: argparse.Namespace) -> int:
     from ramanseg.nnunet.dataset import export_raw_dataset
     from ramanseg.nnunet.environment import nnunet_folders
 
-    config = _configure(args)
+    config, nnunet = configure_command(args)
     split = read_split(args.split)
     raw_root = nnunet_folders(args.nnunet_dir)["nnUNet_raw"]
     files = files_by_sample(stacks=args.stacks, masks=args.masks)
-    export_raw_dataset(files, split, config, raw_root, config["nnunet"]["dataset_id"])
+    export_raw_dataset(files, split, config, raw_root, nnunet.dataset_id)
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
     from ramanseg.nnunet.run import plan_and_preprocess
 
-    config = _configure(args)
-    nnunet = config["nnunet"]
+    _, nnunet = configure_command(args)
     plan_and_preprocess(
-        nnunet["dataset_id"],
-        nnunet["planner"],
-        nnunet["configuration"],
-        nnunet["fingerprint_voxels"],
+        nnunet.dataset_id,
+        nnunet.planner,
+        nnunet.configuration,
+        nnunet.fingerprint_voxels,
         args.threads,
     )
     return 0
@@ -74,43 +76,40 @@ def _train(args: argparse.Namespace) -> int:
     from ramanseg.nnunet.run import train_fold, validation_dice
     from ramanseg.runtime import resolve_device
 
-    config = _configure(args)
-    nnunet = config["nnunet"]
+    _, nnunet = configure_command(args)
     fold_dir = train_fold(
-        nnunet["dataset_id"],
-        nnunet["configuration"],
+        nnunet.dataset_id,
+        nnunet.configuration,
         args.fold,
-        nnunet["trainer"],
-        nnunet["planner"],
-        resolve_device(config.get("device", "auto")),
-        seed=config.get("seed", 0),
-        deterministic=config.get("deterministic", False),
-        keep_best_checkpoint=nnunet["keep_best_checkpoint"],
+        nnunet.trainer,
+        nnunet.planner,
+        resolve_device(nnunet.device),
+        seed=nnunet.seed,
+        deterministic=nnunet.deterministic,
+        keep_best_checkpoint=nnunet.keep_best_checkpoint,
     )
     print(f"fold {args.fold}: validation Dice {validation_dice(fold_dir):.4f}")
     return 0
 
 
-def _model_dir(config: dict) -> Path:
-    from ramanseg.nnunet.run import trained_model_dir
+def trained_model_dir(nnunet: NnunetSettings) -> Path:
+    """The trained model's folder in the configured nnU-Net results folder."""
+    from nnunetv2.paths import nnUNet_results
 
-    nnunet = config["nnunet"]
-    return trained_model_dir(
-        nnunet["dataset_id"], nnunet["trainer"], nnunet["planner"], nnunet["configuration"]
-    )
+    return Path(nnunet.trained_model_dir(nnUNet_results.require()))
 
 
 def _predict(args: argparse.Namespace) -> int:
     from ramanseg.nnunet.run import predict_ensemble
     from ramanseg.runtime import resolve_device
 
-    config = _configure(args)
+    _, nnunet = configure_command(args)
     split = read_split(args.split)
     folds = list(range(len(split["folds"])))
     files = files_by_sample(stacks=args.stacks)
     stacks = {sample: files_of(files, sample).path("stack", "--stacks") for sample in split["test"]}
     timing = predict_ensemble(
-        _model_dir(config), folds, stacks, args.outdir, resolve_device(config.get("device", "auto"))
+        trained_model_dir(nnunet), folds, stacks, args.outdir, resolve_device(nnunet.device)
     )
     write_json(args.timing, timing)
     return 0
@@ -127,7 +126,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "nnunet-export",
         help="write the preprocessed samples as an nnU-Net raw dataset with our folds",
     )
-    _common(parser)
+    add_common_arguments(parser)
     _files_argument(parser, "--stacks", "stack.ome.tif of every sample")
     _files_argument(parser, "--masks", "mask.tif of the training and validation samples")
     parser.add_argument("--split", required=True, type=Path, help="the split JSON")
@@ -137,20 +136,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "nnunet-plan",
         help="fingerprint (bounded memory), plan with a ResEnc planner, preprocess",
     )
-    _common(parser)
+    add_common_arguments(parser)
     parser.set_defaults(func=_plan)
 
     parser = subparsers.add_parser(
         "nnunet-train", help="train one fold; resumes from its last checkpoint"
     )
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--fold", required=True, type=int, help="fold index")
     parser.set_defaults(func=_train)
 
     parser = subparsers.add_parser(
         "nnunet-predict", help="predict the test samples with the ensemble of all folds"
     )
-    _common(parser)
+    add_common_arguments(parser)
     _files_argument(parser, "--stacks", "stack.ome.tif of the test samples")
     parser.add_argument("--split", required=True, type=Path, help="the split JSON")
     parser.add_argument("--outdir", required=True, type=Path, help="results/predictions/nnunet")

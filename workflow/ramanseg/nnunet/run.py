@@ -20,6 +20,7 @@ import torch
 from ramanseg.fileio import atomic_path
 from ramanseg.nnunet.dataset import dataset_name
 from ramanseg.nnunet.planners import planner_class, plans_identifier
+from ramanseg.nnunet.settings import model_folder_name
 from ramanseg.predictions import write_prediction
 from ramanseg.preprocessed import read_stack
 from ramanseg.runtime import configure_reproducibility
@@ -40,7 +41,7 @@ def trained_model_dir(dataset_id: int, trainer: str, planner: str, configuration
     return (
         Path(nnUNet_results.require())
         / dataset_name(dataset_id)
-        / f"{trainer}__{plans_identifier(planner)}__{configuration}"
+        / model_folder_name(trainer, planner, configuration)
     )
 
 
