@@ -52,11 +52,19 @@ from torch import nn
 from ramanseg.config import ConfigError, require
 from ramanseg.models.data import Sample
 from ramanseg.models.prototypes import (
+    PROJECTION_ASSIGNMENTS,
+    REGION_METHODS,
     PrototypeRecord,
     RamanSegLoss,
+    init_prototypes_from_latents_,
     project_prototypes,
     prototype_gallery,
     write_projection_json,
+)
+from ramanseg.models.prototypes.diagnostics import (
+    class_summary,
+    collapse_messages,
+    diversity_diagnostics,
 )
 from ramanseg.models.ramanseg import CONFIG_KEYS, PHASES, RamanSeg, phase_param_groups, set_phase
 from ramanseg.models.training import (
@@ -79,6 +87,7 @@ __all__ = [
     "PROJECTION_NAME",
     "PROTOTYPES_KEY",
     "PROTOTYPE_CLASS_KEY",
+    "PROTOTYPE_INITS",
     "WEIGHT_DECAY",
     "PhaseSchedule",
     "RamanSegStrategy",
@@ -100,6 +109,9 @@ PROTOTYPES_KEY = "prototype_layer.prototypes"
 PROTOTYPE_CLASS_KEY = "prototype_layer.prototype_class"
 #: Weight decay of the feature extractor, add-on and head (ProtoPNet's 1e-3).
 WEIGHT_DECAY = 1e-3
+#: How prototypes start (``prototype_init``): the paper's Xavier-style draw, or random latent
+#: windows of their class (:func:`~ramanseg.models.prototypes.init_prototypes_from_latents_`).
+PROTOTYPE_INITS = ("xavier", "class_latents")
 #: Learning-rate schedules of the joint phase (``joint_lr_schedule``).
 JOINT_LR_SCHEDULES = ("cosine", "constant")
 #: Class names of the binary task, by label.
@@ -262,7 +274,16 @@ class RamanSegStrategy(TrainingStrategy):
         channel_names: the configuration's channel names in file order, used to find the
             gallery channel in stacks without channel names.
         class_names: names of the classes, by label, for the gallery.
-        percentile: the bounding-region percentile of projection (ProtoPNet: 95).
+        percentile: the source-region percentile of projection (ProtoPNet: 95).
+        region: how the source region is drawn (``protopnet`` or ``peak_component``, see
+            :func:`~ramanseg.models.prototypes.high_activation_bbox`).
+        assignment: ``paper`` (each prototype takes its nearest patch) or ``distinct``
+            (the prototypes of a class take different patches), see
+            :func:`~ramanseg.models.prototypes.project_prototypes`.
+        prototype_init: ``xavier`` (the model's own initialisation, the paper's) or
+            ``class_latents`` (at the start of the first epoch, random latent windows of
+            each prototype's class in the training images, drawn with ``seed``).
+        seed: the seed of the ``class_latents`` draw.
         joint_lr_schedule: ``cosine`` (anneal the joint phase's rates, see
             :meth:`build_scheduler`) or ``constant``.
 
@@ -283,6 +304,10 @@ class RamanSegStrategy(TrainingStrategy):
         channel_names: Sequence[str] = (),
         class_names: Sequence[str] = CLASS_NAMES,
         percentile: float = 95.0,
+        region: str = "protopnet",
+        assignment: str = "paper",
+        prototype_init: str = "xavier",
+        seed: int = 0,
         joint_lr_schedule: str = "cosine",
     ) -> None:
         if not isinstance(model, RamanSeg):
@@ -291,6 +316,17 @@ class RamanSegStrategy(TrainingStrategy):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+        if region not in REGION_METHODS:
+            raise ValueError(f"region must be one of {list(REGION_METHODS)}, got {region!r}")
+        if assignment not in PROJECTION_ASSIGNMENTS:
+            raise ValueError(
+                f"projection_assignment must be one of {list(PROJECTION_ASSIGNMENTS)}, "
+                f"got {assignment!r}"
+            )
+        if prototype_init not in PROTOTYPE_INITS:
+            raise ValueError(
+                f"prototype_init must be one of {list(PROTOTYPE_INITS)}, got {prototype_init!r}"
+            )
         if joint_lr_schedule not in JOINT_LR_SCHEDULES:
             raise ValueError(
                 f"joint_lr_schedule must be one of {list(JOINT_LR_SCHEDULES)}, "
@@ -304,10 +340,15 @@ class RamanSegStrategy(TrainingStrategy):
         self.channel_names = tuple(channel_names)
         self.class_names = tuple(class_names)
         self.percentile = float(percentile)
+        self.region = region
+        self.assignment = assignment
+        self.prototype_init = prototype_init
+        self.seed = int(seed)
         self.joint_lr_schedule = joint_lr_schedule
         self.epochs = schedule.epochs
         self.model_selection = "last" if schedule.projection else "best"
         self.records: list[PrototypeRecord] = []
+        self.diagnostics: list[dict[str, Any]] = []
         # Fail now, not at the phase change hours later: every phase's rates must exist.
         for phase in {schedule.phase(e) for e in range(1, schedule.epochs + 1)}:
             phase_param_groups(model, phase, self.learning_rates, self.weight_decay)
@@ -345,6 +386,16 @@ class RamanSegStrategy(TrainingStrategy):
         """
         if self.schedule.projection:
             self.gallery_channel_index(context.train_samples)
+        if context.epoch == 1 and self.prototype_init == "class_latents":
+            samples = list(context.train_samples)
+            init_prototypes_from_latents_(
+                context.model,
+                [s.image for s in samples],
+                [s.mask for s in samples],
+                torch.Generator().manual_seed(self.seed),
+                device=context.device,
+            )
+            logger.info("prototypes initialised from latent windows of their class")
         set_phase(context.model, self.schedule.phase(context.epoch))
         if context.epoch == 1 or self.schedule.phase(context.epoch - 1) != context.model.phase:
             logger.info("RamanSeg epoch %d: %s phase", context.epoch, context.model.phase)
@@ -359,32 +410,93 @@ class RamanSegStrategy(TrainingStrategy):
                 ("dice", terms.dice),
                 ("diversity", terms.diversity),
                 ("l1", terms.l1),
+                ("cluster", terms.cluster),
+                ("separation", terms.separation),
             )
             if value is not None
         }
         return terms.total, parts
 
+    def _diagnose(self, context: EpochContext, stage: str) -> None:
+        """Measure the prototypes' diversity on the training images and log it."""
+        samples = list(context.train_samples)
+        rows = diversity_diagnostics(
+            context.model,
+            [s.image for s in samples],
+            [s.mask for s in samples],
+            diversity_weight=self.criterion.weights["diversity"],
+            device=context.device,
+        )
+        self.diagnostics.append({"stage": stage, "epoch": context.epoch, "classes": rows})
+        for row in rows:
+            logger.info(
+                "prototypes %s (epoch %d), class %d: %d of %d distinct, pairwise squared "
+                "distance min %.3g mean %.3g, similarity-map overlap mean %.3f max %.3f, "
+                "gradient norm cross-entropy %.3g, weighted overlap %.3g",
+                stage,
+                context.epoch,
+                row["class"],
+                row["distinct_vectors"],
+                row["prototypes"],
+                row["min_pairwise_distance"] or 0.0,
+                row["mean_pairwise_distance"] or 0.0,
+                row["mean_map_overlap"] or 0.0,
+                row["max_map_overlap"] or 0.0,
+                row["grad_norm_cross_entropy"],
+                row["grad_norm_weighted_overlap"],
+            )
+
     def on_epoch_end(self, context: EpochContext) -> None:
-        """Project the prototypes onto the training images after the last joint epoch."""
-        if context.epoch != self.schedule.projection_epoch:
-            return
+        """Measure the prototypes at the end of each phase; project them after the last
+        joint epoch (measuring them before and after)."""
+        schedule = self.schedule
+        if context.epoch == schedule.warmup and schedule.joint:
+            self._diagnose(context, "end of warmup")
+        if context.epoch == schedule.projection_epoch:
+            self._diagnose(context, "before projection")
+            self._project(context)
+            self._diagnose(context, "after projection")
+        elif context.epoch == schedule.warmup + schedule.joint:
+            self._diagnose(context, "end of joint")
+        if context.epoch == schedule.epochs and schedule.last_layer:
+            self._diagnose(context, "end of training")
+
+    def _project(self, context: EpochContext) -> None:
         samples = list(context.train_samples)
         self.records = project_prototypes(
             context.model,
             [s.image for s in samples],
             [s.mask for s in samples],
             [s.sample_id for s in samples],
+            assignment=self.assignment,
             percentile=self.percentile,
+            region=self.region,
             device=context.device,
         )
         distances = [r.distance for r in self.records]
         logger.info(
-            "projected %d prototypes after epoch %d: squared distance moved mean %.4g, max %.4g",
+            "projected %d prototypes (%s assignment) after epoch %d: squared distance moved "
+            "mean %.4g, max %.4g",
             len(self.records),
+            self.assignment,
             context.epoch,
             sum(distances) / len(distances),
             max(distances),
         )
+        summary = class_summary(
+            self.records, context.model.prototype_layer.prototypes.detach().cpu(), self.class_names
+        )
+        for row in summary:
+            logger.info(
+                "%s prototypes: %d distinct source patches of %d, mean purity of their source "
+                "regions %.2f",
+                row["name"],
+                row["distinct_patches"],
+                row["prototypes"],
+                row["mean_purity"],
+            )
+        for line in collapse_messages(summary):
+            logger.warning(line)
 
     def gallery_channel_index(self, samples: Sequence[Sample]) -> tuple[int, str | None]:
         """Index and name of the gallery channel in the samples' stacks.
@@ -432,7 +544,18 @@ class RamanSegStrategy(TrainingStrategy):
             )
         samples = {s.sample_id: s.image for s in context.train_samples}
         channel, name = self.gallery_channel_index(list(context.train_samples))
-        write_projection_json(self.records, context.outdir / PROJECTION_NAME)
+        vectors = context.model.prototype_layer.prototypes.detach().cpu()
+        write_projection_json(
+            self.records,
+            context.outdir / PROJECTION_NAME,
+            summary=class_summary(self.records, vectors, self.class_names),
+            diagnostics=self.diagnostics,
+            settings={
+                "assignment": self.assignment,
+                "region": self.region,
+                "percentile": self.percentile,
+            },
+        )
         prototype_gallery(
             self.records,
             samples,
@@ -443,12 +566,16 @@ class RamanSegStrategy(TrainingStrategy):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """The projection records (empty before projection)."""
-        return {"records": [record.to_dict() for record in self.records]}
+        """The projection records (empty before projection) and the diagnostics so far."""
+        return {
+            "records": [record.to_dict() for record in self.records],
+            "diagnostics": self.diagnostics,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the projection records of a checkpoint."""
         self.records = [_record_from_dict(data) for data in state.get("records", [])]
+        self.diagnostics = list(state.get("diagnostics", []))
 
 
 def ramanseg_architecture(config: Mapping[str, Any], name: str, in_channels: int) -> dict[str, Any]:
@@ -516,6 +643,11 @@ def ramanseg_strategy(config: Mapping[str, Any], name: str, model: nn.Module) ->
             learning_rates,
             gallery_channel=gallery_channel_name(channels),
             channel_names=[str(c["name"]) for c in channels],
+            percentile=entry.get("region_percentile", 95.0),
+            region=entry.get("region", "protopnet"),
+            assignment=entry.get("projection_assignment", "paper"),
+            prototype_init=entry.get("prototype_init", "xavier"),
+            seed=int(config.get("seed", 0)),
             joint_lr_schedule=entry.get("joint_lr_schedule", "cosine"),
         )
     except ValueError as error:

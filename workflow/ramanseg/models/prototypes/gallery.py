@@ -28,9 +28,11 @@ def prototype_gallery(
 ) -> None:
     """Save a grid of the prototypes' source regions (format from the suffix, e.g. ``.png``).
 
-    Each panel shows one channel of the prototype's source image, cropped to the bounding
-    region plus ``context`` pixels on each side, with the bounding region outlined, titled with
-    the prototype index, its class and the sample.
+    One panel per distinct source patch (prototypes projected onto the same patch share a
+    panel): one channel of the source image, cropped to the source region plus ``context``
+    pixels on each side, with the region outlined, titled with the prototype index (the
+    lowest of those sharing the patch), its class, how many prototypes share it, the sample
+    and the purity. Where prototypes share patches, the title says so in red.
 
     Args:
         records: the records of :func:`project_prototypes`.
@@ -61,13 +63,17 @@ def prototype_gallery(
         raise ValueError(f"columns must be >= 1 and context >= 0, got {columns}, {context}")
     load = images if callable(images) else images.__getitem__
     cache: dict[str, np.ndarray] = {}
-    rows = math.ceil(len(records) / columns)
+    tiles: dict[tuple[str, int, int], list[PrototypeRecord]] = {}
+    for record in sorted(records, key=lambda r: (r.prototype_class, r.prototype)):
+        tiles.setdefault(record.source, []).append(record)
+    rows = math.ceil(len(tiles) / columns)
     figure = Figure(figsize=(2.2 * columns, 2.5 * rows), dpi=dpi, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
-    for ax, record in zip(axes.flat, records, strict=False):
+    for ax, sharing in zip(axes.flat, tiles.values(), strict=False):
+        record = sharing[0]
         if record.sample_id not in cache:
             array = load(record.sample_id)
             array = array.detach().cpu().numpy() if isinstance(array, Tensor) else np.asarray(array)
@@ -99,11 +105,19 @@ def prototype_gallery(
             if class_names is not None and record.prototype_class < len(class_names)
             else f"class {record.prototype_class}"
         )
-        ax.set_title(f"#{record.prototype} {name}\n{record.sample_id}", fontsize=8)
-    title = "Prototype source regions"
+        shared = f" x{len(sharing)}" if len(sharing) > 1 else ""
+        purity = f", purity {record.purity:.2f}" if record.purity is not None else ""
+        ax.set_title(
+            f"#{record.prototype} {name}{shared}\n{record.sample_id}{purity}",
+            fontsize=8,
+            color="red" if shared else "black",
+        )
+    title = f"Source regions of the {len(tiles)} distinct of {len(records)} prototypes"
     if channel_name:
         title += f" ({channel_name})"
-    figure.suptitle(title, fontsize=10)
+    if len(tiles) < len(records):
+        title = f"PROTOTYPE COLLAPSE: prototypes share source patches (xN)\n{title}"
+    figure.suptitle(title, fontsize=10, color="red" if len(tiles) < len(records) else "black")
     path = Path(path)
     suffix = path.suffix or ".png"
     write_files({path: figure_bytes(figure, [suffix])[suffix]})

@@ -31,7 +31,16 @@ if TYPE_CHECKING:
 DIVERSITY_LOSSES = ("activation_overlap", "kld")
 
 #: Loss weights for keys missing from ``loss_weights``: cross-entropy alone, as in ProtoSeg.
-DEFAULT_LOSS_WEIGHTS = {"cross_entropy": 1.0, "dice": 0.0, "diversity": 0.0, "l1": 0.0}
+#: ``cluster`` and ``separation`` are ProtoPNet's costs (:func:`cluster_separation_costs`),
+#: not in the paper's objective.
+DEFAULT_LOSS_WEIGHTS = {
+    "cross_entropy": 1.0,
+    "dice": 0.0,
+    "diversity": 0.0,
+    "l1": 0.0,
+    "cluster": 0.0,
+    "separation": 0.0,
+}
 
 
 def activation_overlap_loss(similarities: Tensor, prototype_class: Tensor) -> Tensor:
@@ -155,6 +164,49 @@ def _class_order(flat: Tensor, prototype_class: Tensor) -> tuple[Tensor, list[in
     present = [c for c, n in enumerate(counts) if n > 0]
     sizes = [counts[c] for c in present]
     return flat, present, sizes
+
+
+def cluster_separation_costs(
+    distances: Tensor, target: Tensor, prototype_class: Tensor
+) -> tuple[Tensor, Tensor]:
+    """ProtoPNet's cluster and separation costs (Chen et al. 2019, eq. for Clst and Sep), per
+    latent position rather than per image.
+
+    For every latent position ``n`` with label ``c`` (positions whose label is no prototype's
+    class are left out)::
+
+        Clst = mean_n  min_{j in P_c}  d_j[n]        Sep = mean_n  min_{j not in P_c}  d_j[n]
+
+    The cluster cost pulls, for every position, the nearest prototype of its class towards
+    it, so prototypes stay where their class's latent vectors are (what projection then finds
+    them near); the separation cost pushes the nearest prototype of another class away and
+    enters the objective with a minus sign (:class:`RamanSegLoss`).
+
+    Args:
+        distances: ``(B, P, h, w)`` squared distances at the latent size.
+        target: ``(B, h, w)`` integer labels at the latent size.
+        prototype_class: ``(P,)`` class index of each prototype.
+
+    Returns:
+        ``(cluster, separation)``, scalars (0 where no position counts).
+    """
+    _check_map("distances", distances)
+    _check_prototype_class(prototype_class, distances.shape[1])
+    batch, _, height, width = distances.shape
+    _check_labels("target", target, batch, (height, width))
+    classes = prototype_class.to(distances.device)
+    own = target.unsqueeze(1) == classes.view(1, -1, 1, 1)  # (B, P, h, w)
+    counted = own.any(dim=1)  # positions of a prototype class
+    if not bool(counted.any()):
+        zero = distances.sum() * 0.0
+        return zero, zero
+    infinite = torch.finfo(distances.dtype).max
+    nearest_own = distances.masked_fill(~own, infinite).amin(dim=1)[counted]
+    other = ~own
+    has_other = other.any(dim=1) & counted
+    nearest_other = distances.masked_fill(~other, infinite).amin(dim=1)[has_other]
+    separation = nearest_other.mean() if nearest_other.numel() else distances.sum() * 0.0
+    return nearest_own.mean(), separation
 
 
 def kld_diversity_loss(distances: Tensor, target: Tensor, prototype_class: Tensor) -> Tensor:
@@ -376,10 +428,12 @@ class LossTerms:
     dice: Tensor | None = None
     diversity: Tensor | None = None
     l1: Tensor | None = None
+    cluster: Tensor | None = None
+    separation: Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
         """The computed terms as Python floats, for logging."""
-        names = ("total", "cross_entropy", "dice", "diversity", "l1")
+        names = ("total", "cross_entropy", "dice", "diversity", "l1", "cluster", "separation")
         return {n: float(getattr(self, n).detach()) for n in names if getattr(self, n) is not None}
 
 
@@ -387,15 +441,18 @@ class RamanSegLoss(nn.Module):
     """RamanSeg's objective (paper eq. 2, plus the projection-free variant's Dice term)::
 
         L = w_CE CE(latent logits, y_lat) + w_Dice Dice(latent logits, y_lat)
-            + w_div L_div + w_L1 L_1(readout)
+            + w_div L_div + w_L1 L_1(readout) [+ w_clst Clst - w_sep Sep]
 
     where ``y_lat`` is the ground truth at the latent size (:func:`downsample_labels`), ``L_div``
     is :func:`activation_overlap_loss` (on similarities) or :func:`kld_diversity_loss` (on
     distances, ProtoSeg) and ``L_1`` is :func:`last_layer_l1`. Everything is computed on the
-    latent map: the model has no decoder, so the latent map *is* the segmentation.
+    latent map: the model has no decoder, so the latent map *is* the segmentation. ``Clst`` and
+    ``Sep`` are ProtoPNet's cluster and separation costs (:func:`cluster_separation_costs`),
+    outside the paper's objective (weights 0 by default).
 
     Args:
-        loss_weights: ``{cross_entropy, dice, diversity, l1}``; missing keys take
+        loss_weights: ``{cross_entropy, dice, diversity, l1, cluster, separation}``; missing
+            keys take
             :data:`DEFAULT_LOSS_WEIGHTS`.
         diversity_loss: ``activation_overlap`` or ``kld``.
         ignore_index: label value to leave out of every term, or None.
@@ -489,8 +546,17 @@ class RamanSegLoss(nn.Module):
                 terms["diversity"] = kld_diversity_loss(output.distances, target, prototype_class)
         if w["l1"] > 0:
             terms["l1"] = last_layer_l1(model.readout.weight, prototype_class)
+        if w["cluster"] > 0 or w["separation"] > 0:
+            cluster, separation = cluster_separation_costs(
+                output.distances, target, prototype_class
+            )
+            if w["cluster"] > 0:
+                terms["cluster"] = cluster
+            if w["separation"] > 0:
+                terms["separation"] = separation
         for name, value in terms.items():
-            total = total + w[name] * value
+            # The separation cost is a distance to keep large: it enters with a minus sign.
+            total = total + (-w[name] if name == "separation" else w[name]) * value
         return LossTerms(total=total, **terms)
 
     def extra_repr(self) -> str:
