@@ -13,12 +13,15 @@ import torch.nn.functional as F
 
 from ramanseg.models.bench_losses import _kld_pairwise_loop, add_commands, run_benchmark
 from ramanseg.models.prototypes import (
+    DEFAULT_LOSS_WEIGHTS,
     PrototypeLayer,
     RamanSegLoss,
     activation_overlap_loss,
+    cluster_separation_costs,
     downsample_labels,
     high_activation_bbox,
     init_last_layer_,
+    init_prototypes_from_latents_,
     kld_diversity_loss,
     l2_distance_map,
     last_layer_l1,
@@ -635,3 +638,58 @@ def test_benchmark_report_and_command(tmp_path, capsys):
     assert "kld/overlap" in capsys.readouterr().out
     with pytest.raises(ValueError, match="size"):
         run_benchmark(size=0)
+
+
+# ------------------------------------------------------------------------------------------
+# Initialisation from latent windows and ProtoPNet's cluster / separation costs.
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_init_from_latents_puts_prototypes_on_distinct_windows_of_their_class(k):
+    model = tiny_model(prototype_size=k)
+    images, masks, _ = projection_set()
+    first = init_prototypes_from_latents_(model, images, masks, torch.Generator().manual_seed(5))
+    prototypes = model.prototype_layer.prototypes.detach().clone()
+    r = k // 2
+    for j, (index, y, x) in enumerate(first):
+        with torch.no_grad():
+            latent = model.eval().latent(images[index][None])
+        h, w = latent.shape[2:]
+        assert r <= y < h - r and r <= x < w - r
+        assert torch.equal(prototypes[j], latent[0, :, y - r : y + r + 1, x - r : x + r + 1])
+        label = downsample_labels(masks[index][None], (h, w), 2)[0, y, x]
+        assert int(label) == int(model.prototype_class[j])
+    assert len(set(first)) == len(first)  # pairwise different windows
+    again = init_prototypes_from_latents_(model, images, masks, torch.Generator().manual_seed(5))
+    assert again == first  # the seed decides
+
+
+def test_cluster_and_separation_costs_match_brute_force():
+    generator = torch.Generator().manual_seed(0)
+    distances = torch.rand(2, 4, 3, 5, generator=generator, dtype=torch.float64)
+    target = torch.randint(0, 2, (2, 3, 5), generator=generator)
+    target[0, 0, 0] = 7  # no prototype's class: left out
+    classes = torch.tensor([0, 0, 1, 1])
+    own, other = [], []
+    for b in range(2):
+        for y in range(3):
+            for x in range(5):
+                c = int(target[b, y, x])
+                if c not in (0, 1):
+                    continue
+                own.append(min(float(distances[b, j, y, x]) for j in range(4) if classes[j] == c))
+                other.append(min(float(distances[b, j, y, x]) for j in range(4) if classes[j] != c))
+    cluster, separation = cluster_separation_costs(distances, target, classes)
+    assert float(cluster) == pytest.approx(np.mean(own))
+    assert float(separation) == pytest.approx(np.mean(other))
+    # In the objective: + w_clst Clst - w_sep Sep.
+    loss = RamanSegLoss({"cross_entropy": 0.0, "cluster": 0.8, "separation": 0.08})
+    assert set(DEFAULT_LOSS_WEIGHTS) >= {"cluster", "separation"}
+    model = tiny_model()
+    images, masks, _ = projection_set()
+    output = model(images[0][None])
+    terms = loss(output, masks[0][None], model)
+    values = terms.as_floats()
+    assert values["total"] == pytest.approx(
+        0.8 * values["cluster"] - 0.08 * values["separation"], rel=1e-6
+    )

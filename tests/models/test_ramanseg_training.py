@@ -459,3 +459,79 @@ def test_bench_inference_names_the_missing_model_and_its_rule(tmp_path):
     bad.write_text(json.dumps({"seconds_per_megapixel": 2.0}))
     with pytest.raises(InputError, match=r"megapixels_per_second.*bench-nnunet"):
         bench_inference.bench_inference(tmp_path, ["unet"], {}, nnunet_json=bad)
+
+
+# --- prototype collapse and the paper's projection ------------------------------------------
+
+
+def project_with(config: dict, dataset, collapsed: bool):
+    """Build the tiny model (its prototypes one vector per class if ``collapsed``) and run
+    the strategy's projection epoch; return the strategy."""
+    from ramanseg.models.training import EpochContext
+
+    torch.manual_seed(0)
+    architecture = {**ENTRY.architecture(config, "ramanseg", 4), **SMALL}
+    model = ENTRY.build(**architecture)
+    if collapsed:
+        with torch.no_grad():
+            prototypes = model.prototype_layer.prototypes
+            for start in (0, 2):  # 2 prototypes per class, in class blocks
+                prototypes[start + 1] = prototypes[start]
+    strategy = ramanseg_strategy(config, "ramanseg", model)
+    context = EpochContext(
+        epoch=strategy.schedule.projection_epoch,
+        epochs=strategy.epochs,
+        model=model,
+        optimizer=None,
+        device=torch.device("cpu"),
+        sampler=None,
+        train_samples=dataset["samples"][0],
+        val_samples=dataset["samples"][1],
+    )
+    strategy.on_epoch_end(context)
+    return strategy
+
+
+def test_collapse_warning_fires_on_a_model_built_collapsed(dataset, caplog):
+    config = tiny_config()
+    config["models"]["ramanseg"]["projection_assignment"] = "paper"
+    with caplog.at_level("WARNING"):
+        strategy = project_with(config, dataset, collapsed=True)
+    warnings = [r.getMessage() for r in caplog.records if "PROTOTYPE COLLAPSE" in r.getMessage()]
+    assert len(warnings) == 2 and "only 1 distinct" in warnings[0]
+    assert len({r.source for r in strategy.records}) == 2  # one patch per class
+    stages = [d["stage"] for d in strategy.diagnostics]
+    assert stages == ["before projection", "after projection"]
+    after = strategy.diagnostics[1]["classes"]
+    assert [row["distinct_vectors"] for row in after] == [1, 1]
+
+
+def test_distinct_projection_of_a_collapsed_model_gives_every_prototype_its_patch(dataset, caplog):
+    config = tiny_config()
+    config["models"]["ramanseg"]["projection_assignment"] = "distinct"
+    with caplog.at_level("WARNING"):
+        strategy = project_with(config, dataset, collapsed=True)
+    assert not [r for r in caplog.records if "PROTOTYPE COLLAPSE" in r.getMessage()]
+    assert len({r.source for r in strategy.records}) == 4
+
+
+def test_the_papers_formulation_stays_selectable(demo_config):
+    from ramanseg.config import load_config_files
+
+    model = ENTRY.build(**ENTRY.architecture(demo_config, "ramanseg", 24))
+    entry = demo_config["models"]["ramanseg"]
+    for key in ("projection_assignment", "prototype_init", "region"):
+        entry.pop(key, None)
+    strategy = ramanseg_strategy(demo_config, "ramanseg", model)  # the defaults: the paper's
+    assert (strategy.assignment, strategy.prototype_init) == ("paper", "xavier")
+    assert (strategy.region, strategy.percentile) == ("protopnet", 95.0)
+    assert strategy.criterion.weights["cluster"] == strategy.criterion.weights["separation"] == 0
+    root = Path(__file__).resolve().parents[2]
+    paper = load_config_files([root / "config" / "config.yaml", root / "config" / "paper.yaml"])
+    strategy = ramanseg_strategy(paper, "ramanseg", model)
+    assert (strategy.assignment, strategy.prototype_init, strategy.region) == (
+        "paper",
+        "xavier",
+        "protopnet",
+    )
+    assert strategy.criterion.weights["cluster"] == strategy.criterion.weights["separation"] == 0

@@ -63,8 +63,9 @@ from ramanseg.models.prototypes import (
 )
 from ramanseg.models.prototypes.diagnostics import (
     class_summary,
-    collapse_messages,
     diversity_diagnostics,
+    log_diversity,
+    log_summary,
 )
 from ramanseg.models.ramanseg import CONFIG_KEYS, PHASES, RamanSeg, phase_param_groups, set_phase
 from ramanseg.models.training import (
@@ -428,23 +429,7 @@ class RamanSegStrategy(TrainingStrategy):
             device=context.device,
         )
         self.diagnostics.append({"stage": stage, "epoch": context.epoch, "classes": rows})
-        for row in rows:
-            logger.info(
-                "prototypes %s (epoch %d), class %d: %d of %d distinct, pairwise squared "
-                "distance min %.3g mean %.3g, similarity-map overlap mean %.3f max %.3f, "
-                "gradient norm cross-entropy %.3g, weighted overlap %.3g",
-                stage,
-                context.epoch,
-                row["class"],
-                row["distinct_vectors"],
-                row["prototypes"],
-                row["min_pairwise_distance"] or 0.0,
-                row["mean_pairwise_distance"] or 0.0,
-                row["mean_map_overlap"] or 0.0,
-                row["max_map_overlap"] or 0.0,
-                row["grad_norm_cross_entropy"],
-                row["grad_norm_weighted_overlap"],
-            )
+        log_diversity(rows, stage, context.epoch)
 
     def on_epoch_end(self, context: EpochContext) -> None:
         """Measure the prototypes at the end of each phase; project them after the last
@@ -483,20 +468,13 @@ class RamanSegStrategy(TrainingStrategy):
             sum(distances) / len(distances),
             max(distances),
         )
-        summary = class_summary(
-            self.records, context.model.prototype_layer.prototypes.detach().cpu(), self.class_names
-        )
-        for row in summary:
-            logger.info(
-                "%s prototypes: %d distinct source patches of %d, mean purity of their source "
-                "regions %.2f",
-                row["name"],
-                row["distinct_patches"],
-                row["prototypes"],
-                row["mean_purity"],
+        log_summary(
+            class_summary(
+                self.records,
+                context.model.prototype_layer.prototypes.detach().cpu(),
+                self.class_names,
             )
-        for line in collapse_messages(summary):
-            logger.warning(line)
+        )
 
     def gallery_channel_index(self, samples: Sequence[Sample]) -> tuple[int, str | None]:
         """Index and name of the gallery channel in the samples' stacks.

@@ -113,6 +113,42 @@ def collapse_messages(summary: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def log_summary(summary: Sequence[dict[str, Any]]) -> None:
+    """Log each class of :func:`class_summary`, and a warning per collapsed class."""
+    for row in summary:
+        log.info(
+            "%s prototypes: %d distinct source patches of %d, mean purity of their source "
+            "regions %.2f",
+            row["name"],
+            row["distinct_patches"],
+            row["prototypes"],
+            row["mean_purity"] if row["mean_purity"] is not None else float("nan"),
+        )
+    for line in collapse_messages(summary):
+        log.warning(line)
+
+
+def log_diversity(rows: Sequence[dict[str, Any]], stage: str, epoch: int) -> None:
+    """Log the rows of :func:`diversity_diagnostics` measured at ``stage`` (epoch ``epoch``)."""
+    for row in rows:
+        log.info(
+            "prototypes %s (epoch %d), class %d: %d of %d distinct, pairwise squared distance "
+            "min %.3g mean %.3g, similarity-map correlation mean %.3f max %.3f, gradient norm "
+            "cross-entropy %.3g, weighted overlap %.3g",
+            stage,
+            epoch,
+            row["class"],
+            row["distinct_vectors"],
+            row["prototypes"],
+            row["min_pairwise_distance"] or 0.0,
+            row["mean_pairwise_distance"] or 0.0,
+            row["mean_map_overlap"] or 0.0,
+            row["max_map_overlap"] or 0.0,
+            row["grad_norm_cross_entropy"],
+            row["grad_norm_weighted_overlap"],
+        )
+
+
 def _off_diagonal(matrix: torch.Tensor) -> torch.Tensor:
     mask = ~torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)
     return matrix[mask]
