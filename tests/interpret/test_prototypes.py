@@ -185,11 +185,11 @@ def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):
     proportions = pd.read_csv(outdir / "class_proportions.csv")
     assert proportions["prototype"].tolist() == [0, 1, 2, 3]
     assert proportions.loc[2, "Tumor"] == 0.75 and proportions.loc[3, "Tumor"] == 1.0
-    # Purity: the classes mapped to the prototype's label (Tumor, Necrosis: 1).
-    assert proportions["purity"].tolist() == [0.5, 0.5, 0.75, 1.0]
+    # Purity: the classes mapped to the prototype's label (Tumor, Necrosis: 1; unannotated: 0).
+    assert proportions["purity"].tolist() == [1.0, 0.5, 0.75, 1.0]
     summary = pd.read_csv(outdir / "prototype_summary.csv")
     assert summary["distinct_patches"].tolist() == [2, 2]
-    assert summary["mean_purity"].tolist() == [0.5, 0.875]
+    assert summary["mean_purity"].tolist() == [0.75, 0.875]
     assert not summary["collapsed"].any()
     inertia = pd.read_csv(outdir / "kmeans_inertia.csv")
     assert inertia["k"].tolist() == [1, 2, 3, 4] and inertia["inertia"].iloc[-1] == 0.0

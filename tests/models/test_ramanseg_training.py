@@ -515,14 +515,16 @@ def test_distinct_projection_of_a_collapsed_model_gives_every_prototype_its_patc
     assert len({r.source for r in strategy.records}) == 4
 
 
-def test_the_papers_formulation_stays_selectable(demo_config):
+def test_the_papers_formulation_stays_selectable(config):
     from ramanseg.config import load_config_files
 
-    model = ENTRY.build(**ENTRY.architecture(demo_config, "ramanseg", 24))
-    entry = demo_config["models"]["ramanseg"]
-    for key in ("projection_assignment", "prototype_init", "region"):
+    model = ENTRY.build(**ENTRY.architecture(config, "ramanseg", 24))
+    demo = ramanseg_strategy(config, "ramanseg", model)
+    assert (demo.assignment, demo.prototype_init) == ("distinct", "class_latents")
+    entry = config["models"]["ramanseg"]
+    for key in ("projection_assignment", "prototype_init", "region", "region_percentile"):
         entry.pop(key, None)
-    strategy = ramanseg_strategy(demo_config, "ramanseg", model)  # the defaults: the paper's
+    strategy = ramanseg_strategy(config, "ramanseg", model)  # the defaults: the paper's
     assert (strategy.assignment, strategy.prototype_init) == ("paper", "xavier")
     assert (strategy.region, strategy.percentile) == ("protopnet", 95.0)
     assert strategy.criterion.weights["cluster"] == strategy.criterion.weights["separation"] == 0

@@ -9,7 +9,8 @@
   by the class they represent (RamanSeg's two: non-tumour, then tumour; the paper's figure
   has the tumour prototypes last), in prototype order inside a group.
   The *purity* of a prototype is the share of its region whose annotation class maps
-  (``annotations.classes``) to the prototype's class.
+  (``annotations.classes``) to the prototype's class (unannotated pixels count as
+  background, label 0, as in the training mask).
 * **Self-check.** Per prototype class, the number of prototypes, of distinct source patches
   and of distinct vectors, and the mean purity (``prototype_summary.csv``). Prototypes that
   share a source patch or a vector (the paper's projection lets them) are a *collapse*: a
@@ -130,7 +131,8 @@ def class_proportions(
         ``prototype``, ``prototype_class``, ``prototype_class_name``, ``sample_id``,
         ``y0``, ``y1``, ``x0``, ``x1``, ``pixels``, one column per class and
         ``unannotated`` (fractions summing to 1), ``purity`` (the summed fractions of the
-        classes whose label is the prototype's class), ``shared_by`` (how many prototypes
+        classes whose label is the prototype's class; unannotated pixels count as label 0,
+        as in the training mask), ``shared_by`` (how many prototypes
         have this prototype's source patch) and ``first_sharing`` (the lowest of them).
 
     Raises:
@@ -184,12 +186,15 @@ def class_proportions(
                 UNANNOTATED: float(fractions[0]),
                 **(
                     {
+                        # Unannotated pixels are background (label 0) in the training
+                        # mask, so they count as such here too.
                         "purity": float(
                             sum(
                                 fractions[i + 1]
                                 for i, name in enumerate(names)
                                 if int(labels.get(name, -1)) == label
                             )
+                            + (fractions[0] if label == 0 else 0.0)
                         )
                     }
                     if labels is not None
