@@ -244,5 +244,5 @@ def test_interpret_prototypes_warns_loudly_of_a_collapsed_model(tmp_path, monkey
     module.proportions_figure(table, NAMES, summary)
     assert titles[-1][1] == warning
     figure = module.inertia_figure(module.kmeans_inertia(vectors, 0, 2), 0, 2, warning)
-    assert figure._suptitle.get_text() == warning
+    assert figure._suptitle.get_text().replace("\n", " ") == warning
     assert "3 distinct of 4" in figure.axes[0].get_title()

@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -427,8 +428,8 @@ def inertia_figure(table: pd.DataFrame, seed: int, n_init: int, warning: str | N
         f"(seed {seed}, n_init {n_init})",
         fontsize=9,
     )
-    if warning:
-        figure.suptitle(warning, fontsize=10, color="red", fontweight="bold")
+    if warning:  # wrapped: the figure is narrow
+        figure.suptitle(textwrap.fill(warning, 60), fontsize=10, color="red", fontweight="bold")
     return figure
 
 

@@ -530,6 +530,7 @@ class RamanSegStrategy(TrainingStrategy):
             diagnostics=self.diagnostics,
             settings={
                 "assignment": self.assignment,
+                "prototype_init": self.prototype_init,
                 "region": self.region,
                 "percentile": self.percentile,
             },
