@@ -7,7 +7,8 @@ read from ``config["models"][<name>]``:
   ``epochs.warmup`` warm-up epochs (add-on, prototypes and head train, the feature extractor
   and the readout are frozen), ``epochs.joint`` joint epochs (everything but the readout),
   then, at the end of the last joint epoch, prototype projection onto the training images
-  (each prototype becomes the nearest latent patch of its own class,
+  (each prototype becomes a latent patch of its own class: its nearest with
+  ``projection_assignment: paper``, pairwise different ones with ``distinct``;
   :func:`~ramanseg.models.prototypes.project_prototypes`), then ``epochs.last_layer`` epochs
   training what follows the prototype layer: the head and the readout (see
   :mod:`ramanseg.models.ramanseg`). The projected prototypes are frozen from then on, so each is
@@ -27,14 +28,23 @@ extractor trained from scratch): the network projected at the end of the joint p
 settled instead of being caught in one of the swings of a constant-rate run. The loss is
 :class:`~ramanseg.models.prototypes.RamanSegLoss` of the entry (``loss_weights``,
 ``diversity_loss``); its terms are logged as ``loss_cross_entropy``, ``loss_dice``,
-``loss_diversity`` and ``loss_l1`` columns of the training log.
+``loss_diversity``, ``loss_l1`` (and ``loss_cluster``, ``loss_separation``) columns of the
+training log.
+
+With ``prototype_init: class_latents`` the prototypes start, before the first epoch, on
+random latent windows of their class (the paper's Xavier-style draw otherwise). At the end
+of every phase (and before and after projection) the prototypes' diversity is measured on
+the training images (:func:`~ramanseg.models.prototypes.diagnostics.diversity_diagnostics`)
+and logged.
 
 A projection model's training folder also holds ``prototypes.json`` (one record per
-prototype: source sample, latent and image location, distance, bounding region; see
-:class:`~ramanseg.models.prototypes.PrototypeRecord`) and ``prototype_gallery.png`` (the
-source regions in the Raman channel nearest :data:`GALLERY_WAVENUMBER` cm-1). The records are
-strategy state, saved in every checkpoint, so a run resumed after the projection epoch writes
-the same files as an uninterrupted one. The final prototype vectors are the state-dict entry
+prototype: source sample, latent and image location, distance, source region and its
+purity, see :class:`~ramanseg.models.prototypes.PrototypeRecord`; per class the distinct
+count and mean purity, ``summary``; the measurements, ``diagnostics``) and
+``prototype_gallery.png`` (one tile per distinct source region, in the Raman channel nearest
+:data:`GALLERY_WAVENUMBER` cm-1). Records and measurements are strategy state, saved in
+every checkpoint, so a run resumed after the projection epoch writes the same files as an
+uninterrupted one. The final prototype vectors are the state-dict entry
 :data:`PROTOTYPES_KEY` of ``model.pt`` (shape ``(P, D, k, k)``; their classes are
 :data:`PROTOTYPE_CLASS_KEY`).
 """
@@ -43,13 +53,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ramanseg.config import ConfigError, require
+from ramanseg.config import require
 from ramanseg.models.data import Sample
 from ramanseg.models.prototypes import (
     PROJECTION_ASSIGNMENTS,
@@ -67,7 +76,8 @@ from ramanseg.models.prototypes.diagnostics import (
     log_diversity,
     log_summary,
 )
-from ramanseg.models.ramanseg import CONFIG_KEYS, PHASES, RamanSeg, phase_param_groups, set_phase
+from ramanseg.models.ramanseg import CONFIG_KEYS, RamanSeg, phase_param_groups, set_phase
+from ramanseg.models.ramanseg_schedule import PhaseSchedule
 from ramanseg.models.training import (
     EpochContext,
     LossValue,
@@ -130,105 +140,6 @@ ARCHITECTURE_DEFAULTS: dict[str, Any] = {
     "head_kernel_size": 3,
     "upsample": "probabilities",
 }
-
-
-def _non_negative_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class PhaseSchedule:
-    """Which training phase each epoch belongs to, and when prototypes are projected.
-
-    Epochs ``1 .. warmup`` are warm-up, the next ``joint`` epochs joint training, the last
-    ``last_layer`` epochs last-layer training. With ``projection``, prototypes are projected
-    at the end of the last joint (or, without joint epochs, warm-up) epoch.
-
-    Attributes:
-        warmup: warm-up epochs.
-        joint: joint epochs.
-        last_layer: last-layer epochs.
-        projection: project the prototypes.
-
-    Raises:
-        ValueError: a negative or non-integer count, or no warm-up or joint epoch (the
-            last-layer phase alone trains nothing that projection could use, and a
-            projection-free model needs its prototypes trained).
-    """
-
-    warmup: int
-    joint: int
-    last_layer: int
-    projection: bool
-
-    def __post_init__(self) -> None:
-        for name in ("warmup", "joint", "last_layer"):
-            _non_negative_int(getattr(self, name), f"epochs.{name}")
-        if not isinstance(self.projection, bool):
-            raise ValueError(f"projection must be true or false, got {self.projection!r}")
-        if self.warmup + self.joint < 1:
-            raise ValueError(
-                "RamanSeg needs at least one warm-up or joint epoch (epochs.warmup + "
-                f"epochs.joint >= 1), got warmup={self.warmup}, joint={self.joint}"
-            )
-
-    @classmethod
-    def from_config(
-        cls, entry: Mapping[str, Any], section: str = "models.ramanseg"
-    ) -> PhaseSchedule:
-        """The schedule of a ``models.ramanseg`` / ``models.ramanseg_noproj`` entry.
-
-        Args:
-            entry: the entry (``epochs.{warmup,joint,last_layer}``, ``projection``).
-            section: its dotted name, for error messages.
-
-        Returns:
-            The schedule.
-
-        Raises:
-            ConfigError: a missing key.
-            ValueError: an invalid count (see the class).
-        """
-        epochs = require(entry, "epochs")
-        if not isinstance(epochs, Mapping):
-            raise ConfigError(f"{section}.epochs must be a mapping of phase to epochs")
-        counts = {}
-        for phase in PHASES:
-            if phase not in epochs:
-                raise ConfigError(f"configuration key '{section}.epochs.{phase}' is missing")
-            counts[phase] = epochs[phase]
-        try:
-            return cls(projection=require(entry, "projection"), **counts)
-        except ConfigError as error:
-            raise ConfigError(f"{section}: {error}") from None
-        except ValueError as error:
-            raise ValueError(f"{section}: {error}") from None
-
-    @property
-    def epochs(self) -> int:
-        """All epochs: the sum of the phases."""
-        return self.warmup + self.joint + self.last_layer
-
-    @property
-    def projection_epoch(self) -> int | None:
-        """The epoch at whose end prototypes are projected; None without projection."""
-        return self.warmup + self.joint if self.projection else None
-
-    def phase(self, epoch: int) -> str:
-        """The phase of ``epoch`` (counted from 1): ``warmup``, ``joint`` or ``last_layer``.
-
-        Raises:
-            ValueError: an epoch outside ``1 .. epochs``.
-        """
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= self.epochs:
-            raise ValueError(f"epoch must be in 1..{self.epochs}, got {epoch!r}")
-        if epoch <= self.warmup:
-            return "warmup"
-        if epoch <= self.warmup + self.joint:
-            return "joint"
-        return "last_layer"
 
 
 def gallery_channel_name(channels: Sequence[Mapping[str, Any]]) -> str | None:
