@@ -278,7 +278,7 @@ def kmeans_inertia(vectors: np.ndarray, seed: int = 0, n_init: int = 10) -> pd.D
 
     Raises:
         ValueError: fewer than one vector or a non-finite value.
-        AssertionError: the curve still increases after the repair (a bug).
+        RuntimeError: the curve still increases after the repair (a bug).
     """
     from sklearn.cluster import KMeans
 
@@ -310,7 +310,8 @@ def kmeans_inertia(vectors: np.ndarray, seed: int = 0, n_init: int = 10) -> pd.D
         inertias.append(inertia)
         repaired.append(fixed)
     steps = np.diff(inertias)
-    assert np.all(steps <= MONOTONE_RTOL * np.abs(inertias[:-1]) + 1e-12), inertias
+    if not np.all(steps <= MONOTONE_RTOL * np.abs(inertias[:-1]) + 1e-12):
+        raise RuntimeError(f"the k-means inertia increases with k after the repair: {inertias}")
     return pd.DataFrame(
         {
             "k": np.arange(1, count + 1),
