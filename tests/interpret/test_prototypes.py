@@ -24,21 +24,23 @@ from tests.interpret import register_commands
 NAMES = ["Tumor", "Necrosis", "Epithelium", "Stroma", "Other"]
 
 
-def record(prototype, prototype_class, sample, bbox, size=(8, 8)):
+def record(prototype, prototype_class, sample, bbox, size=(8, 8), where=None):
+    """A record; its source patch is its own (latent y = prototype) unless ``where`` given."""
+    latent_y, latent_x = where if where is not None else (prototype, 0)
     return PrototypeRecord(
         prototype=prototype,
         prototype_class=prototype_class,
         sample_id=sample,
         sample_index=0,
-        latent_y=0,
-        latent_x=0,
+        latent_y=latent_y,
+        latent_x=latent_x,
         image_y=bbox[0],
         image_x=bbox[2],
         distance=0.0,
         bbox=bbox,
         patch_box=bbox,
         image_size=size,
-        latent_size=(2, 2),
+        latent_size=(8, 8),
     )
 
 
@@ -87,14 +89,48 @@ def test_kmeans_inertia_decreases_to_zero_for_distinct_vectors():
     vectors = np.random.default_rng(0).normal(size=(7, 4, 1, 1))
     table = kmeans_inertia(vectors, seed=0, n_init=4)
     assert table["k"].tolist() == list(range(1, 8))
+    assert set(table["distinct"]) == {7} and set(table["prototypes"]) == {7}
     inertia = table["inertia"].to_numpy()
     centred = vectors.reshape(7, -1) - vectors.reshape(7, -1).mean(axis=0)
     assert inertia[0] == pytest.approx((centred**2).sum())  # k = 1: the total scatter
     assert np.all(np.diff(inertia) <= 1e-9)
     assert inertia[-1] == pytest.approx(0.0, abs=1e-12)
-    # Two identical prototypes: k = P has an empty cluster, inertia still 0.
-    duplicated = np.concatenate([vectors[:3], vectors[:1]])
-    assert kmeans_inertia(duplicated, seed=0, n_init=2)["inertia"].iloc[-1] == pytest.approx(0)
+
+
+def test_kmeans_inertia_of_duplicates_runs_on_the_distinct_vectors_only():
+    """The issue's collapse: 30 prototypes, 10 distinct; no curve from duplicates."""
+    rng = np.random.default_rng(1)
+    distinct = rng.normal(size=(10, 16))
+    vectors = distinct[rng.integers(0, 10, size=30)]
+    vectors[:10] = distinct  # every distinct vector present
+    table = kmeans_inertia(vectors, seed=0, n_init=2)
+    assert table["k"].tolist() == list(range(1, 11))  # k only up to the distinct count
+    assert set(table["distinct"]) == {10} and set(table["prototypes"]) == {30}
+    inertia = table["inertia"].to_numpy()
+    assert np.all(np.diff(inertia) <= 0) and inertia[-1] == pytest.approx(0.0, abs=1e-9)
+    # The same curve as k-means on the 10 distinct vectors alone.
+    alone = kmeans_inertia(distinct, seed=0, n_init=2)["inertia"].to_numpy()
+    np.testing.assert_allclose(inertia, alone)
+
+
+def test_kmeans_inertia_repairs_an_increase(monkeypatch):
+    """A k whose k-means restarts end worse than k - 1 is refitted and flagged."""
+    import sklearn.cluster
+
+    real = sklearn.cluster.KMeans
+
+    class Unlucky(real):  # the k = 3 restarts all land in a poor local optimum
+        def fit(self, data, *args, **kwargs):
+            fitted = super().fit(data, *args, **kwargs)
+            if self.n_clusters == 3 and not isinstance(self.init, np.ndarray):
+                fitted.inertia_ = 1e6
+            return fitted
+
+    monkeypatch.setattr(sklearn.cluster, "KMeans", Unlucky)
+    vectors = np.random.default_rng(2).normal(size=(5, 3))
+    table = kmeans_inertia(vectors, seed=0, n_init=2)
+    assert table["repaired"].tolist() == [False, False, True, False, False]
+    assert np.all(np.diff(table["inertia"].to_numpy()) <= 0)
 
 
 def test_reading_records_and_vectors(tmp_path):
@@ -150,6 +186,12 @@ def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):
     proportions = pd.read_csv(outdir / "class_proportions.csv")
     assert proportions["prototype"].tolist() == [0, 1, 2, 3]
     assert proportions.loc[2, "Tumor"] == 0.75 and proportions.loc[3, "Tumor"] == 1.0
+    # Purity: the classes mapped to the prototype's label (Tumor, Necrosis: 1; unannotated: 0).
+    assert proportions["purity"].tolist() == [1.0, 0.5, 0.75, 1.0]
+    summary = pd.read_csv(outdir / "prototype_summary.csv")
+    assert summary["distinct_patches"].tolist() == [2, 2]
+    assert summary["mean_purity"].tolist() == [0.75, 0.875]
+    assert not summary["collapsed"].any()
     inertia = pd.read_csv(outdir / "kmeans_inertia.csv")
     assert inertia["k"].tolist() == [1, 2, 3, 4] and inertia["inertia"].iloc[-1] == 0.0
     first = {p.name: p.read_bytes() for p in sorted(outdir.iterdir())}
@@ -161,6 +203,7 @@ def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):
         "kmeans_inertia.pdf",
         "kmeans_inertia.png",
         "prototype_gallery.png",
+        "prototype_summary.csv",
     ]
     assert main(argv) == 0
     assert {p.name: p.read_bytes() for p in sorted(outdir.iterdir())} == first
@@ -177,3 +220,30 @@ def test_file_names_match_ramanseg_training():
     assert prototypes.PROTOTYPES_KEY == ramanseg_training.PROTOTYPES_KEY
     assert prototypes.PROJECTION_NAME == ramanseg_training.PROJECTION_NAME
     assert prototypes.GALLERY_NAME == ramanseg_training.GALLERY_NAME
+
+
+def test_interpret_prototypes_warns_loudly_of_a_collapsed_model(tmp_path, monkeypatch, caplog):
+    """Prototypes projected onto one patch: log warning, summary, and the figure titles."""
+    from ramanseg.interpret import prototypes as module
+
+    records = [
+        record(0, 0, "S", (4, 8, 0, 4), where=(5, 1)),
+        record(1, 0, "S", (2, 6, 0, 2), where=(3, 0)),
+        record(2, 1, "S", (0, 4, 4, 8), where=(1, 6)),
+        record(3, 1, "S", (0, 4, 4, 8), where=(1, 6)),  # the same patch as 2
+    ]
+    vectors = np.arange(4 * 3, dtype=float).reshape(4, 3, 1, 1)
+    vectors[3] = vectors[2]
+    table = class_proportions(records, {"S": class_map()}, NAMES, {"Tumor": 1, "Stroma": 0})
+    assert table.set_index("prototype").loc[[2, 3], "shared_by"].tolist() == [2, 2]
+    summary = module.prototype_summary(table, vectors)
+    assert summary["collapsed"].tolist() == [False, True]
+    warning = module.collapse_warning(summary)
+    assert warning == "PROTOTYPE COLLAPSE (tumour: 1 distinct of 2)"
+    titles = []
+    monkeypatch.setattr(module, "_title", lambda figure, title, warn: titles.append((title, warn)))
+    module.proportions_figure(table, NAMES, summary)
+    assert titles[-1][1] == warning
+    figure = module.inertia_figure(module.kmeans_inertia(vectors, 0, 2), 0, 2, warning)
+    assert figure._suptitle.get_text().replace("\n", " ") == warning
+    assert "3 distinct of 4" in figure.axes[0].get_title()

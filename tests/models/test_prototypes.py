@@ -11,12 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from ramanseg.models.prototypes import (
+    DEFAULT_LOSS_WEIGHTS,
     PrototypeLayer,
     RamanSegLoss,
     activation_overlap_loss,
+    cluster_separation_costs,
     downsample_labels,
     high_activation_bbox,
     init_last_layer_,
+    init_prototypes_from_latents_,
     kld_diversity_loss,
     l2_distance_map,
     last_layer_l1,
@@ -355,7 +358,14 @@ def test_ramanseg_loss_combines_weighted_terms():
 def test_ramanseg_loss_from_config_and_errors(demo_config):
     entry = demo_config["models"]["ramanseg_noproj"]
     loss = RamanSegLoss.from_config(entry)
-    assert loss.weights == {"cross_entropy": 1.0, "dice": 1.0, "diversity": 0.01, "l1": 1e-4}
+    assert loss.weights == {
+        "cross_entropy": 1.0,
+        "dice": 1.0,
+        "diversity": 0.01,
+        "l1": 1e-4,
+        "cluster": 0.0,
+        "separation": 0.0,
+    }
     assert loss.diversity_loss == "activation_overlap"
     with pytest.raises(ValueError, match="unknown loss weight 'clst'"):
         RamanSegLoss({"clst": 0.8})
@@ -452,16 +462,119 @@ def test_projection_errors():
     assert torch.equal(model.prototype_layer.prototypes, before)
 
 
-def test_high_activation_bbox_takes_the_component_of_the_maximum():
+def test_high_activation_bbox_protopnet_boxes_every_high_pixel_peak_component_one():
     activation = np.zeros((20, 20))
     activation[2:5, 3:7] = 5.0
     activation[3, 4] = 6.0  # the maximum
     activation[15:18, 15:19] = 4.0  # another high region, not connected
-    assert high_activation_bbox(activation, percentile=95) == (2, 5, 3, 7)
+    # ProtoPNet's region: the box around every pixel at or above the percentile.
+    assert high_activation_bbox(activation, percentile=95) == (2, 18, 3, 19)
+    assert high_activation_bbox(activation, 95, "peak_component") == (2, 5, 3, 7)
     # A low threshold admits the zeros: one component, the whole map.
-    assert high_activation_bbox(activation, percentile=50) == (0, 20, 0, 20)
+    assert high_activation_bbox(activation, 50, "peak_component") == (0, 20, 0, 20)
     with pytest.raises(ValueError, match="percentile"):
         high_activation_bbox(activation, percentile=101)
+    with pytest.raises(ValueError, match="region"):
+        high_activation_bbox(activation, region="crop")
+
+
+def collapsed_model(k: int = 1) -> RamanSeg:
+    """A tiny model whose prototypes of each class are one and the same vector."""
+    torch.manual_seed(0)
+    model = tiny_model(prototype_size=k)
+    with torch.no_grad():
+        prototypes = model.prototype_layer.prototypes
+        classes = model.prototype_layer.prototype_class
+        for c in classes.unique():
+            members = torch.nonzero(classes == c).flatten()
+            prototypes[members] = prototypes[members[0]].clone()
+    return model
+
+
+def own_class_distances(model, prototype, images, masks, k=1):
+    """Every own-class candidate window's squared distance to ``prototype`` (brute force)."""
+    r = k // 2
+    found = {}
+    for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        with torch.no_grad():
+            z = model.eval().latent(image[None])
+        d = l2_distance_map(z, prototype[None])[0, 0]
+        labels = downsample_labels(mask[None], tuple(z.shape[2:]), 2)
+        truth = labels[0]
+        for y in range(r, z.shape[2] - r):
+            for x in range(r, z.shape[3] - r):
+                found[(index, y, x)] = (int(truth[y, x]), float(d[y, x]))
+    return found
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_paper_assignment_gives_collapsed_prototypes_one_and_the_same_patch(k):
+    model = collapsed_model(k)
+    images, masks, ids = projection_set()
+    records = project_prototypes(model, images, masks, ids, assignment="paper")
+    for c in (0, 1):
+        sources = {r.source for r in records if r.prototype_class == c}
+        assert len(sources) == 1  # the paper: each prototype takes its own nearest patch
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_distinct_assignment_gives_every_prototype_its_own_patch_with_least_total(k):
+    model = collapsed_model(k)
+    old = model.prototype_layer.prototypes.detach().clone()
+    images, masks, ids = projection_set()
+    records = project_prototypes(model, images, masks, ids, assignment="distinct")
+    new = model.prototype_layer.prototypes.detach()
+    for c in (0, 1):
+        members = [r for r in records if r.prototype_class == c]
+        assert len({r.source for r in members}) == len(members)  # no two share a patch
+        # Identical prototypes: the optimum is the class's len(members) nearest patches.
+        found = own_class_distances(model, old[members[0].prototype], images, masks, k)
+        nearest = sorted(d for cls, d in found.values() if cls == c)[: len(members)]
+        assert sum(r.distance for r in members) == pytest.approx(sum(nearest), rel=1e-4)
+        for r in members:
+            assert found[(r.sample_index, r.latent_y, r.latent_x)][0] == c
+            assert r.distance == pytest.approx(
+                float((new[r.prototype] - old[r.prototype]).pow(2).sum()), rel=1e-5
+            )
+
+
+def test_distinct_assignment_is_optimal_for_different_prototypes():
+    """Against brute force over every injective assignment of the candidate patches."""
+    import itertools
+
+    torch.manual_seed(3)
+    model = tiny_model()
+    images, masks, ids = projection_set()
+    old = model.prototype_layer.prototypes.detach().clone()
+    with torch.no_grad():  # make the class-1 prototypes near-collapsed: they compete
+        old[4:] = old[3] + 1e-3 * torch.randn_like(old[4:])
+        model.prototype_layer.prototypes.copy_(old)
+    records = project_prototypes(model, images, masks, ids, assignment="distinct")
+    members = [r for r in records if r.prototype_class == 1]
+    tables = [own_class_distances(model, old[r.prototype], images, masks) for r in members]
+    keys = [key for key, (cls, _) in tables[0].items() if cls == 1]
+    # Each prototype's 3 nearest patches suffice (see _distinct_assignment).
+    pools = set()
+    for table in tables:
+        pools.update(sorted(keys, key=lambda key: table[key][1])[:3])
+    best = min(
+        sum(table[key][1] for table, key in zip(tables, chosen, strict=True))
+        for chosen in itertools.permutations(sorted(pools), len(members))
+    )
+    assert sum(r.distance for r in members) == pytest.approx(best, rel=1e-4)
+
+
+def test_projection_records_purity_of_the_source_region():
+    torch.manual_seed(0)
+    model = tiny_model()
+    images, masks, ids = projection_set()
+    records = project_prototypes(model, images, masks, ids, assignment="distinct")
+    for r in records:
+        y0, y1, x0, x1 = r.bbox
+        region = masks[r.sample_index][y0:y1, x0:x1]
+        assert r.purity == pytest.approx(float((region == r.prototype_class).float().mean()))
+    with pytest.raises(ValueError, match="assignment"):
+        project_prototypes(model, images, masks, ids, assignment="greedy")
 
 
 def test_records_json_and_gallery(tmp_path):
@@ -492,3 +605,58 @@ def test_records_json_and_gallery(tmp_path):
     assert render() == first
     with pytest.raises(ValueError, match="channel 7"):
         prototype_gallery(records, dict(zip(ids, images, strict=True)), out, channel=7)
+
+
+# ------------------------------------------------------------------------------------------
+# Initialisation from latent windows and ProtoPNet's cluster / separation costs.
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_init_from_latents_puts_prototypes_on_distinct_windows_of_their_class(k):
+    model = tiny_model(prototype_size=k)
+    images, masks, _ = projection_set()
+    first = init_prototypes_from_latents_(model, images, masks, torch.Generator().manual_seed(5))
+    prototypes = model.prototype_layer.prototypes.detach().clone()
+    r = k // 2
+    for j, (index, y, x) in enumerate(first):
+        with torch.no_grad():
+            latent = model.eval().latent(images[index][None])
+        h, w = latent.shape[2:]
+        assert r <= y < h - r and r <= x < w - r
+        assert torch.equal(prototypes[j], latent[0, :, y - r : y + r + 1, x - r : x + r + 1])
+        label = downsample_labels(masks[index][None], (h, w), 2)[0, y, x]
+        assert int(label) == int(model.prototype_class[j])
+    assert len(set(first)) == len(first)  # pairwise different windows
+    again = init_prototypes_from_latents_(model, images, masks, torch.Generator().manual_seed(5))
+    assert again == first  # the seed decides
+
+
+def test_cluster_and_separation_costs_match_brute_force():
+    generator = torch.Generator().manual_seed(0)
+    distances = torch.rand(2, 4, 3, 5, generator=generator, dtype=torch.float64)
+    target = torch.randint(0, 2, (2, 3, 5), generator=generator)
+    target[0, 0, 0] = 7  # no prototype's class: left out
+    classes = torch.tensor([0, 0, 1, 1])
+    own, other = [], []
+    for b in range(2):
+        for y in range(3):
+            for x in range(5):
+                c = int(target[b, y, x])
+                if c not in (0, 1):
+                    continue
+                own.append(min(float(distances[b, j, y, x]) for j in range(4) if classes[j] == c))
+                other.append(min(float(distances[b, j, y, x]) for j in range(4) if classes[j] != c))
+    cluster, separation = cluster_separation_costs(distances, target, classes)
+    assert float(cluster) == pytest.approx(np.mean(own))
+    assert float(separation) == pytest.approx(np.mean(other))
+    # In the objective: + w_clst Clst - w_sep Sep.
+    loss = RamanSegLoss({"cross_entropy": 0.0, "cluster": 0.8, "separation": 0.08})
+    assert set(DEFAULT_LOSS_WEIGHTS) >= {"cluster", "separation"}
+    model = tiny_model()
+    images, masks, _ = projection_set()
+    output = model(images[0][None])
+    terms = loss(output, masks[0][None], model)
+    values = terms.as_floats()
+    assert values["total"] == pytest.approx(
+        0.8 * values["cluster"] - 0.08 * values["separation"], rel=1e-6
+    )

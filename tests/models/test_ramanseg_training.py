@@ -233,7 +233,11 @@ def test_registry_serves_both_variants_from_their_sections(demo_config):
         epochs = section["epochs"]
         assert strategy.epochs == epochs["warmup"] + epochs["joint"] + epochs["last_layer"]
         assert strategy.model_selection == ("last" if section["projection"] else "best")
-        assert strategy.criterion.weights == section["loss_weights"]
+        assert strategy.criterion.weights == {
+            "cluster": 0.0,
+            "separation": 0.0,
+            **section["loss_weights"],
+        }
     # The optional architecture keys of a section override the defaults.
     changed = copy.deepcopy(demo_config)
     changed["models"]["ramanseg"].update(stride=4, head_layers=0)
@@ -410,3 +414,81 @@ def test_both_variants_predict_through_the_registry(request, dataset, tmp_path, 
     assert isinstance(model, RamanSeg)
     timing = json.loads((tmp_path / "timing.json").read_text())
     assert timing["model"] == name and timing["samples"] == 2
+
+
+# --- prototype collapse and the paper's projection ------------------------------------------
+
+
+def project_with(config: dict, dataset, collapsed: bool):
+    """Build the tiny model (its prototypes one vector per class if ``collapsed``) and run
+    the strategy's projection epoch; return the strategy."""
+    from ramanseg.models.training import EpochContext
+
+    torch.manual_seed(0)
+    architecture = {**ENTRY.architecture(config, "ramanseg", 4), **SMALL}
+    model = ENTRY.build(**architecture)
+    if collapsed:
+        with torch.no_grad():
+            prototypes = model.prototype_layer.prototypes
+            for start in (0, 2):  # 2 prototypes per class, in class blocks
+                prototypes[start + 1] = prototypes[start]
+    strategy = ramanseg_strategy(config, "ramanseg", model)
+    context = EpochContext(
+        epoch=strategy.schedule.projection_epoch,
+        epochs=strategy.epochs,
+        model=model,
+        optimizer=None,
+        device=torch.device("cpu"),
+        sampler=None,
+        train_samples=dataset["samples"][0],
+        val_samples=dataset["samples"][1],
+    )
+    strategy.on_epoch_end(context)
+    return strategy
+
+
+def test_collapse_warning_fires_on_a_model_built_collapsed(dataset, caplog):
+    config = tiny_config()
+    config["models"]["ramanseg"]["projection_assignment"] = "paper"
+    with caplog.at_level("WARNING"):
+        strategy = project_with(config, dataset, collapsed=True)
+    warnings = [r.getMessage() for r in caplog.records if "PROTOTYPE COLLAPSE" in r.getMessage()]
+    assert len(warnings) == 2 and "only 1 distinct" in warnings[0]
+    assert len({r.source for r in strategy.records}) == 2  # one patch per class
+    stages = [d["stage"] for d in strategy.diagnostics]
+    assert stages == ["before projection", "after projection"]
+    after = strategy.diagnostics[1]["classes"]
+    assert [row["distinct_vectors"] for row in after] == [1, 1]
+
+
+def test_distinct_projection_of_a_collapsed_model_gives_every_prototype_its_patch(dataset, caplog):
+    config = tiny_config()
+    config["models"]["ramanseg"]["projection_assignment"] = "distinct"
+    with caplog.at_level("WARNING"):
+        strategy = project_with(config, dataset, collapsed=True)
+    assert not [r for r in caplog.records if "PROTOTYPE COLLAPSE" in r.getMessage()]
+    assert len({r.source for r in strategy.records}) == 4
+
+
+def test_the_papers_formulation_stays_selectable(config):
+    from ramanseg.config import load_config_files
+
+    model = ENTRY.build(**ENTRY.architecture(config, "ramanseg", 24))
+    demo = ramanseg_strategy(config, "ramanseg", model)
+    assert (demo.assignment, demo.prototype_init) == ("distinct", "class_latents")
+    entry = config["models"]["ramanseg"]
+    for key in ("projection_assignment", "prototype_init", "region", "region_percentile"):
+        entry.pop(key, None)
+    strategy = ramanseg_strategy(config, "ramanseg", model)  # the defaults: the paper's
+    assert (strategy.assignment, strategy.prototype_init) == ("paper", "xavier")
+    assert (strategy.region, strategy.percentile) == ("protopnet", 95.0)
+    assert strategy.criterion.weights["cluster"] == strategy.criterion.weights["separation"] == 0
+    root = Path(__file__).resolve().parents[2]
+    paper = load_config_files([root / "config" / "config.yaml", root / "config" / "paper.yaml"])
+    strategy = ramanseg_strategy(paper, "ramanseg", model)
+    assert (strategy.assignment, strategy.prototype_init, strategy.region) == (
+        "paper",
+        "xavier",
+        "protopnet",
+    )
+    assert strategy.criterion.weights["cluster"] == strategy.criterion.weights["separation"] == 0

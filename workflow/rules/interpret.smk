@@ -71,6 +71,12 @@ rule interpret_prototypes:
         ],
         pdfs=expand(INTERPRET / "ramanseg" / "{name}.pdf", name=PROTOTYPE_FIGURES),
         tables=expand(INTERPRET / "ramanseg" / "{name}.csv", name=PROTOTYPE_FIGURES),
+        summary=report(
+            INTERPRET / "ramanseg" / "prototype_summary.csv",
+            caption="../report/prototype_summary.rst",
+            category="4. Interpretability",
+            subcategory="RamanSeg",
+        ),
         gallery=report(
             INTERPRET / "ramanseg" / "prototype_gallery.png",
             caption="../report/prototype_gallery.rst",

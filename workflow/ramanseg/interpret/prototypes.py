@@ -8,16 +8,26 @@
   the unannotated share, so the proportions of a prototype sum to 1. Prototypes are grouped
   by the class they represent (RamanSeg's two: non-tumour, then tumour; the paper's figure
   has the tumour prototypes last), in prototype order inside a group.
-* **k-means inertia.** The prototype vectors (``prototype_layer.prototypes`` in
-  ``model.pt``, shape ``(P, D, k, k)``) are flattened to ``(P, D k k)`` and clustered with
-  scikit-learn's k-means for every ``k`` from 1 to ``P`` (``random_state = seed``,
-  ``n_init = interpret.kmeans_n_init``); the inertia (the sum of squared distances to the
-  nearest centre) falls to 0 at ``k = P`` when the prototypes are distinct. A curve that
-  keeps falling steeply means the prototypes are diverse.
-* **Gallery.** The prototypes' source regions (``prototype_gallery.png``), copied from the
-  training folder, where the projection writes it; drawn here with
-  :func:`ramanseg.models.prototypes.prototype_gallery` on the display channel if that folder
-  has none.
+  The *purity* of a prototype is the share of its region whose annotation class maps
+  (``annotations.classes``) to the prototype's class (unannotated pixels count as
+  background, label 0, as in the training mask).
+* **Self-check.** Per prototype class, the number of prototypes, of distinct source patches
+  and of distinct vectors, and the mean purity (``prototype_summary.csv``). Prototypes that
+  share a source patch or a vector (the paper's projection lets them) are a *collapse*: a
+  warning in the log and on every figure.
+* **k-means inertia.** The *distinct* prototype vectors (``prototype_layer.prototypes`` in
+  ``model.pt``, shape ``(P, D, k, k)``, flattened; duplicates counted once) are clustered
+  with scikit-learn's k-means (k-means++, ``n_init = interpret.kmeans_n_init`` restarts,
+  ``random_state = seed``) for every ``k`` from 1 to their count ``n``, where the inertia
+  reaches 0. The curve must not increase with ``k``; a ``k`` whose best restart is worse than
+  ``k - 1`` is refitted from the ``k - 1`` centres plus the point farthest from them (Lloyd's
+  iterations from there cannot end higher) and flagged ``repaired``. A curve that keeps
+  falling steeply means the prototypes are diverse.
+* **Gallery.** The prototypes' source regions (``prototype_gallery.png``), one tile per
+  distinct source patch with the number of prototypes sharing it, copied from the training
+  folder, where the projection writes it; drawn here with
+  :func:`ramanseg.models.prototypes.prototype_gallery` on the display channel if that
+  folder has none.
 
 Projection-free RamanSeg has no source regions (its prototypes are never projected), so the
 class proportions apply to RamanSeg with projection only; the inertia curve does not need
@@ -29,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import warnings
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ramanseg.config import channel_names, class_names
+from ramanseg.config import channel_names, class_names, require
 from ramanseg.errors import InputError
 from ramanseg.figures import class_colour, figure_bytes, new_figure, table_bytes
 from ramanseg.fileio import prefixed, write_files
@@ -58,6 +68,10 @@ GALLERY_NAME = "prototype_gallery.png"
 #: Names of RamanSeg's prototype classes (its binary labels).
 PROTOTYPE_CLASS_NAMES = ("non-tumour", "tumour")
 UNANNOTATED = "unannotated"
+#: The per-class self-check table written next to the figures.
+SUMMARY_NAME = "prototype_summary.csv"
+#: Relative slack of the monotonicity check of the inertia curve (float rounding).
+MONOTONE_RTOL = 1e-9
 
 
 def read_records(path: str | Path) -> list[Any]:
@@ -97,7 +111,10 @@ def read_records(path: str | Path) -> list[Any]:
 
 
 def class_proportions(
-    records: Sequence[Any], class_maps: Mapping[str, np.ndarray], names: Sequence[str]
+    records: Sequence[Any],
+    class_maps: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    labels: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """The proportion of each annotation class inside each prototype's source region.
 
@@ -107,17 +124,25 @@ def class_proportions(
         class_maps: the class map (0 = unannotated, ``1 + index`` into ``names``) of every
             source sample.
         names: the annotation classes in configuration order.
+        labels: the label of each annotation class (``annotations.classes``), for the
+            purity; without it the purity column is left out.
 
     Returns:
         One row per prototype, grouped by prototype class, then by prototype index:
         ``prototype``, ``prototype_class``, ``prototype_class_name``, ``sample_id``,
         ``y0``, ``y1``, ``x0``, ``x1``, ``pixels``, one column per class and
-        ``unannotated`` (fractions summing to 1).
+        ``unannotated`` (fractions summing to 1), ``purity`` (the summed fractions of the
+        classes whose label is the prototype's class; unannotated pixels count as label 0,
+        as in the training mask), ``shared_by`` (how many prototypes
+        have this prototype's source patch) and ``first_sharing`` (the lowest of them).
 
     Raises:
         ValueError: a missing class map, a class map whose size differs from the record's
             image size, or an empty or out-of-image box.
     """
+    sharing: dict[tuple[Any, ...], list[int]] = {}
+    for record in records:
+        sharing.setdefault(_source(record), []).append(int(record.prototype))
     rows = []
     for record in sorted(records, key=lambda r: (r.prototype_class, r.prototype)):
         if record.sample_id not in class_maps:
@@ -160,13 +185,87 @@ def class_proportions(
                 "pixels": int(region.size),
                 **{name: float(fractions[i + 1]) for i, name in enumerate(names)},
                 UNANNOTATED: float(fractions[0]),
+                **(
+                    {
+                        # Unannotated pixels are background (label 0) in the training
+                        # mask, so they count as such here too.
+                        "purity": float(
+                            sum(
+                                fractions[i + 1]
+                                for i, name in enumerate(names)
+                                if int(labels.get(name, -1)) == label
+                            )
+                            + (fractions[0] if label == 0 else 0.0)
+                        )
+                    }
+                    if labels is not None
+                    else {}
+                ),
+                "shared_by": len(sharing[_source(record)]),
+                "first_sharing": min(sharing[_source(record)]),
             }
         )
     return pd.DataFrame(rows)
 
 
+def _source(record: Any) -> tuple[Any, ...]:
+    """A record's source patch: sample and latent position."""
+    return (record.sample_id, int(record.latent_y), int(record.latent_x))
+
+
+def prototype_summary(proportions: pd.DataFrame, vectors: np.ndarray) -> pd.DataFrame:
+    """Per prototype class: prototypes, distinct source patches and vectors, mean purity.
+
+    Args:
+        proportions: the table of :func:`class_proportions` (with ``purity``).
+        vectors: the prototype vectors ``(P, ...)`` in prototype order.
+
+    Returns:
+        One row per prototype class: ``prototype_class``, ``prototype_class_name``,
+        ``prototypes``, ``distinct_patches``, ``distinct_vectors``, ``mean_purity`` (mean
+        over the prototypes), ``collapsed`` (some prototypes share a patch or a vector).
+    """
+    from ramanseg.models.prototypes.diagnostics import distinct_groups
+
+    groups = distinct_groups(vectors)
+    rows = []
+    for label, block in proportions.groupby("prototype_class", sort=True):
+        patches = int(block["first_sharing"].nunique())
+        distinct = len({int(groups[p]) for p in block["prototype"]})
+        rows.append(
+            {
+                "prototype_class": int(label),
+                "prototype_class_name": block["prototype_class_name"].iloc[0],
+                "prototypes": len(block),
+                "distinct_patches": patches,
+                "distinct_vectors": distinct,
+                "mean_purity": float(block["purity"].mean()),
+                "collapsed": bool(min(patches, distinct) < len(block)),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def collapse_warning(summary: pd.DataFrame) -> str | None:
+    """One line naming every collapsed class of :func:`prototype_summary`, or None."""
+    parts = [
+        f"{row.prototype_class_name}: {min(row.distinct_patches, row.distinct_vectors)} "
+        f"distinct of {row.prototypes}"
+        for row in summary.itertuples()
+        if row.collapsed
+    ]
+    return "PROTOTYPE COLLAPSE (" + "; ".join(parts) + ")" if parts else None
+
+
 def kmeans_inertia(vectors: np.ndarray, seed: int = 0, n_init: int = 10) -> pd.DataFrame:
-    """k-means inertia of the prototype vectors for every ``k`` from 1 to ``P``.
+    """k-means inertia of the distinct prototype vectors for every ``k`` from 1 to their count.
+
+    Duplicates (:func:`~ramanseg.models.prototypes.diagnostics.distinct_groups`) are counted
+    once: k-means cannot make more clusters than there are distinct points, and a curve over
+    duplicates is an artefact. Each ``k`` keeps the best of ``n_init`` k-means++ restarts; a
+    ``k`` whose inertia exceeds that of ``k - 1`` is refitted from the ``k - 1`` centres plus
+    the point farthest from them (which starts at or below the ``k - 1`` inertia, and Lloyd's
+    iterations do not increase it) and flagged in ``repaired``.
 
     Args:
         vectors: ``(P, ...)``, flattened to ``(P, features)``.
@@ -174,13 +273,16 @@ def kmeans_inertia(vectors: np.ndarray, seed: int = 0, n_init: int = 10) -> pd.D
         n_init: restarts per ``k`` (the best inertia is kept).
 
     Returns:
-        ``k`` and ``inertia`` (float64), one row per ``k``.
+        ``k``, ``inertia`` (float64, non-increasing in ``k``), ``repaired`` (bool), and
+        ``distinct`` and ``prototypes`` (the counts, the same on every row).
 
     Raises:
         ValueError: fewer than one vector or a non-finite value.
+        RuntimeError: the curve still increases after the repair (a bug).
     """
     from sklearn.cluster import KMeans
-    from sklearn.exceptions import ConvergenceWarning
+
+    from ramanseg.models.prototypes.diagnostics import distinct_groups
 
     data = np.asarray(vectors, dtype=np.float64)
     data = data.reshape(data.shape[0], -1) if data.ndim else data
@@ -188,14 +290,37 @@ def kmeans_inertia(vectors: np.ndarray, seed: int = 0, n_init: int = 10) -> pd.D
         raise ValueError(f"need at least one prototype vector, got shape {np.shape(vectors)}")
     if not np.isfinite(data).all():
         raise ValueError("the prototype vectors hold NaN or infinite values")
-    inertias = []
-    for k in range(1, data.shape[0] + 1):
-        with warnings.catch_warnings():
-            # Duplicate prototypes give fewer distinct clusters than k: expected, inertia 0.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(data)
-        inertias.append(float(model.inertia_))
-    return pd.DataFrame({"k": np.arange(1, data.shape[0] + 1), "inertia": inertias})
+    groups = distinct_groups(data)
+    distinct = data[np.unique(groups)]
+    count = distinct.shape[0]
+    inertias: list[float] = []
+    repaired: list[bool] = []
+    centres = None
+    for k in range(1, count + 1):
+        model = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed)
+        model.fit(distinct)
+        inertia, fixed = float(model.inertia_), False
+        if inertias and inertia > inertias[-1] * (1 + MONOTONE_RTOL):
+            nearest = ((distinct[:, None, :] - centres[None]) ** 2).sum(axis=2).min(axis=1)
+            start = np.vstack([centres, distinct[int(np.argmax(nearest))]])
+            model = KMeans(n_clusters=k, init=start, n_init=1).fit(distinct)
+            inertia, fixed = min(float(model.inertia_), inertias[-1]), True
+            log.warning("k-means inertia at k = %d exceeded k = %d: refitted", k, k - 1)
+        centres = model.cluster_centers_
+        inertias.append(inertia)
+        repaired.append(fixed)
+    steps = np.diff(inertias)
+    if not np.all(steps <= MONOTONE_RTOL * np.abs(inertias[:-1]) + 1e-12):
+        raise RuntimeError(f"the k-means inertia increases with k after the repair: {inertias}")
+    return pd.DataFrame(
+        {
+            "k": np.arange(1, count + 1),
+            "inertia": inertias,
+            "repaired": repaired,
+            "distinct": count,
+            "prototypes": data.shape[0],
+        }
+    )
 
 
 def read_prototype_vectors(path: str | Path) -> np.ndarray:
@@ -226,8 +351,11 @@ def read_prototype_vectors(path: str | Path) -> np.ndarray:
     return state[PROTOTYPES_KEY].detach().cpu().double().numpy()
 
 
-def proportions_figure(table: pd.DataFrame, names: Sequence[str]):
-    """Stacked bars of the class proportions per prototype, grouped by prototype class."""
+def proportions_figure(
+    table: pd.DataFrame, names: Sequence[str], summary: pd.DataFrame | None = None
+):
+    """Stacked bars of the class proportions per prototype, grouped by prototype class,
+    each group labelled with its distinct count and mean purity; a collapse in the title."""
     from matplotlib.patches import Patch
 
     categories = [*names, UNANNOTATED]
@@ -247,11 +375,16 @@ def proportions_figure(table: pd.DataFrame, names: Sequence[str]):
         axis.axvline(edge - 0.5, color="black", linewidth=1.0)
     starts = [0, *edges]
     ends = [*edges, len(table)]
+    checks = {} if summary is None else summary.set_index("prototype_class_name")
     for start, end in zip(starts, ends, strict=True):
+        label = f"{groups[start]} prototypes ({end - start})"
+        if groups[start] in getattr(checks, "index", ()):
+            row = checks.loc[groups[start]]
+            label += f"\n{row['distinct_patches']} distinct, purity {row['mean_purity']:.2f}"
         axis.text(
             (start + end - 1) / 2,
             1.03,
-            f"{groups[start]} prototypes ({end - start})",
+            label,
             ha="center",
             va="bottom",
             fontsize=8,
@@ -265,21 +398,39 @@ def proportions_figure(table: pd.DataFrame, names: Sequence[str]):
     axis.set_ylabel("class proportion in the source region")
     handles = [Patch(color=class_colour(n, i), label=n) for i, n in enumerate(categories)]
     axis.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    figure.suptitle("Annotation classes inside each prototype's source region", fontsize=10)
+    title = "Annotation classes inside each prototype's source region"
+    _title(figure, title, None if summary is None else collapse_warning(summary))
     return figure
 
 
-def inertia_figure(table: pd.DataFrame, seed: int, n_init: int):
-    """The k-means inertia against k."""
+def _title(figure: Any, title: str, warning: str | None) -> None:
+    """The figure's title, with a collapse warning in red above it."""
+    if warning:
+        figure.suptitle(f"{warning}\n{title}", fontsize=10, color="red", fontweight="bold")
+    else:
+        figure.suptitle(title, fontsize=10)
+
+
+def inertia_figure(table: pd.DataFrame, seed: int, n_init: int, warning: str | None = None):
+    """The k-means inertia of the distinct prototypes against k."""
     figure = new_figure(5.5, 3.8)
     axis = figure.subplots()
     axis.plot(table["k"], table["inertia"], marker="o", markersize=3)
     axis.set_xlabel("number of clusters k")
     axis.set_ylabel("k-means inertia (sum of squared distances)")
     axis.grid(True, alpha=0.3)
+    repaired = table["repaired"].to_numpy(dtype=bool)
+    if repaired.any():
+        axis.plot(table["k"][repaired], table["inertia"][repaired], "rx", label="refitted")
+        axis.legend(fontsize=7)
+    distinct, total = int(table["distinct"].iloc[0]), int(table["prototypes"].iloc[0])
     axis.set_title(
-        f"k-means of {len(table)} prototype vectors (seed {seed}, n_init {n_init})", fontsize=9
+        f"k-means of the {distinct} distinct of {total} prototype vectors "
+        f"(seed {seed}, n_init {n_init})",
+        fontsize=9,
     )
+    if warning:  # wrapped: the figure is narrow
+        figure.suptitle(textwrap.fill(warning, 60), fontsize=10, color="red", fontweight="bold")
     return figure
 
 
@@ -293,8 +444,8 @@ def run_interpret_prototypes(
 
     Reads ``model_dir/prototypes.json``, ``model_dir/model.pt`` and, if present,
     ``model_dir/prototype_gallery.png``; writes into ``outdir``
-    ``class_proportions.png/.pdf/.csv``, ``kmeans_inertia.png/.pdf/.csv`` and
-    ``prototype_gallery.png``.
+    ``class_proportions.png/.pdf/.csv``, ``kmeans_inertia.png/.pdf/.csv``,
+    ``prototype_summary.csv`` and ``prototype_gallery.png``.
 
     Args:
         model_dir: ``results/models/ramanseg``.
@@ -303,7 +454,7 @@ def run_interpret_prototypes(
         config: the configuration (``channels``, ``annotations``, ``interpret``, ``seed``).
 
     Returns:
-        ``{"class_proportions": ..., "kmeans_inertia": ...}``.
+        ``{"class_proportions": ..., "kmeans_inertia": ..., "prototype_summary": ...}``.
 
     Raises:
         InputError: missing or unreadable inputs.
@@ -325,26 +476,42 @@ def run_interpret_prototypes(
         )
     sources = sorted({record.sample_id for record in records})
     class_maps = {s: read_class_map(preprocessed, s, names) for s in sources}
+    labels = {str(k): int(v) for k, v in require(config, "annotations.classes").items()}
     try:
-        proportions = class_proportions(records, class_maps, names)
+        proportions = class_proportions(records, class_maps, names, labels)
     except ValueError as error:
         raise InputError(
             str(error),
             path=model_dir / PROJECTION_NAME,
             fix="retrain RamanSeg on the current preprocessing",
         ) from None
+    summary = prototype_summary(proportions, vectors)
+    warning = collapse_warning(summary)
+    for row in summary.itertuples():
+        log.info(
+            "%s prototypes: %d, distinct source patches %d, distinct vectors %d, mean purity %.2f",
+            row.prototype_class_name,
+            row.prototypes,
+            row.distinct_patches,
+            row.distinct_vectors,
+            row.mean_purity,
+        )
+    if warning:
+        log.warning("%s: the figures are drawn from duplicated prototypes", warning)
     inertia = kmeans_inertia(vectors, settings.seed, settings.kmeans_n_init)
 
     outdir = Path(outdir)
     files = {
         outdir / "class_proportions.csv": table_bytes(proportions)[".csv"],
         outdir / "kmeans_inertia.csv": table_bytes(inertia)[".csv"],
+        outdir / SUMMARY_NAME: table_bytes(summary)[".csv"],
         **prefixed(
-            outdir / "class_proportions", figure_bytes(proportions_figure(proportions, names))
+            outdir / "class_proportions",
+            figure_bytes(proportions_figure(proportions, names, summary)),
         ),
         **prefixed(
             outdir / "kmeans_inertia",
-            figure_bytes(inertia_figure(inertia, settings.seed, settings.kmeans_n_init)),
+            figure_bytes(inertia_figure(inertia, settings.seed, settings.kmeans_n_init, warning)),
         ),
     }
     trained_gallery = model_dir / GALLERY_NAME
@@ -368,4 +535,8 @@ def run_interpret_prototypes(
         )
     write_files(files)
     log.info("prototype analyses of %d prototypes written to %s", len(records), outdir)
-    return {"class_proportions": proportions, "kmeans_inertia": inertia}
+    return {
+        "class_proportions": proportions,
+        "kmeans_inertia": inertia,
+        "prototype_summary": summary,
+    }

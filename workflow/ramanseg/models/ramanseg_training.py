@@ -7,7 +7,8 @@ read from ``config["models"][<name>]``:
   ``epochs.warmup`` warm-up epochs (add-on, prototypes and head train, the feature extractor
   and the readout are frozen), ``epochs.joint`` joint epochs (everything but the readout),
   then, at the end of the last joint epoch, prototype projection onto the training images
-  (each prototype becomes the nearest latent patch of its own class,
+  (each prototype becomes a latent patch of its own class: its nearest with
+  ``projection_assignment: paper``, pairwise different ones with ``distinct``;
   :func:`~ramanseg.models.prototypes.project_prototypes`), then ``epochs.last_layer`` epochs
   training what follows the prototype layer: the head and the readout (see
   :mod:`ramanseg.models.ramanseg`). The projected prototypes are frozen from then on, so each is
@@ -27,14 +28,23 @@ extractor trained from scratch): the network projected at the end of the joint p
 settled instead of being caught in one of the swings of a constant-rate run. The loss is
 :class:`~ramanseg.models.prototypes.RamanSegLoss` of the entry (``loss_weights``,
 ``diversity_loss``); its terms are logged as ``loss_cross_entropy``, ``loss_dice``,
-``loss_diversity`` and ``loss_l1`` columns of the training log.
+``loss_diversity``, ``loss_l1`` (and ``loss_cluster``, ``loss_separation``) columns of the
+training log.
+
+With ``prototype_init: class_latents`` the prototypes start, before the first epoch, on
+random latent windows of their class (the paper's Xavier-style draw otherwise). At the end
+of every phase (and before and after projection) the prototypes' diversity is measured on
+the training images (:func:`~ramanseg.models.prototypes.diagnostics.diversity_diagnostics`)
+and logged.
 
 A projection model's training folder also holds ``prototypes.json`` (one record per
-prototype: source sample, latent and image location, distance, bounding region; see
-:class:`~ramanseg.models.prototypes.PrototypeRecord`) and ``prototype_gallery.png`` (the
-source regions in the Raman channel nearest :data:`GALLERY_WAVENUMBER` cm-1). The records are
-strategy state, saved in every checkpoint, so a run resumed after the projection epoch writes
-the same files as an uninterrupted one. The final prototype vectors are the state-dict entry
+prototype: source sample, latent and image location, distance, source region and its
+purity, see :class:`~ramanseg.models.prototypes.PrototypeRecord`; per class the distinct
+count and mean purity, ``summary``; the measurements, ``diagnostics``) and
+``prototype_gallery.png`` (one tile per distinct source region, in the figures' display
+channel, :func:`ramanseg.config.display_channel_index`). Records and measurements are
+strategy state, saved in every checkpoint, so a run resumed after the projection epoch
+writes the same files as an uninterrupted one. The final prototype vectors are the state-dict entry
 :data:`PROTOTYPES_KEY` of ``model.pt`` (shape ``(P, D, k, k)``; their classes are
 :data:`PROTOTYPE_CLASS_KEY`).
 """
@@ -43,22 +53,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ramanseg.config import ConfigError, require
+from ramanseg.config import display_channel_index, require
 from ramanseg.models.data import Sample
 from ramanseg.models.prototypes import (
+    PROJECTION_ASSIGNMENTS,
+    REGION_METHODS,
     PrototypeRecord,
     RamanSegLoss,
+    init_prototypes_from_latents_,
     project_prototypes,
     prototype_gallery,
     write_projection_json,
 )
-from ramanseg.models.ramanseg import CONFIG_KEYS, PHASES, RamanSeg, phase_param_groups, set_phase
+from ramanseg.models.prototypes.diagnostics import (
+    class_summary,
+    diversity_diagnostics,
+    log_diversity,
+    log_summary,
+)
+from ramanseg.models.ramanseg import CONFIG_KEYS, RamanSeg, phase_param_groups, set_phase
+from ramanseg.models.ramanseg_schedule import PhaseSchedule
 from ramanseg.models.training import (
     EpochContext,
     LossValue,
@@ -73,12 +92,12 @@ __all__ = [
     "CLASS_NAMES",
     "ENTRY",
     "GALLERY_NAME",
-    "GALLERY_WAVENUMBER",
     "JOINT_LR_SCHEDULES",
     "OPTIONAL_ARCHITECTURE_KEYS",
     "PROJECTION_NAME",
     "PROTOTYPES_KEY",
     "PROTOTYPE_CLASS_KEY",
+    "PROTOTYPE_INITS",
     "WEIGHT_DECAY",
     "PhaseSchedule",
     "RamanSegStrategy",
@@ -91,15 +110,15 @@ __all__ = [
 PROJECTION_NAME = "prototypes.json"
 #: The prototype gallery written next to ``model.pt`` by projection models.
 GALLERY_NAME = "prototype_gallery.png"
-#: The gallery shows the Raman band nearest this wavenumber (cm-1): the CH3 stretch of
-#: proteins (about 2930-2950 cm-1), which shows cellular, and so tumour, regions.
-GALLERY_WAVENUMBER = 2930.0
 #: ``model.pt`` key of the prototype vectors, shape ``(P, D, k, k)``.
 PROTOTYPES_KEY = "prototype_layer.prototypes"
 #: ``model.pt`` key of the prototypes' classes, shape ``(P,)``.
 PROTOTYPE_CLASS_KEY = "prototype_layer.prototype_class"
 #: Weight decay of the feature extractor, add-on and head (ProtoPNet's 1e-3).
 WEIGHT_DECAY = 1e-3
+#: How prototypes start (``prototype_init``): the paper's Xavier-style draw, or random latent
+#: windows of their class (:func:`~ramanseg.models.prototypes.init_prototypes_from_latents_`).
+PROTOTYPE_INITS = ("xavier", "class_latents")
 #: Learning-rate schedules of the joint phase (``joint_lr_schedule``).
 JOINT_LR_SCHEDULES = ("cosine", "constant")
 #: Class names of the binary task, by label.
@@ -119,126 +138,16 @@ ARCHITECTURE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _non_negative_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} must be a non-negative integer, got {value!r}")
-    return value
-
-
-@dataclass(frozen=True)
-class PhaseSchedule:
-    """Which training phase each epoch belongs to, and when prototypes are projected.
-
-    Epochs ``1 .. warmup`` are warm-up, the next ``joint`` epochs joint training, the last
-    ``last_layer`` epochs last-layer training. With ``projection``, prototypes are projected
-    at the end of the last joint (or, without joint epochs, warm-up) epoch.
-
-    Attributes:
-        warmup: warm-up epochs.
-        joint: joint epochs.
-        last_layer: last-layer epochs.
-        projection: project the prototypes.
-
-    Raises:
-        ValueError: a negative or non-integer count, or no warm-up or joint epoch (the
-            last-layer phase alone trains nothing that projection could use, and a
-            projection-free model needs its prototypes trained).
-    """
-
-    warmup: int
-    joint: int
-    last_layer: int
-    projection: bool
-
-    def __post_init__(self) -> None:
-        for name in ("warmup", "joint", "last_layer"):
-            _non_negative_int(getattr(self, name), f"epochs.{name}")
-        if not isinstance(self.projection, bool):
-            raise ValueError(f"projection must be true or false, got {self.projection!r}")
-        if self.warmup + self.joint < 1:
-            raise ValueError(
-                "RamanSeg needs at least one warm-up or joint epoch (epochs.warmup + "
-                f"epochs.joint >= 1), got warmup={self.warmup}, joint={self.joint}"
-            )
-
-    @classmethod
-    def from_config(
-        cls, entry: Mapping[str, Any], section: str = "models.ramanseg"
-    ) -> PhaseSchedule:
-        """The schedule of a ``models.ramanseg`` / ``models.ramanseg_noproj`` entry.
-
-        Args:
-            entry: the entry (``epochs.{warmup,joint,last_layer}``, ``projection``).
-            section: its dotted name, for error messages.
-
-        Returns:
-            The schedule.
-
-        Raises:
-            ConfigError: a missing key.
-            ValueError: an invalid count (see the class).
-        """
-        epochs = require(entry, "epochs")
-        if not isinstance(epochs, Mapping):
-            raise ConfigError(f"{section}.epochs must be a mapping of phase to epochs")
-        counts = {}
-        for phase in PHASES:
-            if phase not in epochs:
-                raise ConfigError(f"configuration key '{section}.epochs.{phase}' is missing")
-            counts[phase] = epochs[phase]
-        try:
-            return cls(projection=require(entry, "projection"), **counts)
-        except ConfigError as error:
-            raise ConfigError(f"{section}: {error}") from None
-        except ValueError as error:
-            raise ValueError(f"{section}: {error}") from None
-
-    @property
-    def epochs(self) -> int:
-        """All epochs: the sum of the phases."""
-        return self.warmup + self.joint + self.last_layer
-
-    @property
-    def projection_epoch(self) -> int | None:
-        """The epoch at whose end prototypes are projected; None without projection."""
-        return self.warmup + self.joint if self.projection else None
-
-    def phase(self, epoch: int) -> str:
-        """The phase of ``epoch`` (counted from 1): ``warmup``, ``joint`` or ``last_layer``.
-
-        Raises:
-            ValueError: an epoch outside ``1 .. epochs``.
-        """
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= self.epochs:
-            raise ValueError(f"epoch must be in 1..{self.epochs}, got {epoch!r}")
-        if epoch <= self.warmup:
-            return "warmup"
-        if epoch <= self.warmup + self.joint:
-            return "joint"
-        return "last_layer"
-
-
 def gallery_channel_name(channels: Sequence[Mapping[str, Any]]) -> str | None:
-    """The channel the prototype gallery shows, from the configuration's channel list.
-
-    The Raman channel whose wavenumber is nearest :data:`GALLERY_WAVENUMBER` (the first on
-    ties); without wavenumbers the first Raman channel; without Raman channels the first
-    channel; None for an empty list.
+    """The channel the prototype gallery shows: the figures' display channel
+    (:func:`ramanseg.config.display_channel_index`); None for an empty list.
 
     Args:
         channels: ``config["channels"]``: dicts with ``name``, ``role``, ``wavenumber``.
-
-    Returns:
-        The channel name, or None.
     """
-    raman = [c for c in channels if c.get("role") == "raman"]
-    with_wavenumber = [c for c in raman if c.get("wavenumber") is not None]
-    if with_wavenumber:
-        best = min(with_wavenumber, key=lambda c: abs(float(c["wavenumber"]) - GALLERY_WAVENUMBER))
-        return str(best["name"])
-    if raman:
-        return str(raman[0]["name"])
-    return str(channels[0]["name"]) if channels else None
+    if not channels:
+        return None
+    return str(channels[display_channel_index({"channels": list(channels)})]["name"])
 
 
 def _record_from_dict(data: Mapping[str, Any]) -> PrototypeRecord:
@@ -262,7 +171,16 @@ class RamanSegStrategy(TrainingStrategy):
         channel_names: the configuration's channel names in file order, used to find the
             gallery channel in stacks without channel names.
         class_names: names of the classes, by label, for the gallery.
-        percentile: the bounding-region percentile of projection (ProtoPNet: 95).
+        percentile: the source-region percentile of projection (ProtoPNet: 95).
+        region: how the source region is drawn (``protopnet`` or ``peak_component``, see
+            :func:`~ramanseg.models.prototypes.high_activation_bbox`).
+        assignment: ``paper`` (each prototype takes its nearest patch) or ``distinct``
+            (the prototypes of a class take different patches), see
+            :func:`~ramanseg.models.prototypes.project_prototypes`.
+        prototype_init: ``xavier`` (the model's own initialisation, the paper's) or
+            ``class_latents`` (at the start of the first epoch, random latent windows of
+            each prototype's class in the training images, drawn with ``seed``).
+        seed: the seed of the ``class_latents`` draw.
         joint_lr_schedule: ``cosine`` (anneal the joint phase's rates, see
             :meth:`build_scheduler`) or ``constant``.
 
@@ -283,6 +201,10 @@ class RamanSegStrategy(TrainingStrategy):
         channel_names: Sequence[str] = (),
         class_names: Sequence[str] = CLASS_NAMES,
         percentile: float = 95.0,
+        region: str = "protopnet",
+        assignment: str = "paper",
+        prototype_init: str = "xavier",
+        seed: int = 0,
         joint_lr_schedule: str = "cosine",
     ) -> None:
         if not isinstance(model, RamanSeg):
@@ -291,6 +213,17 @@ class RamanSegStrategy(TrainingStrategy):
             raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be in [0, 100], got {percentile}")
+        if region not in REGION_METHODS:
+            raise ValueError(f"region must be one of {list(REGION_METHODS)}, got {region!r}")
+        if assignment not in PROJECTION_ASSIGNMENTS:
+            raise ValueError(
+                f"projection_assignment must be one of {list(PROJECTION_ASSIGNMENTS)}, "
+                f"got {assignment!r}"
+            )
+        if prototype_init not in PROTOTYPE_INITS:
+            raise ValueError(
+                f"prototype_init must be one of {list(PROTOTYPE_INITS)}, got {prototype_init!r}"
+            )
         if joint_lr_schedule not in JOINT_LR_SCHEDULES:
             raise ValueError(
                 f"joint_lr_schedule must be one of {list(JOINT_LR_SCHEDULES)}, "
@@ -304,10 +237,15 @@ class RamanSegStrategy(TrainingStrategy):
         self.channel_names = tuple(channel_names)
         self.class_names = tuple(class_names)
         self.percentile = float(percentile)
+        self.region = region
+        self.assignment = assignment
+        self.prototype_init = prototype_init
+        self.seed = int(seed)
         self.joint_lr_schedule = joint_lr_schedule
         self.epochs = schedule.epochs
         self.model_selection = "last" if schedule.projection else "best"
         self.records: list[PrototypeRecord] = []
+        self.diagnostics: list[dict[str, Any]] = []
         # Fail now, not at the phase change hours later: every phase's rates must exist.
         for phase in {schedule.phase(e) for e in range(1, schedule.epochs + 1)}:
             phase_param_groups(model, phase, self.learning_rates, self.weight_decay)
@@ -345,6 +283,16 @@ class RamanSegStrategy(TrainingStrategy):
         """
         if self.schedule.projection:
             self.gallery_channel_index(context.train_samples)
+        if context.epoch == 1 and self.prototype_init == "class_latents":
+            samples = list(context.train_samples)
+            init_prototypes_from_latents_(
+                context.model,
+                [s.image for s in samples],
+                [s.mask for s in samples],
+                torch.Generator().manual_seed(self.seed),
+                device=context.device,
+            )
+            logger.info("prototypes initialised from latent windows of their class")
         set_phase(context.model, self.schedule.phase(context.epoch))
         if context.epoch == 1 or self.schedule.phase(context.epoch - 1) != context.model.phase:
             logger.info("RamanSeg epoch %d: %s phase", context.epoch, context.model.phase)
@@ -359,31 +307,69 @@ class RamanSegStrategy(TrainingStrategy):
                 ("dice", terms.dice),
                 ("diversity", terms.diversity),
                 ("l1", terms.l1),
+                ("cluster", terms.cluster),
+                ("separation", terms.separation),
             )
             if value is not None
         }
         return terms.total, parts
 
+    def _diagnose(self, context: EpochContext, stage: str) -> None:
+        """Measure the prototypes' diversity on the training images and log it."""
+        samples = list(context.train_samples)
+        rows = diversity_diagnostics(
+            context.model,
+            [s.image for s in samples],
+            [s.mask for s in samples],
+            diversity_weight=self.criterion.weights["diversity"],
+            device=context.device,
+        )
+        self.diagnostics.append({"stage": stage, "epoch": context.epoch, "classes": rows})
+        log_diversity(rows, stage, context.epoch)
+
     def on_epoch_end(self, context: EpochContext) -> None:
-        """Project the prototypes onto the training images after the last joint epoch."""
-        if context.epoch != self.schedule.projection_epoch:
-            return
+        """Measure the prototypes at the end of each phase; project them after the last
+        joint epoch (measuring them before and after)."""
+        schedule = self.schedule
+        if context.epoch == schedule.warmup and schedule.joint:
+            self._diagnose(context, "end of warmup")
+        if context.epoch == schedule.projection_epoch:
+            self._diagnose(context, "before projection")
+            self._project(context)
+            self._diagnose(context, "after projection")
+        elif context.epoch == schedule.warmup + schedule.joint:
+            self._diagnose(context, "end of joint")
+        if context.epoch == schedule.epochs and schedule.last_layer:
+            self._diagnose(context, "end of training")
+
+    def _project(self, context: EpochContext) -> None:
         samples = list(context.train_samples)
         self.records = project_prototypes(
             context.model,
             [s.image for s in samples],
             [s.mask for s in samples],
             [s.sample_id for s in samples],
+            assignment=self.assignment,
             percentile=self.percentile,
+            region=self.region,
             device=context.device,
         )
         distances = [r.distance for r in self.records]
         logger.info(
-            "projected %d prototypes after epoch %d: squared distance moved mean %.4g, max %.4g",
+            "projected %d prototypes (%s assignment) after epoch %d: squared distance moved "
+            "mean %.4g, max %.4g",
             len(self.records),
+            self.assignment,
             context.epoch,
             sum(distances) / len(distances),
             max(distances),
+        )
+        log_summary(
+            class_summary(
+                self.records,
+                context.model.prototype_layer.prototypes.detach().cpu(),
+                self.class_names,
+            )
         )
 
     def gallery_channel_index(self, samples: Sequence[Sample]) -> tuple[int, str | None]:
@@ -432,7 +418,19 @@ class RamanSegStrategy(TrainingStrategy):
             )
         samples = {s.sample_id: s.image for s in context.train_samples}
         channel, name = self.gallery_channel_index(list(context.train_samples))
-        write_projection_json(self.records, context.outdir / PROJECTION_NAME)
+        vectors = context.model.prototype_layer.prototypes.detach().cpu()
+        write_projection_json(
+            self.records,
+            context.outdir / PROJECTION_NAME,
+            summary=class_summary(self.records, vectors, self.class_names),
+            diagnostics=self.diagnostics,
+            settings={
+                "assignment": self.assignment,
+                "prototype_init": self.prototype_init,
+                "region": self.region,
+                "percentile": self.percentile,
+            },
+        )
         prototype_gallery(
             self.records,
             samples,
@@ -443,12 +441,16 @@ class RamanSegStrategy(TrainingStrategy):
         )
 
     def state_dict(self) -> dict[str, Any]:
-        """The projection records (empty before projection)."""
-        return {"records": [record.to_dict() for record in self.records]}
+        """The projection records (empty before projection) and the diagnostics so far."""
+        return {
+            "records": [record.to_dict() for record in self.records],
+            "diagnostics": self.diagnostics,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the projection records of a checkpoint."""
         self.records = [_record_from_dict(data) for data in state.get("records", [])]
+        self.diagnostics = list(state.get("diagnostics", []))
 
 
 def ramanseg_architecture(config: Mapping[str, Any], name: str, in_channels: int) -> dict[str, Any]:
@@ -516,6 +518,11 @@ def ramanseg_strategy(config: Mapping[str, Any], name: str, model: nn.Module) ->
             learning_rates,
             gallery_channel=gallery_channel_name(channels),
             channel_names=[str(c["name"]) for c in channels],
+            percentile=entry.get("region_percentile", 95.0),
+            region=entry.get("region", "protopnet"),
+            assignment=entry.get("projection_assignment", "paper"),
+            prototype_init=entry.get("prototype_init", "xavier"),
+            seed=int(config.get("seed", 0)),
             joint_lr_schedule=entry.get("joint_lr_schedule", "cosine"),
         )
     except ValueError as error:
