@@ -13,6 +13,7 @@ from ramanseg.annotations import (
     read_qupath_geojson,
 )
 from ramanseg.errors import InputError
+from ramanseg.settings import AnnotationSettings
 
 # Class-map values in the demo configuration: Tumor 1, Necrosis 2, Epithelium 3,
 # Stroma 4, Other 5; Tumor and Necrosis are the foreground.
@@ -56,7 +57,9 @@ def collection(*features) -> dict:
 def rasterize(tmp_path, document, config, shape=(32, 32)):
     path = write(tmp_path, document)
     parsed = read_qupath_geojson(path, "S1")
-    class_map, mask = rasterize_annotations(parsed, shape, config, "S1", path)
+    class_map, mask = rasterize_annotations(
+        parsed, shape, AnnotationSettings.from_config(config), "S1", path
+    )
     return parsed, class_map, mask
 
 
@@ -202,7 +205,7 @@ def test_unknown_class_names_the_class_and_the_known_ones(tmp_path, config):
     path = write(tmp_path, collection(feature(polygon(square(0, 0, 4, 4)), "Lymphocyte")))
     parsed = read_qupath_geojson(path, "S5")
     with pytest.raises(InputError) as caught:
-        rasterize_annotations(parsed, (32, 32), config, "S5", path)
+        rasterize_annotations(parsed, (32, 32), AnnotationSettings.from_config(config), "S5", path)
     message = str(caught.value)
     assert "unknown class 'Lymphocyte'" in message
     assert "'Tumor', 'Necrosis', 'Epithelium', 'Stroma', 'Other'" in message
@@ -243,7 +246,7 @@ def test_polygon_entirely_outside_is_an_error(tmp_path, config):
     path = write(tmp_path, collection(feature(polygon(square(40, 0, 50, 10)))))
     parsed = read_qupath_geojson(path, "S6")
     with pytest.raises(InputError, match="entirely outside the image") as caught:
-        rasterize_annotations(parsed, (32, 32), config, "S6", path)
+        rasterize_annotations(parsed, (32, 32), AnnotationSettings.from_config(config), "S6", path)
     assert "'S6'" in str(caught.value) and "pixel coordinates" in caught.value.fix
 
 
@@ -252,7 +255,7 @@ def test_coordinates_far_outside_suggest_another_coordinate_system(tmp_path, con
     path = write(tmp_path, collection(feature(polygon(square(10, 10, 320, 320)))))
     parsed = read_qupath_geojson(path, "S6")
     with pytest.raises(InputError, match=r"far outside the image.*coordinate system"):
-        rasterize_annotations(parsed, (32, 32), config, "S6", path)
+        rasterize_annotations(parsed, (32, 32), AnnotationSettings.from_config(config), "S6", path)
 
 
 def test_no_annotations_give_empty_maps(tmp_path, config):
@@ -280,12 +283,14 @@ def test_unclassified_polygon_is_an_error_by_default(tmp_path, config, variant):
     path = write(tmp_path, document)
     parsed = read_qupath_geojson(path, "S3")
     with pytest.raises(InputError, match=r"1 polygon feature.* have no class") as caught:
-        rasterize_annotations(parsed, (32, 32), config, "S3", path)
+        rasterize_annotations(parsed, (32, 32), AnnotationSettings.from_config(config), "S3", path)
     message = str(caught.value)
     assert "feature 1 (id 0b6c7a43" in message
     assert "'S3'" in message and str(path) in message
     assert "annotations.unclassified: ignore" in caught.value.fix
-    assert [str(p) for p in check_annotation_file(path, config, "S3")] == [message]
+    assert [
+        str(p) for p in check_annotation_file(path, AnnotationSettings.from_config(config), "S3")
+    ] == [message]
 
 
 def test_unclassified_polygon_is_skipped_with_a_warning_when_ignored(tmp_path, config, caplog):
@@ -330,7 +335,7 @@ def test_byte_order_mark_is_accepted(tmp_path, config):
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(document).encode())
     parsed = read_qupath_geojson(path, "S1")
     assert len(parsed.annotations) == 1 and parsed.annotations[0].class_name == "Tumor"
-    assert check_annotation_file(path, config, "S1") == []
+    assert check_annotation_file(path, AnnotationSettings.from_config(config), "S1") == []
 
 
 def test_check_annotation_file_reports_every_unknown_class(tmp_path, config):
@@ -339,7 +344,9 @@ def test_check_annotation_file_reports_every_unknown_class(tmp_path, config):
         feature(polygon(square(4, 4, 6, 6)), "Fat"),
         feature(polygon(square(8, 8, 9, 9)), "Lymphocyte"),
     )
-    problems = check_annotation_file(write(tmp_path, document), config, "S1")
+    problems = check_annotation_file(
+        write(tmp_path, document), AnnotationSettings.from_config(config), "S1"
+    )
     assert [p.problem.split(": unknown class ")[1].split(";")[0] for p in problems] == [
         "'Lymphocyte'",
         "'Fat'",

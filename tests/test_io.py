@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import tifffile
 
 from ramanseg.errors import InputError
 from ramanseg.io import he_header, read_he, read_srs, srs_header, write_mask, write_ome_tiff
+from ramanseg.settings import Channel, ChannelLayout
 
 NAMES = ["Raman 2850", "Raman 2930", "TPEF"]
-
-
-@pytest.fixture()
-def small_config(config) -> dict:
-    """The demo configuration with three channels."""
-    config["channels"] = [
-        {"name": "Raman 2850", "role": "raman", "wavenumber": 2850.0},
-        {"name": "Raman 2930", "role": "raman", "wavenumber": 2930.0},
-        {"name": "TPEF", "role": "tpef"},
-    ]
-    return config
+#: Three channels, as ``ChannelLayout.from_config`` builds them from a configuration.
+CHANNELS = ChannelLayout(
+    (Channel("Raman 2850", "raman", 2850.0), Channel("Raman 2930", "raman", 2930.0),
+     Channel("TPEF", "tpef"))
+)  # fmt: skip
 
 
 def _stack(dtype=np.uint16) -> np.ndarray:
@@ -28,12 +25,12 @@ def _stack(dtype=np.uint16) -> np.ndarray:
     return values.astype(dtype)
 
 
-def test_plain_multipage_tiff_any_dtype(tmp_path, small_config):
+def test_plain_multipage_tiff_any_dtype(tmp_path):
     for dtype in (np.uint8, np.uint16, np.int16, np.int32, np.float32, np.float64):
         path = tmp_path / f"srs_{np.dtype(dtype).name}.tif"
         stack = _stack(np.uint8) if dtype == np.uint8 else _stack(dtype)
         tifffile.imwrite(path, stack, photometric="minisblack")
-        image = read_srs(path, small_config, "S1")
+        image = read_srs(path, CHANNELS, "S1", nonfinite="reject")
         assert image.data.dtype == np.float32
         assert image.data.shape == (3, 8, 9)
         np.testing.assert_array_equal(image.data, stack.astype(np.float32))
@@ -41,51 +38,52 @@ def test_plain_multipage_tiff_any_dtype(tmp_path, small_config):
         assert image.nonfinite_repaired == 0
 
 
-def test_ome_tiff_with_singleton_axes(tmp_path, small_config):
+def test_ome_tiff_with_singleton_axes(tmp_path):
     path = tmp_path / "srs.ome.tif"
     stack = _stack()
     tifffile.imwrite(path, stack[np.newaxis, :, np.newaxis], ome=True, metadata={"axes": "TCZYX"})
-    image = read_srs(path, small_config, "S1")
+    image = read_srs(path, CHANNELS, "S1", nonfinite="reject")
     np.testing.assert_array_equal(image.data, stack.astype(np.float32))
 
 
-def test_three_channel_stack_stored_as_samples_is_channels_first(tmp_path, small_config):
+def test_three_channel_stack_stored_as_samples_is_channels_first(tmp_path):
     # tifffile stores a (3, Y, X) uint16 array as planar samples (axes "SYX") and a
     # (Y, X, 3) one as contiguous samples ("YXS"): both are the same 3 channels.
     stack = _stack()
     tifffile.imwrite(tmp_path / "planar.tif", stack, photometric="rgb", planarconfig="separate")
     tifffile.imwrite(tmp_path / "contig.tif", np.moveaxis(stack, 0, -1), photometric="rgb")
     for name in ("planar.tif", "contig.tif"):
-        image = read_srs(tmp_path / name, small_config, "S1")
+        image = read_srs(tmp_path / name, CHANNELS, "S1", nonfinite="reject")
         np.testing.assert_array_equal(image.data, stack.astype(np.float32))
 
 
-def test_wrong_channel_count_names_file_and_both_counts(tmp_path, small_config):
+def test_wrong_channel_count_names_file_and_both_counts(tmp_path):
     path = tmp_path / "srs.tif"
     tifffile.imwrite(path, np.zeros((5, 8, 9), np.uint16), photometric="minisblack")
     with pytest.raises(InputError) as caught:
-        read_srs(path, small_config, "S7")
+        read_srs(path, CHANNELS, "S7", nonfinite="reject")
     message = str(caught.value)
     assert "'S7'" in message and str(path) in message
     assert "5 channels" in message and "lists 3 channels" in message
     assert caught.value.fix and "channels" in caught.value.fix
 
 
-def test_two_dimensional_and_four_dimensional_images_are_rejected(tmp_path, small_config):
+def test_two_dimensional_and_four_dimensional_images_are_rejected(tmp_path):
     tifffile.imwrite(tmp_path / "flat.tif", np.zeros((8, 9), np.uint16))
     with pytest.raises(InputError, match=r"2-D with shape \(8, 9\)"):
-        read_srs(tmp_path / "flat.tif", small_config, "S1")
+        read_srs(tmp_path / "flat.tif", CHANNELS, "S1", nonfinite="reject")
     tifffile.imwrite(
         tmp_path / "4d.tif", np.zeros((2, 3, 8, 9), np.uint16), photometric="minisblack"
     )
     with pytest.raises(InputError, match=r"shape \(2, 3, 8, 9\).*expected a 3-D stack"):
-        read_srs(tmp_path / "4d.tif", small_config, "S1")
+        read_srs(tmp_path / "4d.tif", CHANNELS, "S1", nonfinite="reject")
 
 
-def test_single_channel_configuration_accepts_a_2d_image(tmp_path, small_config):
-    small_config["channels"] = small_config["channels"][:1]
+def test_single_channel_configuration_accepts_a_2d_image(tmp_path):
+    one_channel = ChannelLayout(CHANNELS.channels[:1])
     tifffile.imwrite(tmp_path / "flat.tif", np.ones((8, 9), np.uint16))
-    assert read_srs(tmp_path / "flat.tif", small_config, "S1").data.shape == (1, 8, 9)
+    image = read_srs(tmp_path / "flat.tif", one_channel, "S1", nonfinite="reject")
+    assert image.data.shape == (1, 8, 9)
 
 
 def _stack_with_nonfinite(tmp_path):
@@ -98,11 +96,10 @@ def _stack_with_nonfinite(tmp_path):
     return path, stack
 
 
-def test_nonfinite_values_rejected_with_count(tmp_path, small_config):
+def test_nonfinite_values_rejected_with_count(tmp_path):
     path, _ = _stack_with_nonfinite(tmp_path)
-    small_config["preprocess"]["nonfinite"] = "reject"
     with pytest.raises(InputError) as caught:
-        read_srs(path, small_config, "S3")
+        read_srs(path, CHANNELS, "S3", nonfinite="reject")
     message = str(caught.value)
     assert "3 NaN or infinite values" in message
     assert "'Raman 2850': 2" in message and "'TPEF': 1" in message
@@ -110,10 +107,9 @@ def test_nonfinite_values_rejected_with_count(tmp_path, small_config):
     assert "nonfinite: repair" in caught.value.fix
 
 
-def test_nonfinite_values_repaired_with_channel_median(tmp_path, small_config):
+def test_nonfinite_values_repaired_with_channel_median(tmp_path):
     path, stack = _stack_with_nonfinite(tmp_path)
-    small_config["preprocess"]["nonfinite"] = "repair"
-    image = read_srs(path, small_config, "S3")
+    image = read_srs(path, CHANNELS, "S3", nonfinite="repair")
     assert image.nonfinite_repaired == 3
     assert np.isfinite(image.data).all()
     median0 = np.median(stack[0][np.isfinite(stack[0])])
@@ -124,33 +120,32 @@ def test_nonfinite_values_repaired_with_channel_median(tmp_path, small_config):
     np.testing.assert_array_equal(image.data[untouched], stack[untouched])
 
 
-def test_float64_beyond_float32_range_counts_as_nonfinite(tmp_path, small_config):
+def test_float64_beyond_float32_range_counts_as_nonfinite(tmp_path):
     stack = _stack(np.float64)
     stack[1, 2, 2] = 1e300
     tifffile.imwrite(tmp_path / "srs.tif", stack, photometric="minisblack")
     with pytest.raises(InputError, match="1 NaN or infinite"):
-        read_srs(tmp_path / "srs.tif", small_config, "S1")
+        read_srs(tmp_path / "srs.tif", CHANNELS, "S1", nonfinite="reject")
 
 
-def test_channel_without_finite_values_cannot_be_repaired(tmp_path, small_config):
+def test_channel_without_finite_values_cannot_be_repaired(tmp_path):
     stack = _stack(np.float32)
     stack[1] = np.nan
     tifffile.imwrite(tmp_path / "srs.tif", stack, photometric="minisblack")
-    small_config["preprocess"]["nonfinite"] = "repair"
     with pytest.raises(InputError, match="'Raman 2930' has no finite value"):
-        read_srs(tmp_path / "srs.tif", small_config, "S1")
+        read_srs(tmp_path / "srs.tif", CHANNELS, "S1", nonfinite="repair")
 
 
-def test_missing_and_damaged_files(tmp_path, small_config):
+def test_missing_and_damaged_files(tmp_path):
     with pytest.raises(InputError, match="SRS file does not exist") as caught:
-        read_srs(tmp_path / "nope.tif", small_config, "S9")
+        read_srs(tmp_path / "nope.tif", CHANNELS, "S9", nonfinite="reject")
     assert "'S9'" in str(caught.value) and "sample sheet" in caught.value.fix
     (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
     with pytest.raises(InputError, match="no readable TIFF image"):
-        read_srs(tmp_path / "broken.tif", small_config, "S9")
+        read_srs(tmp_path / "broken.tif", CHANNELS, "S9", nonfinite="reject")
     (tmp_path / "text.tif").write_text("not a tiff")
     with pytest.raises(InputError, match="cannot be read as TIFF"):
-        read_srs(tmp_path / "text.tif", small_config, "S9")
+        read_srs(tmp_path / "text.tif", CHANNELS, "S9", nonfinite="reject")
     with pytest.raises(InputError, match="H&E file does not exist"):
         read_he(tmp_path / "nope.tif", "S9", (8, 9))
 
@@ -198,7 +193,7 @@ def test_he_grayscale_is_rejected(tmp_path):
         read_he(tmp_path / "gray.tif", "S1", (8, 9))
 
 
-def test_write_ome_tiff_names_roundtrip_and_deterministic(tmp_path, small_config):
+def test_write_ome_tiff_names_roundtrip_and_deterministic(tmp_path):
     stack = np.random.default_rng(2).random((3, 8, 9)).astype(np.float32)
     path = tmp_path / "S1" / "stack.ome.tif"
     write_ome_tiff(path, stack, NAMES)
@@ -210,7 +205,7 @@ def test_write_ome_tiff_names_roundtrip_and_deterministic(tmp_path, small_config
         assert tif.series[0].axes == "CYX"
         channels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]["Channel"]
     assert [channel["Name"] for channel in channels] == NAMES
-    np.testing.assert_array_equal(read_srs(path, small_config, "S1").data, stack)
+    np.testing.assert_array_equal(read_srs(path, CHANNELS, "S1", nonfinite="reject").data, stack)
     assert sorted(p.name for p in path.parent.iterdir()) == ["stack.ome.tif"]
 
 
@@ -264,45 +259,45 @@ def _channels_last(height=8, width=9) -> tuple[np.ndarray, np.ndarray]:
         ),
     ],
 )
-def test_channels_last_with_axes_metadata_is_transposed(tmp_path, small_config, write):
+def test_channels_last_with_axes_metadata_is_transposed(tmp_path, write):
     stack, last = _channels_last()
     write(tmp_path / "srs.tif", last)
-    np.testing.assert_array_equal(read_srs(tmp_path / "srs.tif", small_config, "S1").data, stack)
-    assert srs_header(tmp_path / "srs.tif", small_config, "S1") == (3, 8, 9)
+    np.testing.assert_array_equal(
+        read_srs(tmp_path / "srs.tif", CHANNELS, "S1", nonfinite="reject").data, stack
+    )
+    assert srs_header(tmp_path / "srs.tif", CHANNELS, "S1") == (3, 8, 9)
 
 
-def test_channels_last_without_metadata_is_an_error_with_a_hint(tmp_path, small_config):
+def test_channels_last_without_metadata_is_an_error_with_a_hint(tmp_path):
     _, last = _channels_last()
     tifffile.imwrite(tmp_path / "srs.tif", last, photometric="minisblack", metadata=None)
-    for check in (read_srs, srs_header):
+    for check in (functools.partial(read_srs, nonfinite="reject"), srs_header):
         with pytest.raises(InputError, match="looks channels last") as caught:
-            check(tmp_path / "srs.tif", small_config, "S5")
+            check(tmp_path / "srs.tif", CHANNELS, "S5")
         assert "'S5'" in str(caught.value) and "srs.tif" in str(caught.value)
         assert "transpose the stack to channels first" in caught.value.fix
 
 
-def test_ambiguous_shape_without_metadata_reads_channels_first_with_a_warning(
-    tmp_path, small_config, caplog
-):
+def test_ambiguous_shape_without_metadata_reads_channels_first_with_a_warning(tmp_path, caplog):
     # (C, Y, X) with X == C, or (Y, X, C) with Y == C (defect 5: read silently before):
     # nothing in the file tells them apart, so the contract decides, loudly.
     stack = np.arange(3 * 8 * 3, dtype=np.uint16).reshape(3, 8, 3)
     tifffile.imwrite(tmp_path / "srs.tif", stack, photometric="minisblack", metadata=None)
     with caplog.at_level("WARNING", logger="ramanseg.io"):
-        image = read_srs(tmp_path / "srs.tif", small_config, "S1")
+        image = read_srs(tmp_path / "srs.tif", CHANNELS, "S1", nonfinite="reject")
     np.testing.assert_array_equal(image.data, stack)
     assert "read channels first" in caplog.text and "'S1'" in caplog.text
     assert "axes 'YXC'" in caplog.text
 
 
-def test_srs_header_matches_the_reader_without_reading_pixels(tmp_path, small_config):
+def test_srs_header_matches_the_reader_without_reading_pixels(tmp_path):
     tifffile.imwrite(tmp_path / "srs.tif", _stack(), photometric="minisblack")
-    assert srs_header(tmp_path / "srs.tif", small_config, "S1") == (3, 8, 9)
+    assert srs_header(tmp_path / "srs.tif", CHANNELS, "S1") == (3, 8, 9)
     tifffile.imwrite(tmp_path / "five.tif", np.zeros((5, 8, 9), np.uint16))
     with pytest.raises(InputError, match="5 channels"):
-        srs_header(tmp_path / "five.tif", small_config, "S1")
+        srs_header(tmp_path / "five.tif", CHANNELS, "S1")
     with pytest.raises(InputError, match="does not exist"):
-        srs_header(tmp_path / "nope.tif", small_config, "S1")
+        srs_header(tmp_path / "nope.tif", CHANNELS, "S1")
 
 
 def test_he_header_checks_rgb_and_grid_without_reading_pixels(tmp_path):

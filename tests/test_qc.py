@@ -15,7 +15,7 @@ from ramanseg.errors import InputError
 from ramanseg.preprocess import preprocess_sample
 from ramanseg.preprocessed import PreprocessedFiles, read_stack_channel
 from ramanseg.qc import draw_qc_figure
-from tests.preprocess import CHANNELS, SHAPE, make_sample
+from tests.preprocess import CHANNELS, SHAPE, make_sample, typed_settings
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -26,12 +26,18 @@ def small_config(config) -> dict:
     return config
 
 
+def qc_settings(config: dict) -> dict:
+    """The settings :func:`draw_qc_figure` takes, as the ``qc-figure`` command builds them."""
+    typed = typed_settings(config)
+    return {"channels": typed["channels"], "annotations": typed["annotations"]}
+
+
 @pytest.fixture()
 def preprocessed(tmp_path, small_config):
     """A preprocessed sample: (its folder, its H&E image)."""
     srs, he, annotations = make_sample(tmp_path)
     outdir = tmp_path / "preprocessed" / "S1"
-    preprocess_sample("S1", srs, he, annotations, small_config, outdir)
+    preprocess_sample("S1", srs, he, annotations, outdir, **typed_settings(small_config))
     return PreprocessedFiles.in_folder(outdir), he
 
 
@@ -50,16 +56,16 @@ def test_the_display_channel_is_the_raman_band_nearest_2930():
 def test_draw_qc_figure_reads_the_preprocessed_files(preprocessed, small_config, tmp_path):
     files, he = preprocessed
     out = tmp_path / "figures" / "qc.png"
-    assert draw_qc_figure("S1", files, he, small_config, out) == out
+    assert draw_qc_figure("S1", files, he, out, **qc_settings(small_config)) == out
     assert out.read_bytes()[:8] == PNG_MAGIC
     with Image.open(out) as image:
         assert image.size == (1300, 460)
     again = tmp_path / "figures" / "again.png"
-    draw_qc_figure("S1", files, he, small_config, again)
+    draw_qc_figure("S1", files, he, again, **qc_settings(small_config))
     assert again.read_bytes() == out.read_bytes()
     # Without an H&E image the middle panel shows the SRS foreground instead.
     without_he = tmp_path / "figures" / "no_he.png"
-    draw_qc_figure("S1", files, None, small_config, without_he)
+    draw_qc_figure("S1", files, None, without_he, **qc_settings(small_config))
     assert without_he.read_bytes()[:8] == PNG_MAGIC
     assert without_he.read_bytes() != out.read_bytes()
 
@@ -112,7 +118,7 @@ def test_bad_preprocessed_files_are_clear_errors(
         tifffile.imwrite(bad, np.zeros((16, SHAPE[1]), np.uint8))
     out = tmp_path / "figures" / "qc.png"
     with pytest.raises(InputError, match=match) as caught:
-        draw_qc_figure("S1", files, he, small_config, out)
+        draw_qc_figure("S1", files, he, out, **qc_settings(small_config))
     assert caught.value.sample == "S1" and caught.value.path == bad
     assert caught.value.fix
     assert not out.parent.exists() or not any(out.parent.iterdir())
@@ -124,7 +130,7 @@ def test_an_h_and_e_of_another_size_is_a_clear_error(preprocessed, small_config,
     tifffile.imwrite(he, np.zeros((SHAPE[0] + 1, SHAPE[1], 3), np.uint8), photometric="rgb")
     out = tmp_path / "figures" / "qc.png"
     with pytest.raises(InputError, match="registered to the SRS pixel grid") as caught:
-        draw_qc_figure("S1", files, he, small_config, out)
+        draw_qc_figure("S1", files, he, out, **qc_settings(small_config))
     assert caught.value.path == he
     assert not out.exists()
 

@@ -15,7 +15,7 @@ from ramanseg.interpret.nnunet_methods import (
     integrated_gradients,
 )
 from ramanseg.interpret.nnunet_network import SegmentationOutput
-from ramanseg.phantom import generate_sample
+from ramanseg.phantom import PhantomSettings, generate_sample
 from tests.interpret.nnunet_model import one_thread  # noqa: F401 (fixture)
 
 #: One torch thread for every test here (the fixture also restores the deterministic mode).
@@ -80,7 +80,8 @@ def test_informative_channels_rank_above_the_far_wings_on_the_phantom(config):
     Gradients puts the CH3 bands on top and the far-wing bands in the bottom half."""
     config["phantom"].update(height=48, width=48)
     names = channel_names(config)
-    samples = [generate_sample(config, index) for index in range(6)]
+    settings = PhantomSettings.from_config(config)
+    samples = [generate_sample(settings, index) for index in range(6)]
 
     def normalise(stack):  # nnU-Net's per-image, per-channel z-score
         x = stack.astype(np.float32)

@@ -11,11 +11,16 @@ import pytest
 import rasterio.features
 
 from ramanseg import phantom
-from ramanseg.config import load_config_files
+from ramanseg.config import load_config_files, validate_config
 from tests.conftest import DEMO_CONFIG
 
 #: The sample sheet's columns, in the input contract's order.
 SHEET_COLUMNS = ["sample_id", "patient_id", "srs", "he", "annotations"]
+
+
+def typed(config: dict) -> phantom.PhantomSettings:
+    """The phantom's settings from a configuration, validated as a command validates it."""
+    return phantom.PhantomSettings.from_config(validate_config(config))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def tiny(demo) -> dict:
 def dataset(tiny, tmp_path_factory) -> Path:
     """The tiny dataset, written once per module."""
     outdir = tmp_path_factory.mktemp("phantom") / "data"
-    sheet = phantom.write_phantom(tiny, outdir, threads=2)
+    sheet = phantom.write_phantom(typed(tiny), outdir, threads=2)
     assert sheet == outdir / "samples.tsv"
     return outdir
 

@@ -12,12 +12,13 @@ from ramanseg import phantom
 from ramanseg.config import (
     ConfigError,
 )
+from tests.phantom.conftest import typed
 
 # ------------------------------------------------------------------------- design
 
 
 def test_design_default_admits_the_papers_patient_grouped_split(demo):
-    design = phantom.phantom_design(demo)
+    design = phantom.phantom_design(typed(demo))
     assert list(design.columns) == ["sample_id", "patient_id"]
     assert len(design) == 32
     assert design["sample_id"].is_unique
@@ -49,20 +50,20 @@ def test_design_default_admits_the_papers_patient_grouped_split(demo):
 def test_design_is_seeded(demo):
     other = copy.deepcopy(demo)
     other["phantom"]["seed"] = 1
-    assert phantom.phantom_design(demo).equals(phantom.phantom_design(demo))
-    assert not phantom.phantom_design(demo).equals(phantom.phantom_design(other))
+    assert phantom.phantom_design(typed(demo)).equals(phantom.phantom_design(typed(demo)))
+    assert not phantom.phantom_design(typed(demo)).equals(phantom.phantom_design(typed(other)))
 
 
 def test_design_rejects_fewer_samples_than_patients(demo):
     config = copy.deepcopy(demo)
     config["phantom"].update(patients=5, samples=4)
     with pytest.raises(ValueError, match=r"phantom\.samples"):
-        phantom.phantom_design(config)
+        phantom.phantom_design(typed(config))
 
 
 def test_missing_phantom_class_is_a_config_error(tiny, tmp_path):
     config = copy.deepcopy(tiny)
     del config["annotations"]["classes"]["Epithelium"]
     with pytest.raises(ConfigError, match="Epithelium"):
-        phantom.write_phantom(config, tmp_path / "out")
+        phantom.write_phantom(typed(config), tmp_path / "out")
     assert not (tmp_path / "out").exists()

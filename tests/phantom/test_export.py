@@ -13,7 +13,7 @@ from ramanseg import phantom
 from ramanseg.config import (
     class_names,
 )
-from tests.phantom.conftest import features_of, rasterise
+from tests.phantom.conftest import features_of, rasterise, typed
 
 
 def test_export_styles_and_geometry_kinds_all_occur(dataset):
@@ -35,7 +35,7 @@ def test_export_styles_and_geometry_kinds_all_occur(dataset):
 def test_annotations_match_the_ground_truth(tiny):
     names = class_names(tiny)
     for index in range(tiny["phantom"]["samples"]):
-        sample = phantom.generate_sample(tiny, index)
+        sample = phantom.generate_sample(typed(tiny), index)
         burnt = rasterise(sample.annotations, names, sample.class_map.shape)
         annotated = (burnt > 0) | (sample.class_map > 0)
         agreement = np.mean(burnt[annotated] == sample.class_map[annotated])

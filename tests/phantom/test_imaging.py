@@ -12,6 +12,7 @@ from ramanseg.config import (
     channel_names,
     raman_wavenumbers,
 )
+from tests.phantom.conftest import typed
 
 # ------------------------------------------------------------------------- realism
 
@@ -49,7 +50,7 @@ def test_channels_carry_class_information_where_documented(demo):
     wavenumbers = raman_wavenumbers(config)
     sums: dict[tuple[str, int], list[float]] = {}
     for index in range(6):
-        sample = phantom.generate_sample(config, index)
+        sample = phantom.generate_sample(typed(config), index)
         for channel in range(len(names)):
             for code in (phantom.TUMOR, phantom.EPITHELIUM, phantom.STROMA, phantom.OTHER):
                 values = sample.srs[channel][sample.tissue == code].astype(float)
@@ -80,7 +81,7 @@ def test_channels_carry_class_information_where_documented(demo):
 
 
 def test_detector_effects_are_present(tiny):
-    sample = phantom.generate_sample(tiny, 0)
+    sample = phantom.generate_sample(typed(tiny), 0)
     raman = [i for i, c in enumerate(tiny["channels"]) if c["role"] == "raman"]
     assert (sample.srs[raman] == 65535).any()  # saturated pixels
     assert (sample.srs < 65535).mean() > 0.99
@@ -92,5 +93,5 @@ def test_detector_effects_are_present(tiny):
 def test_works_without_optional_channel_roles(tiny):
     config = copy.deepcopy(tiny)
     config["channels"] = [c for c in config["channels"] if c["role"] == "raman"][::4]
-    sample = phantom.generate_sample(config, 1)
+    sample = phantom.generate_sample(typed(config), 1)
     assert sample.srs.shape == (len(config["channels"]), 48, 64)

@@ -19,7 +19,7 @@ from ramanseg.config import ConfigError, class_names, load_config_files
 from ramanseg.io import read_he, read_srs
 from ramanseg.phantom.design import VARIANTS, sample_variants, variant_count
 from tests.conftest import DEMO_CONFIG, REPO
-from tests.phantom.conftest import features_of, file_hashes, rasterise
+from tests.phantom.conftest import features_of, file_hashes, rasterise, typed
 
 VARIANTS_CONFIG = REPO / "config" / "variants.yaml"
 
@@ -45,9 +45,9 @@ def variants() -> dict:
 def written(variants, tmp_path_factory) -> tuple[Path, pd.DataFrame, list]:
     """The variant dataset, its sample sheet and the truth of each sample."""
     outdir = tmp_path_factory.mktemp("variants") / "data"
-    phantom.write_phantom(variants, outdir, threads=2)
+    phantom.write_phantom(typed(variants), outdir, threads=2)
     sheet = pd.read_csv(outdir / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
-    truth = [phantom.generate_sample(variants, i) for i in range(len(sheet))]
+    truth = [phantom.generate_sample(typed(variants), i) for i in range(len(sheet))]
     return outdir, sheet, truth
 
 
@@ -64,13 +64,13 @@ def _digest(sample: phantom.PhantomSample) -> str:
 
 def test_the_default_output_is_unchanged(tiny):
     assert all(value == 0 for value in tiny["phantom"]["variants"].values())
-    assert [_digest(phantom.generate_sample(tiny, i)) for i in range(4)] == DEFAULT_DIGESTS
+    assert [_digest(phantom.generate_sample(typed(tiny), i)) for i in range(4)] == DEFAULT_DIGESTS
 
 
 def test_variants_all_zero_write_the_same_bytes_as_no_variants_key(tiny, dataset, tmp_path):
     config = copy.deepcopy(tiny)
     del config["phantom"]["variants"]
-    phantom.write_phantom(config, tmp_path / "data")
+    phantom.write_phantom(typed(config), tmp_path / "data")
     assert file_hashes(tmp_path / "data") == file_hashes(dataset)
 
 
@@ -83,7 +83,7 @@ def test_variant_counts_round_up_to_whole_samples():
 
 
 def test_every_variant_falls_on_some_samples_and_they_mix(variants):
-    chosen = sample_variants(variants)
+    chosen = sample_variants(typed(variants))
     assert sum(not v.he for v in chosen) == 2  # 0.25 of 6, rounded up
     assert [v.srs_format for v in chosen].count("plain_tiff") == 2
     assert [v.srs_format for v in chosen].count("channels_last") == 2
@@ -207,15 +207,16 @@ def test_immune_cells_are_an_extra_class_in_the_truth_and_the_annotations(varian
 
 def test_the_pipelines_readers_read_every_variant_as_the_truth(variants, written):
     outdir, sheet, truth = written
+    settings = typed(variants)
     for row, sample in zip(sheet.itertuples(), truth, strict=True):
-        stack = read_srs(outdir / row.srs, variants, row.sample_id)
+        stack = read_srs(outdir / row.srs, settings.channels, row.sample_id, nonfinite="reject")
         assert np.array_equal(stack.data, sample.srs.astype(np.float32)), row.sample_id
         if row.he:
             he = read_he(outdir / row.he, row.sample_id, sample.srs.shape[1:])
             assert np.array_equal(he, sample.he)
         annotations = read_qupath_geojson(outdir / row.annotations, row.sample_id)
         class_map, _ = rasterize_annotations(
-            annotations, sample.class_map.shape, variants, row.sample_id
+            annotations, sample.class_map.shape, settings.annotations, row.sample_id
         )
         assert np.array_equal(class_map, sample.class_map), row.sample_id
 
@@ -228,14 +229,14 @@ def test_the_pipelines_readers_read_every_variant_as_the_truth(variants, written
     [
         ({"variants": {"plain_tiff": 0.6, "channels_last": 0.5}}, "together"),
         ({"variants": {"without_he": 1.5}}, r"phantom\.variants\.without_he"),
-        ({"variants": {"no_he": 0.5}}, "unknown keys"),
+        ({"variants": {"no_he": 0.5}}, r"phantom\.variants: .*'no_he' was unexpected"),
     ],
 )
 def test_bad_variant_settings_are_config_errors(variants, tmp_path, change, message):
     config = copy.deepcopy(variants)
     config["phantom"]["variants"].update(change["variants"])
     with pytest.raises(ConfigError, match=message):
-        phantom.write_phantom(config, tmp_path / "out")
+        phantom.write_phantom(typed(config), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -243,16 +244,16 @@ def test_immune_cells_need_their_class_in_the_configuration(variants, tmp_path):
     config = copy.deepcopy(variants)
     del config["annotations"]["classes"]["Immune cells"]
     with pytest.raises(ConfigError, match="Immune cells"):
-        phantom.write_phantom(config, tmp_path / "out")
+        phantom.write_phantom(typed(config), tmp_path / "out")
     config["annotations"]["ignore"] = ["Immune cells"]  # or the reader must skip it
-    phantom.write_phantom(config, tmp_path / "out")
+    phantom.write_phantom(typed(config), tmp_path / "out")
 
 
 def test_unclassified_features_need_the_reader_to_ignore_them(variants, tmp_path):
     config = copy.deepcopy(variants)
     config["annotations"]["unclassified"] = "error"
     with pytest.raises(ConfigError, match=r"annotations\.unclassified: ignore"):
-        phantom.write_phantom(config, tmp_path / "out")
+        phantom.write_phantom(typed(config), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 

@@ -19,7 +19,7 @@ from ramanseg.config import (
     channel_names,
     class_names,
 )
-from tests.phantom.conftest import SHEET_COLUMNS, class_name_of, features_of, file_hashes
+from tests.phantom.conftest import SHEET_COLUMNS, class_name_of, features_of, file_hashes, typed
 
 # ------------------------------------------------------------------------- contract
 
@@ -27,7 +27,7 @@ from tests.phantom.conftest import SHEET_COLUMNS, class_name_of, features_of, fi
 def test_sample_sheet_and_files_follow_the_input_contract(dataset, tiny):
     sheet = pd.read_csv(dataset / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
     assert list(sheet.columns) == SHEET_COLUMNS
-    assert sheet[["sample_id", "patient_id"]].equals(phantom.phantom_design(tiny))
+    assert sheet[["sample_id", "patient_id"]].equals(phantom.phantom_design(typed(tiny)))
     for column in ("srs", "he", "annotations"):
         assert all(not Path(p).is_absolute() and (dataset / p).is_file() for p in sheet[column])
     assert (dataset / "preview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -63,13 +63,13 @@ def test_sample_sheet_and_files_follow_the_input_contract(dataset, tiny):
 
 def test_two_runs_are_byte_identical_and_the_seed_matters(dataset, tiny, tmp_path):
     again = tmp_path / "again"
-    phantom.write_phantom(tiny, again, threads=1)  # other thread count, same bytes
+    phantom.write_phantom(typed(tiny), again, threads=1)  # other thread count, same bytes
     assert file_hashes(again) == file_hashes(dataset)
 
     other = copy.deepcopy(tiny)
     other["phantom"]["seed"] = 4
     changed = tmp_path / "changed"
-    phantom.write_phantom(other, changed)
+    phantom.write_phantom(typed(other), changed)
     # The design changes with the seed too, so compare the image contents as a whole.
     a, b = file_hashes(dataset), file_hashes(changed)
     images = ("srs/", "he/")
@@ -91,7 +91,7 @@ def test_a_failure_leaves_the_previous_dataset_untouched(tiny, tmp_path, monkeyp
 
     monkeypatch.setattr(phantom.write, "generate_sample", failing)
     with pytest.raises(RuntimeError, match="disk full"):
-        phantom.write_phantom(tiny, outdir)
+        phantom.write_phantom(typed(tiny), outdir)
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
     assert [p.name for p in outdir.iterdir()] == ["keep.txt"]
 

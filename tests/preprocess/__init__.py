@@ -8,6 +8,9 @@ import json
 import numpy as np
 import tifffile
 
+from ramanseg.config import validate_config
+from ramanseg.settings import AnnotationSettings, ChannelLayout, PreprocessSettings
+
 CHANNELS = [
     {"name": "Raman 2850", "role": "raman", "wavenumber": 2850.0},
     {"name": "Raman 2930", "role": "raman", "wavenumber": 2930.0},
@@ -24,6 +27,17 @@ def with_small_channels(config: dict) -> dict:
     config = copy.deepcopy(config)
     config["channels"] = [dict(channel) for channel in CHANNELS]
     return config
+
+
+def typed_settings(config: dict) -> dict:
+    """The keyword arguments of :func:`ramanseg.preprocess.preprocess_sample` built from a
+    configuration, as the ``preprocess`` command builds them (validated first)."""
+    config = validate_config(config)
+    return {
+        "channels": ChannelLayout.from_config(config),
+        "annotations": AnnotationSettings.from_config(config),
+        "settings": PreprocessSettings.from_config(config),
+    }
 
 
 def feature(coordinates, name="Tumor") -> dict:

@@ -11,7 +11,6 @@ import tifffile
 
 from ramanseg import phantom
 from ramanseg.cli import main
-from ramanseg.config import channel_roles
 from ramanseg.errors import InputError
 from ramanseg.preprocess import OUTPUT_FILES, preprocess_sample
 from tests.preprocess import (
@@ -23,13 +22,14 @@ from tests.preprocess import (
     make_sample,
     settings_json,
     square,
+    typed_settings,
 )
 
 
 def test_preprocess_sample_writes_every_output(tmp_path, small_config):
     srs, he, annotations = make_sample(tmp_path)
     outdir = tmp_path / "out" / "S1"
-    qc = preprocess_sample("S1", srs, he, annotations, small_config, outdir)
+    qc = preprocess_sample("S1", srs, he, annotations, outdir, **typed_settings(small_config))
     assert sorted(p.name for p in outdir.iterdir()) == sorted(OUTPUT_FILES)
 
     with tifffile.TiffFile(outdir / "stack.ome.tif") as tif:
@@ -66,8 +66,12 @@ def test_preprocess_sample_writes_every_output(tmp_path, small_config):
 
 def test_preprocess_outputs_are_byte_identical_on_rerun(tmp_path, small_config):
     srs, he, annotations = make_sample(tmp_path)
-    preprocess_sample("S1", srs, he, annotations, small_config, tmp_path / "a" / "S1")
-    preprocess_sample("S1", srs, he, annotations, small_config, tmp_path / "b" / "S1")
+    preprocess_sample(
+        "S1", srs, he, annotations, tmp_path / "a" / "S1", **typed_settings(small_config)
+    )
+    preprocess_sample(
+        "S1", srs, he, annotations, tmp_path / "b" / "S1", **typed_settings(small_config)
+    )
     for name in OUTPUT_FILES:
         first = (tmp_path / "a" / "S1" / name).read_bytes()
         assert first == (tmp_path / "b" / "S1" / name).read_bytes(), name
@@ -75,7 +79,9 @@ def test_preprocess_outputs_are_byte_identical_on_rerun(tmp_path, small_config):
 
 def test_sample_without_he_uses_the_srs_foreground(tmp_path, small_config):
     srs, _, annotations = make_sample(tmp_path)
-    qc = preprocess_sample("S1", srs, None, annotations, small_config, tmp_path / "out")
+    qc = preprocess_sample(
+        "S1", srs, None, annotations, tmp_path / "out", **typed_settings(small_config)
+    )
     assert qc["foreground_source"] == "srs"
     assert qc["foreground_fraction"] == pytest.approx(24 * 28 / (32 * 40))
 
@@ -86,7 +92,7 @@ def test_empty_mask_is_allowed_but_reported(tmp_path, small_config, caplog):
     )
     outdir = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="ramanseg.preprocess"):
-        qc = preprocess_sample("S8", srs, he, annotations, small_config, outdir)
+        qc = preprocess_sample("S8", srs, he, annotations, outdir, **typed_settings(small_config))
     assert qc["empty_mask"] is True and qc["mask_fraction"] == 0.0
     assert json.loads((outdir / "qc.json").read_text())["empty_mask"] is True
     assert any("mask is empty" in w for w in qc["warnings"])
@@ -101,7 +107,9 @@ def test_nonfinite_repair_is_reported(tmp_path, small_config):
     stack[2, 5, 5] = np.inf
     srs, he, annotations = make_sample(tmp_path, stack=stack)
     small_config["preprocess"]["nonfinite"] = "repair"
-    qc = preprocess_sample("S1", srs, he, annotations, small_config, tmp_path / "out")
+    qc = preprocess_sample(
+        "S1", srs, he, annotations, tmp_path / "out", **typed_settings(small_config)
+    )
     assert qc["nonfinite_repaired"] == 2
     assert any("2 NaN or infinite values replaced" in w for w in qc["warnings"])
 
@@ -113,7 +121,9 @@ def test_clipped_and_skipped_features_are_counted(tmp_path, small_config):
     ]
     srs, he, annotations = make_sample(tmp_path, features=features)
     small_config["annotations"]["unclassified"] = "ignore"  # the default stops (an error)
-    qc = preprocess_sample("S1", srs, he, annotations, small_config, tmp_path / "out")
+    qc = preprocess_sample(
+        "S1", srs, he, annotations, tmp_path / "out", **typed_settings(small_config)
+    )
     assert qc["features"]["clipped_to_image"] == 1
     assert qc["features"]["skipped_unclassified"] == 1
     assert qc["mask_fraction"] == pytest.approx(4 * 4 / (32 * 40))
@@ -169,7 +179,7 @@ def test_bad_input_fails_naming_sample_and_file_and_writes_nothing(
         bad_file.unlink()
     outdir = tmp_path / "out" / "S3"
     with pytest.raises(InputError, match=match) as caught:
-        preprocess_sample("S3", srs, he, annotations, small_config, outdir)
+        preprocess_sample("S3", srs, he, annotations, outdir, **typed_settings(small_config))
     assert caught.value.sample == "S3"
     assert caught.value.path == bad_file
     assert "'S3'" in str(caught.value) and str(bad_file) in str(caught.value)
@@ -189,7 +199,7 @@ def test_a_failure_while_writing_removes_what_was_written(tmp_path, small_config
     monkeypatch.setattr(ramanseg.fileio, "atomic_path", failing_write)
     outdir = tmp_path / "out"
     with pytest.raises(OSError, match="disk full"):
-        preprocess_sample("S1", srs, he, annotations, small_config, outdir)
+        preprocess_sample("S1", srs, he, annotations, outdir, **typed_settings(small_config))
     assert_no_outputs(outdir)
 
 
@@ -217,7 +227,7 @@ def test_outdir_naming_an_existing_file_fails_before_any_work(tmp_path, small_co
     taken.write_text("not a folder")
     for outdir in (taken, taken / "S1"):
         with pytest.raises(InputError, match="existing file") as caught:
-            preprocess_sample("S1", srs, he, annotations, small_config, outdir)
+            preprocess_sample("S1", srs, he, annotations, outdir, **typed_settings(small_config))
         assert caught.value.sample == "S1" and caught.value.path == taken
         assert "--outdir" in caught.value.fix
     assert taken.read_text() == "not a folder"
@@ -259,7 +269,7 @@ def test_implausible_foreground_is_logged_and_flagged(tmp_path, small_config, ca
     small_config["preprocess"]["foreground_fraction"] = [0.6, 0.98]
     outdir = tmp_path / "out"
     with caplog.at_level(logging.WARNING, logger="ramanseg.preprocess"):
-        qc = preprocess_sample("S5", srs, he, annotations, small_config, outdir)
+        qc = preprocess_sample("S5", srs, he, annotations, outdir, **typed_settings(small_config))
     assert qc["implausible_foreground"] is True
     assert json.loads((outdir / "qc.json").read_text())["implausible_foreground"] is True
     assert any("IMPLAUSIBLE TISSUE DETECTION: 52.5 %" in w for w in qc["warnings"])
@@ -272,9 +282,10 @@ def test_implausible_foreground_is_logged_and_flagged(tmp_path, small_config, ca
 def _phantom_sample_without_he(tmp_path, config, index, n_saturated):
     """A phantom sample's stack (with ``n_saturated`` saturated pixels planted in every
     Raman band) and annotations; no H&E. Returns the paths and the true tissue."""
-    sample = phantom.generate_sample(config, index)
+    settings = phantom.PhantomSettings.from_config(config)
+    sample = phantom.generate_sample(settings, index)
     rng = np.random.default_rng(index)
-    raman = [c for c, role in enumerate(channel_roles(config)) if role == "raman"]
+    raman = settings.channels.raman_indices
     hot = rng.choice(sample.tissue.size, n_saturated, replace=False)
     stack = sample.srs.reshape(len(sample.srs), -1)
     stack[np.ix_(raman, hot)] = np.iinfo(np.uint16).max
@@ -292,7 +303,7 @@ def test_tissue_without_he_agrees_with_the_phantoms_truth(tmp_path, config, inde
     # and the drift correction was skipped on every channel.
     sample_id, srs, annotations, truth = _phantom_sample_without_he(tmp_path, config, index, 80)
     outdir = tmp_path / "out"
-    qc = preprocess_sample(sample_id, srs, None, annotations, config, outdir)
+    qc = preprocess_sample(sample_id, srs, None, annotations, outdir, **typed_settings(config))
     found = tifffile.imread(outdir / "foreground.tif").astype(bool)
     dice = 2 * np.count_nonzero(found & truth) / (found.sum() + truth.sum())
     assert dice >= 0.9

@@ -44,8 +44,8 @@ import shapely
 from shapely.geometry import shape as geometry_from_geojson
 from shapely.geometry.base import BaseGeometry
 
-from ramanseg.config import require
 from ramanseg.errors import InputError
+from ramanseg.settings import AnnotationSettings
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ def read_qupath_geojson(path: str | Path, sample_id: str) -> AnnotationFile:
 
 def class_problems(
     annotations: Sequence[Annotation] | AnnotationFile,
-    config: Mapping[str, Any],
+    settings: AnnotationSettings,
     sample_id: str,
     path: str | Path | None,
 ) -> tuple[list[Annotation], list[InputError]]:
@@ -347,7 +347,7 @@ def class_problems(
 
     Args:
         annotations: the annotations, or the result of :func:`read_qupath_geojson`.
-        config: the workflow configuration (``annotations``).
+        settings: the ``annotations`` settings.
         sample_id: the sample, for messages.
         path: the annotation file, for messages.
 
@@ -355,13 +355,11 @@ def class_problems(
         ``(kept, problems)``: the annotations of configured classes, in file order, and
         every problem found (empty if none).
     """
-    settings = require(config, "annotations")
-    known = list(require(config, "annotations.classes"))
-    ignore = set(settings.get("ignore") or [])
+    known = settings.class_names
     problems: list[InputError] = []
     if isinstance(annotations, AnnotationFile):
         unclassified = annotations.unclassified_features
-        if unclassified and settings.get("unclassified", "error") == "error":
+        if unclassified and settings.unclassified == "error":
             listed = ", ".join(unclassified[:5]) + (" ..." if len(unclassified) > 5 else "")
             problems.append(
                 InputError(
@@ -387,7 +385,7 @@ def class_problems(
     for annotation in annotations:
         if annotation.class_name in known:
             kept.append(annotation)
-        elif annotation.class_name not in ignore:
+        elif annotation.class_name not in settings.ignore:
             unknown.setdefault(annotation.class_name, annotation)
     for name, first in unknown.items():
         problems.append(
@@ -405,7 +403,7 @@ def class_problems(
 
 def check_annotation_file(
     path: str | Path,
-    config: Mapping[str, Any],
+    settings: AnnotationSettings,
     sample_id: str,
     shape: tuple[int, int] | None = None,
 ) -> list[InputError]:
@@ -416,7 +414,7 @@ def check_annotation_file(
 
     Args:
         path: the GeoJSON file.
-        config: the workflow configuration (``annotations``).
+        settings: the ``annotations`` settings.
         sample_id: the sample, for messages.
         shape: (Y, X) of the SRS image, or None to skip the extent check.
 
@@ -427,7 +425,7 @@ def check_annotation_file(
         parsed = read_qupath_geojson(path, sample_id)
     except InputError as error:
         return [error]
-    kept, problems = class_problems(parsed, config, sample_id, path)
+    kept, problems = class_problems(parsed, settings, sample_id, path)
     if shape is not None:
         try:
             check_extent(kept, shape, sample_id, path)
@@ -503,7 +501,7 @@ def check_extent(
 def rasterize_annotations(
     annotations: Sequence[Annotation] | AnnotationFile,
     shape: tuple[int, int],
-    config: Mapping[str, Any],
+    settings: AnnotationSettings,
     sample_id: str,
     path: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -516,7 +514,7 @@ def rasterize_annotations(
     integer corners covers exactly 100 pixels, and a 4 x 4 hole in it removes 16.
 
     Class map values: 0 = not annotated, ``1 + i`` for the i-th class of
-    ``config["annotations"]["classes"]``. Where features overlap, the later feature in
+    ``annotations.classes``. Where features overlap, the later feature in
     the file wins, as in QuPath's drawing order. Features of a class listed in
     ``annotations.ignore`` are left out; features without a class (known only from an
     :class:`AnnotationFile`) follow ``annotations.unclassified`` (see
@@ -527,8 +525,8 @@ def rasterize_annotations(
     Args:
         annotations: the annotations, or the result of :func:`read_qupath_geojson`.
         shape: (Y, X) of the SRS image.
-        config: the workflow configuration (``annotations.classes``, ``.ignore``,
-            ``.unclassified``).
+        settings: the ``annotations`` settings (classes, ignored classes, unclassified
+            features).
         sample_id: the sample, for error messages.
         path: the annotation file, for error messages.
 
@@ -540,21 +538,15 @@ def rasterize_annotations(
             ``annotations.unclassified: error``, or a feature entirely or far outside the
             image.
     """
-    classes = require(config, "annotations.classes")
-    class_order = list(classes)
-    if len(class_order) > 254:
-        raise InputError(
-            f"{len(class_order)} annotation classes do not fit an 8-bit class map (max 254)",
-            fix="merge classes in `annotations.classes`",
-        )
-    kept, problems = class_problems(annotations, config, sample_id, path)
+    kept, problems = class_problems(annotations, settings, sample_id, path)
     if problems:
         raise problems[0]
     check_extent(kept, shape, sample_id, path)
     height, width = shape
+    value_of = {name: settings.class_value(name) for name in settings.labels}
     if kept:
         class_map = rasterio.features.rasterize(
-            [(a.geometry, class_order.index(a.class_name) + 1) for a in kept],
+            [(a.geometry, value_of[a.class_name]) for a in kept],
             out_shape=(height, width),
             fill=0,
             transform=rasterio.transform.IDENTITY,
@@ -564,6 +556,6 @@ def rasterize_annotations(
     else:
         class_map = np.zeros((height, width), dtype=np.uint8)
     label_of_value = np.zeros(256, dtype=np.uint8)
-    for i, name in enumerate(class_order):
-        label_of_value[i + 1] = 1 if classes[name] == 1 else 0
+    for name, label in settings.labels.items():
+        label_of_value[value_of[name]] = label
     return class_map, label_of_value[class_map]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
-from ramanseg.config import require
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, write_files
 from ramanseg.metrics import dice_score as dice
 from ramanseg.preprocessed import read_mask, sample_id_of
+from ramanseg.settings import BottleneckSettings
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def _figure_bytes(summary: pd.DataFrame, reference_size: int) -> dict[str, bytes
 
 
 def run_bottleneck(
-    mask_paths: Sequence[str | Path], config: Mapping[str, Any], out_prefix: str | Path
+    mask_paths: Sequence[str | Path], settings: BottleneckSettings, out_prefix: str | Path
 ) -> pd.DataFrame:
     """Run the experiment on mask files and write the table and the figure.
 
@@ -230,8 +230,7 @@ def run_bottleneck(
 
     Args:
         mask_paths: ground-truth mask TIFFs.
-        config: the workflow configuration (``bottleneck.reference_size``,
-            ``bottleneck.sizes``).
+        settings: the ``bottleneck`` settings (reference size, feature-map sizes).
         out_prefix: output path without extension.
 
     Returns:
@@ -240,8 +239,8 @@ def run_bottleneck(
     Raises:
         InputError: a missing or unreadable mask.
     """
-    reference_size = int(require(config, "bottleneck.reference_size"))
-    sizes = [int(s) for s in require(config, "bottleneck.sizes")]
+    reference_size = settings.reference_size
+    sizes = list(settings.sizes)
     masks = [read_mask(path, sample_id_of(path)) for path in mask_paths]
     summary, _ = bottleneck_table(masks, sizes, reference_size)
     markdown = markdown_table(summary, reference_size)
@@ -271,7 +270,8 @@ def add_commands(subparsers: Any) -> None:
     add_settings_arguments(parser)
 
     def run(args: Any) -> int:
-        run_bottleneck(args.masks, settings_from_args(args), args.out_prefix)
+        settings = BottleneckSettings.from_config(settings_from_args(args))
+        run_bottleneck(args.masks, settings, args.out_prefix)
         return 0
 
     parser.set_defaults(func=run)

@@ -21,7 +21,6 @@ import yaml
 #: The repository's ``workflow/`` folder; schemas live beside the package.
 WORKFLOW_DIR = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = WORKFLOW_DIR / "schemas"
-CHANNEL_ROLES = ("raman", "transmission", "tpef", "shg")
 
 
 class ConfigError(ValueError):
@@ -80,12 +79,16 @@ def validate_config(config: Mapping[str, Any], *, partial: bool = False) -> dict
         schema = dict(schema)
         schema.pop("required", None)
     config = copy.deepcopy(dict(config))
+    given = set(config)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
-    check_config_semantics(config)
+    # A rule's settings are checked for the relations between the sections it passes,
+    # not with a section's defaults: the default `interpret.ablation_class` would
+    # otherwise reject the `annotations` of every preprocess job whose classes lack it.
+    check_config_semantics({key: config[key] for key in given} if partial else config)
     return config
 
 
@@ -240,58 +243,57 @@ def require(config: Mapping[str, Any], dotted_key: str) -> Any:
     return node
 
 
+# The accessors below are kept for the stages that still read the configuration dict
+# (models, nnunet, interpret); each is a thin wrapper over the typed settings of
+# ramanseg.settings, the one place that interprets these sections. The import is local:
+# ramanseg.settings imports this module.
+
+
 def channel_names(config: Mapping[str, Any]) -> list[str]:
-    """The channel names, in file order."""
-    return [channel["name"] for channel in require(config, "channels")]
+    """The channel names, in file order (:attr:`ramanseg.settings.ChannelLayout.names`)."""
+    from ramanseg.settings import ChannelLayout
+
+    return ChannelLayout.from_config(config).names
 
 
 def channel_roles(config: Mapping[str, Any]) -> list[str]:
-    """The channel roles (raman, transmission, tpef, shg), in file order."""
-    return [channel["role"] for channel in require(config, "channels")]
+    """The channel roles, in file order (:attr:`ramanseg.settings.ChannelLayout.roles`)."""
+    from ramanseg.settings import ChannelLayout
+
+    return ChannelLayout.from_config(config).roles
 
 
 def raman_wavenumbers(config: Mapping[str, Any]) -> list[float]:
     """Wavenumbers (cm-1) of the Raman channels, in file order."""
-    return [c["wavenumber"] for c in require(config, "channels") if c["role"] == "raman"]
+    from ramanseg.settings import ChannelLayout
+
+    return ChannelLayout.from_config(config).raman_wavenumbers
 
 
 def class_names(config: Mapping[str, Any]) -> list[str]:
     """Annotation class names in class-map order (value 1 is the first, 0 = unannotated)."""
-    return list(require(config, "annotations.classes"))
+    from ramanseg.settings import AnnotationSettings
+
+    return AnnotationSettings.from_config(config).class_names
 
 
 def foreground_classes(config: Mapping[str, Any]) -> list[str]:
     """Annotation classes mapped to the foreground label."""
-    return [name for name, label in require(config, "annotations.classes").items() if label == 1]
+    from ramanseg.settings import AnnotationSettings
 
-
-#: The Raman band shown wherever a figure shows one channel (the CH3 stretch near
-#: 2930 cm-1, the paper's "cellular" peak, bright in tumour).
-DISPLAY_WAVENUMBER = 2930.0
+    return AnnotationSettings.from_config(config).foreground_classes
 
 
 def display_channel_index(config: Mapping[str, Any], name: str = "auto") -> int:
-    """The channel a figure shows: the one place that chooses it.
+    """The channel a figure shows (:meth:`ramanseg.settings.ChannelLayout.display_index`).
 
     Args:
         config: the configuration (``channels``).
-        name: a channel name, or ``auto``: the Raman band nearest
-            :data:`DISPLAY_WAVENUMBER` (else the first Raman channel, else channel 0).
+        name: a channel name, or ``auto`` (the Raman band nearest 2930 cm-1).
 
     Raises:
         ConfigError: a name that is not a configured channel.
     """
-    channels = require(config, "channels")
-    if name != "auto":
-        names = channel_names(config)
-        if name not in names:
-            raise ConfigError(f"display channel {name!r} is not a channel; channels: {names}")
-        return names.index(name)
-    nearest = [
-        (abs(float(channel["wavenumber"]) - DISPLAY_WAVENUMBER), index)
-        for index, channel in enumerate(channels)
-        if channel.get("role") == "raman" and channel.get("wavenumber") is not None
-    ]
-    if nearest:
-        return min(nearest)[1]
-    return next((i for i, ch in enumerate(channels) if ch.get("role") == "raman"), 0)
+    from ramanseg.settings import ChannelLayout
+
+    return ChannelLayout.from_config(config).display_index(name)

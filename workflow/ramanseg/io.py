@@ -10,17 +10,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import tifffile
 
-from ramanseg.config import channel_names, require
 from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
+from ramanseg.settings import ChannelLayout
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +232,12 @@ def _srs_layout(
     return shape, channel_axis
 
 
-def srs_header(path: str | Path, config: Mapping[str, Any], sample_id: str) -> tuple[int, int, int]:
+def srs_header(path: str | Path, channels: ChannelLayout, sample_id: str) -> tuple[int, int, int]:
     """Check an SRS stack's header as :func:`read_srs` does, without reading its pixels.
 
     Args:
         path: the SRS file.
-        config: the workflow configuration (``channels``).
+        channels: the configured channel layout.
         sample_id: the sample, for error messages.
 
     Returns:
@@ -248,7 +247,7 @@ def srs_header(path: str | Path, config: Mapping[str, Any], sample_id: str) -> t
         InputError: as :func:`read_srs`, except for the checks that need pixel values
             (non-finite values).
     """
-    n_expected = len(channel_names(config))
+    n_expected = len(channels)
     path = _require_file(path, sample_id, "SRS")
     header, _ = _tiff_series(path, sample_id, "SRS", pixels=False)
     shape, channel_axis = _srs_layout(header, path, sample_id, n_expected)
@@ -258,7 +257,9 @@ def srs_header(path: str | Path, config: Mapping[str, Any], sample_id: str) -> t
     return (shape[channel_axis], spatial[0], spatial[1])
 
 
-def read_srs(path: str | Path, config: Mapping[str, Any], sample_id: str) -> SrsImage:
+def read_srs(
+    path: str | Path, channels: ChannelLayout, sample_id: str, *, nonfinite: str
+) -> SrsImage:
     """Read a multi-channel SRS stack (TIFF or OME-TIFF, channels first) as float32.
 
     The first image series of the file is read; axes of length 1 (an OME ``TZ`` of
@@ -268,17 +269,18 @@ def read_srs(path: str | Path, config: Mapping[str, Any], sample_id: str) -> Srs
     axes metadata just works. A plain multi-page TIFF is read channels first, as the
     contract says; see :func:`_srs_layout` for how a channels-last stack without
     metadata is caught. The channel count must equal the number of channels in
-    ``config["channels"]``. A 2-D image is accepted only when the configuration lists
+    ``channels``. A 2-D image is accepted only when the configuration lists
     exactly one channel.
 
     Non-finite values (NaN, +-Inf; also float64 values beyond the float32 range) follow
-    ``config["preprocess"]["nonfinite"]``: ``reject`` raises; ``repair`` replaces each
+    ``nonfinite`` (``preprocess.nonfinite``): ``reject`` raises; ``repair`` replaces each
     with the median of the finite values of its channel and reports the count.
 
     Args:
         path: the SRS file.
-        config: the workflow configuration (``channels``, ``preprocess.nonfinite``).
+        channels: the configured channel layout.
         sample_id: the sample, for error messages.
+        nonfinite: ``reject`` or ``repair`` (:attr:`PreprocessSettings.nonfinite`).
 
     Returns:
         The stack as float32 (C, Y, X) with the count of repaired values.
@@ -289,8 +291,7 @@ def read_srs(path: str | Path, config: Mapping[str, Any], sample_id: str) -> Srs
             non-numeric type, non-finite values in ``reject`` mode, or a channel without
             any finite value in ``repair`` mode.
     """
-    names = channel_names(config)
-    nonfinite_policy = require(config, "preprocess.nonfinite")
+    names = channels.names
     path = _require_file(path, sample_id, "SRS")
     header, raw = _tiff_series(path, sample_id, "SRS", pixels=True)
     shape, channel_axis = _srs_layout(header, path, sample_id, len(names))
@@ -300,7 +301,7 @@ def read_srs(path: str | Path, config: Mapping[str, Any], sample_id: str) -> Srs
         data = np.ascontiguousarray(raw, dtype=np.float32)
     repaired = 0
     if raw.dtype.kind == "f":  # integers convert to finite float32 values
-        repaired = _handle_nonfinite(data, names, nonfinite_policy, path, sample_id)
+        repaired = _handle_nonfinite(data, names, nonfinite, path, sample_id)
     return SrsImage(data=data, source_dtype=str(header.dtype), nonfinite_repaired=repaired)
 
 
@@ -322,12 +323,6 @@ def _handle_nonfinite(
             path=path,
             fix="fix the acquisition export, or set `preprocess.nonfinite: repair` to replace "
             "them with the channel median",
-        )
-    if policy != "repair":
-        raise InputError(
-            f"unknown `preprocess.nonfinite` value {policy!r}",
-            sample=sample_id,
-            fix="use `reject` or `repair`",
         )
     for c, n in enumerate(per_channel):
         if not n:

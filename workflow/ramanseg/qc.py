@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ramanseg.config import channel_names, display_channel_index, require
 from ramanseg.fileio import write_files
 from ramanseg.io import read_he
 from ramanseg.preprocessed import (
@@ -28,6 +27,7 @@ from ramanseg.preprocessed import (
     read_foreground,
     read_stack_channel,
 )
+from ramanseg.settings import AnnotationSettings, ChannelLayout
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,10 @@ def draw_qc_figure(
     sample_id: str,
     files: PreprocessedFiles,
     he_path: str | Path | None,
-    config: Mapping[str, Any],
     out: str | Path,
+    *,
+    channels: ChannelLayout,
+    annotations: AnnotationSettings,
 ) -> Path:
     """Draw one sample's QC figure from its preprocessed outputs and write it (atomically).
 
@@ -154,8 +156,10 @@ def draw_qc_figure(
         files: the sample's preprocessed files; the stack, the class map and the
             foreground are read.
         he_path: the sample's H&E image, or None / "" for a sample without one.
-        config: the workflow configuration (``channels``, ``annotations.classes``).
         out: the PNG to write.
+        channels: the channel layout (the figure shows
+            :meth:`~ramanseg.settings.ChannelLayout.display_index`).
+        annotations: the annotation settings (the classes, in class-map order).
 
     Returns:
         ``out``.
@@ -164,13 +168,13 @@ def draw_qc_figure(
         InputError: a missing or damaged preprocessed file or H&E image, or files that do
             not match each other or the configuration.
     """
-    names = channel_names(config)
-    classes = require(config, "annotations.classes")
-    index = display_channel_index(config)
+    names = channels.names
+    classes = annotations.labels
+    index = channels.display_index()
     raman = read_stack_channel(files.path("stack"), sample_id, index, len(names))
     shape = raman.shape
     foreground = read_foreground(files.path("foreground"), sample_id, shape)
-    class_map = read_class_map(files.path("classes"), sample_id, list(classes), shape)
+    class_map = read_class_map(files.path("classes"), sample_id, annotations.class_names, shape)
     he = read_he(he_path, sample_id, shape) if he_path else None
     png = render_qc_figure(
         sample_id, raman, names[index], he, foreground.astype(bool), class_map, classes
@@ -206,7 +210,11 @@ def add_commands(subparsers: Any) -> None:
         files = PreprocessedFiles(
             args.sample, stack=args.stack, classes=args.classes, foreground=args.foreground
         )
-        draw_qc_figure(args.sample, files, args.he or None, config, args.out)
+        draw_qc_figure(
+            args.sample, files, args.he or None, args.out,
+            channels=ChannelLayout.from_config(config),
+            annotations=AnnotationSettings.from_config(config),
+        )  # fmt: skip
         return 0
 
     parser.set_defaults(func=run)

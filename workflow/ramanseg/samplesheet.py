@@ -16,13 +16,13 @@ import argparse
 import csv
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pandas as pd
 
 from ramanseg.config import load_schema
 from ramanseg.errors import InputError, InputErrors
+from ramanseg.settings import AnnotationSettings, ChannelLayout
 
 COLUMNS = ("sample_id", "patient_id", "srs", "he", "annotations")
 FILE_COLUMNS = ("srs", "he", "annotations")
@@ -212,7 +212,9 @@ def read_samplesheet(path: str | Path, *, check_files: bool = True) -> pd.DataFr
     return table.set_index("sample_id", drop=False)
 
 
-def check_sample_files(record: Mapping[str, str], config: Mapping[str, Any]) -> list[InputError]:
+def check_sample_files(
+    record: Mapping[str, str], channels: ChannelLayout, annotations: AnnotationSettings
+) -> list[InputError]:
     """Every problem of one sample's files, found from their headers (no pixels read).
 
     The checks are the readers' own (:func:`ramanseg.io.srs_header`,
@@ -223,7 +225,8 @@ def check_sample_files(record: Mapping[str, str], config: Mapping[str, Any]) -> 
 
     Args:
         record: one row of :func:`read_samplesheet` (resolved paths).
-        config: the workflow configuration (``channels``, ``annotations``).
+        channels: the channel layout (``channels``).
+        annotations: the annotation settings (``annotations``).
 
     Returns:
         The problems found (empty if none).
@@ -236,7 +239,7 @@ def check_sample_files(record: Mapping[str, str], config: Mapping[str, Any]) -> 
     problems: list[InputError] = []
     shape = None
     try:
-        shape = srs_header(record["srs"], config, sample_id)[1:]
+        shape = srs_header(record["srs"], channels, sample_id)[1:]
     except InputError as error:
         problems.append(error)
     if record["he"]:
@@ -244,16 +247,19 @@ def check_sample_files(record: Mapping[str, str], config: Mapping[str, Any]) -> 
             he_header(record["he"], sample_id, shape)
         except InputError as error:
             problems.append(error)
-    problems += check_annotation_file(record["annotations"], config, sample_id, shape)
+    problems += check_annotation_file(record["annotations"], annotations, sample_id, shape)
     return problems
 
 
-def check_samplesheet(path: str | Path, config: Mapping[str, Any]) -> pd.DataFrame:
+def check_samplesheet(
+    path: str | Path, channels: ChannelLayout, annotations: AnnotationSettings
+) -> pd.DataFrame:
     """Check a sample sheet and the header of every file it names; report all problems.
 
     Args:
         path: the sample sheet.
-        config: the workflow configuration.
+        channels: the channel layout (``channels``).
+        annotations: the annotation settings (``annotations``).
 
     Returns:
         The sheet as :func:`read_samplesheet` returns it.
@@ -266,7 +272,7 @@ def check_samplesheet(path: str | Path, config: Mapping[str, Any]) -> pd.DataFra
     problems = [
         problem
         for record in table.to_dict("records")
-        for problem in check_sample_files(record, config)
+        for problem in check_sample_files(record, channels, annotations)
     ]
     if problems:
         raise InputErrors(problems)
@@ -276,7 +282,10 @@ def check_samplesheet(path: str | Path, config: Mapping[str, Any]) -> pd.DataFra
 def _check_command(args: argparse.Namespace) -> int:
     from ramanseg.cli import settings_from_args
 
-    table = check_samplesheet(args.sheet, settings_from_args(args))
+    config = settings_from_args(args)
+    table = check_samplesheet(
+        args.sheet, ChannelLayout.from_config(config), AnnotationSettings.from_config(config)
+    )
     patients = table["patient_id"].nunique()
     without_he = int((table["he"] == "").sum())
     print(

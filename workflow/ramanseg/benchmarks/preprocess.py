@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,14 @@ from ramanseg.io import read_srs, write_ome_tiff
 from ramanseg.preprocess import preprocess_sample
 from ramanseg.preprocessed import STACK_NAME, PreprocessedFiles
 from ramanseg.qc import draw_qc_figure
+from ramanseg.settings import AnnotationSettings, Channel, ChannelLayout, PreprocessSettings
 
 log = logging.getLogger(__name__)
 
 
 def _synthetic_bench_inputs(
     folder: Path, size: int, n_channels: int, seed: int
-) -> tuple[Path, Path, Path, list[dict[str, Any]]]:
+) -> tuple[Path, Path, Path, ChannelLayout]:
     """A uint16 stack with tissue and a column drift, its H&E and one annotated square."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
@@ -64,18 +64,18 @@ def _synthetic_bench_inputs(
     )
     n_raman = n_channels - 3 if n_channels >= 4 else n_channels
     channels = [
-        {"name": f"Raman {2802 + 14 * i}", "role": "raman", "wavenumber": 2802.0 + 14.6 * i}
-        for i in range(n_raman)
+        Channel(f"Raman {2802 + 14 * i}", "raman", 2802.0 + 14.6 * i) for i in range(n_raman)
     ]
     channels += [
-        {"name": name, "role": role}
+        Channel(name, role)
         for name, role in [("Transmission", "transmission"), ("TPEF", "tpef"), ("SHG", "shg")]
     ][: n_channels - n_raman]
-    return srs_path, he_path, geojson_path, channels
+    return srs_path, he_path, geojson_path, ChannelLayout(tuple(channels))
 
 
 def benchmark_preprocess(
-    config: Mapping[str, Any],
+    annotations: AnnotationSettings,
+    settings: PreprocessSettings,
     *,
     size: int = 2048,
     n_channels: int = 24,
@@ -97,8 +97,9 @@ def benchmark_preprocess(
     it (``qc_figure_seconds``, and ``ratio_with_qc_figure`` for both steps together).
 
     Args:
-        config: the workflow configuration (``annotations``, ``preprocess``; the channel
-            list is replaced by a synthetic one of ``n_channels`` channels).
+        annotations: the annotation settings (the synthetic square is a ``Tumor``).
+        settings: the preprocessing settings (the seed also draws the synthetic stack);
+            the channels are a synthetic layout of ``n_channels`` channels.
         size: image side in pixels.
         n_channels: channels of the synthetic stack.
         repeats: timed runs of each.
@@ -118,20 +119,18 @@ def benchmark_preprocess(
     with tempfile.TemporaryDirectory(prefix="ramanseg-bench-", dir=workdir) as name:
         folder = Path(name)
         srs_path, he_path, geojson_path, channels = _synthetic_bench_inputs(
-            folder, size, n_channels, int(config.get("seed", 0))
+            folder, size, n_channels, settings.seed
         )
-        bench_config = dict(config)
-        bench_config["channels"] = channels
-        bench_names = [ch["name"] for ch in channels]
 
         def run_baseline(outdir: Path) -> None:
-            srs = read_srs(srs_path, bench_config, "bench")
-            write_ome_tiff(outdir / STACK_NAME, srs.data, bench_names)
+            srs = read_srs(srs_path, channels, "bench", nonfinite=settings.nonfinite)
+            write_ome_tiff(outdir / STACK_NAME, srs.data, channels.names)
 
         def run_preprocess(outdir: Path) -> None:
             preprocess_sample(
-                "bench", srs_path, he_path, geojson_path, bench_config, outdir, threads=threads
-            )
+                "bench", srs_path, he_path, geojson_path, outdir,
+                channels=channels, annotations=annotations, settings=settings, threads=threads,
+            )  # fmt: skip
 
         runs = {"baseline": run_baseline, "preprocess": run_preprocess}
         wall: dict[str, list[float]] = {name: [] for name in runs}
@@ -151,8 +150,8 @@ def benchmark_preprocess(
                 if name == "preprocess":
                     start_qc = time.perf_counter()
                     draw_qc_figure(
-                        "bench", PreprocessedFiles.in_folder(outdir), he_path, bench_config,
-                        outdir / "qc.png",
+                        "bench", PreprocessedFiles.in_folder(outdir), he_path, outdir / "qc.png",
+                        channels=channels, annotations=annotations,
                     )  # fmt: skip
                     if repeat:
                         qc_times.append(time.perf_counter() - start_qc)
@@ -214,7 +213,8 @@ def add_commands(subparsers: Any) -> None:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         report = benchmark_preprocess(
-            config, size=args.size, n_channels=args.channels, repeats=args.repeats,
+            AnnotationSettings.from_config(config), PreprocessSettings.from_config(config),
+            size=args.size, n_channels=args.channels, repeats=args.repeats,
             threads=args.threads, workdir=out.parent,
         )  # fmt: skip
         write_json(out, report)

@@ -105,7 +105,7 @@ from ramanseg.phantom.design import (
     PhantomSettings,
     SampleVariant,
     phantom_design,
-    phantom_settings,
+    phantom_problems,
     sample_variants,
 )
 from ramanseg.phantom.export import EXPORT_STYLES, annotation_geojson
@@ -156,8 +156,8 @@ __all__ = [
     "lorentzian",
     "phantom_design",
     "phantom_file_names",
+    "phantom_problems",
     "phantom_samplesheet",
-    "phantom_settings",
     "sample_variants",
     "write_phantom",
     "write_preview",

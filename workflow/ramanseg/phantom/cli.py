@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ramanseg.phantom.design import PhantomSettings
 from ramanseg.phantom.write import write_phantom
 
 
@@ -17,7 +18,7 @@ def _positive_int(text: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ramanseg.cli import settings_from_args
 
-    write_phantom(settings_from_args(args), args.outdir, args.threads)
+    write_phantom(PhantomSettings.from_config(settings_from_args(args)), args.outdir, args.threads)
     return 0
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ramanseg.config import ConfigError, require
+from ramanseg.phantom.tissue import EXTRA_CLASSES, TISSUE_CLASSES
+from ramanseg.settings import AnnotationSettings, ChannelLayout
 
 #: The input contract's variants the phantom can write (``phantom.variants``), each the
 #: fraction of samples that take it: an empty ``he`` column (no H&E image); the SRS stack
@@ -34,7 +36,8 @@ SRS_FORMATS = ("ome", "plain_tiff", "channels_last")
 
 @dataclass(frozen=True)
 class PhantomSettings:
-    """The ``phantom`` section, checked.
+    """What the phantom writes: the ``phantom`` section, and the ``channels`` and
+    ``annotations`` it draws and annotates.
 
     Attributes:
         patients: the number of patients.
@@ -43,6 +46,8 @@ class PhantomSettings:
         width: image columns (rows of a ``transposed`` sample).
         seed: the seed everything derives from.
         variants: the fraction of samples taking each of :data:`VARIANTS` (0 = none).
+        channels: the channels rendered, in file order.
+        annotations: the classes annotated, in class-map order.
     """
 
     patients: int
@@ -50,7 +55,95 @@ class PhantomSettings:
     height: int
     width: int
     seed: int
-    variants: dict[str, float] = field(default_factory=lambda: dict.fromkeys(VARIANTS, 0.0))
+    variants: Mapping[str, float]
+    channels: ChannelLayout
+    annotations: AnnotationSettings
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PhantomSettings:
+        """The phantom's settings from a validated configuration.
+
+        The schema checked each value and filled in the defaults; this checks only what
+        relates them, and only the phantom needs (see :func:`phantom_problems`).
+
+        Args:
+            config: the validated configuration (``phantom``, ``channels``,
+                ``annotations``).
+
+        Raises:
+            ConfigError: a missing section, or every problem of :func:`phantom_problems`.
+        """
+        section = require(config, "phantom")
+        settings = cls(
+            patients=section["patients"],
+            samples=section["samples"],
+            height=section["height"],
+            width=section["width"],
+            seed=section["seed"],
+            variants={key: float(section["variants"][key]) for key in VARIANTS},
+            channels=ChannelLayout.from_config(config),
+            annotations=AnnotationSettings.from_config(config),
+        )
+        problems = phantom_problems(settings)
+        if problems:
+            raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+        return settings
+
+
+def phantom_problems(settings: PhantomSettings) -> list[str]:
+    """What the phantom cannot write with these settings, though each value is valid.
+
+    These relations matter only when the phantom is written (a configuration for your
+    own data need not name the phantom's classes), so they are checked here rather than
+    in :func:`ramanseg.config.check_config_semantics`: fewer samples than patients; more
+    samples for the two SRS formats together than there are samples; a class the phantom
+    draws that ``annotations`` neither maps nor ignores; unclassified features that
+    ``annotations.unclassified: error`` would reject; a Raman channel without a
+    wavenumber (the phantom renders the spectrum at it).
+
+    Args:
+        settings: the phantom's settings.
+
+    Returns:
+        One line per problem, naming the keys (empty if none).
+    """
+    n = settings.samples
+    problems = []
+    if n < settings.patients:
+        problems.append(
+            f"phantom.samples ({n}) must be at least phantom.patients "
+            f"({settings.patients}): every patient needs a sample"
+        )
+    formats = sum(variant_count(settings.variants[key], n) for key in SRS_FORMATS[1:])
+    if formats > n:
+        problems.append(
+            f"phantom.variants.plain_tiff and phantom.variants.channels_last together ask "
+            f"for {formats} of {n} samples; each sample has one SRS file, so their sum must "
+            "be at most 1"
+        )
+    drawn = list(TISSUE_CLASSES)
+    if settings.variants["immune_cells"] > 0:
+        drawn += EXTRA_CLASSES
+    annotations = settings.annotations
+    missing = [name for name in drawn if name not in annotations.labels]
+    missing = [name for name in missing if name not in annotations.ignore]
+    if missing:
+        problems.append(
+            f"annotations.classes must name the phantom's classes {drawn} "
+            f"(or annotations.ignore list them); missing: {missing}"
+        )
+    if settings.variants["unclassified"] > 0 and annotations.unclassified != "ignore":
+        problems.append(
+            "phantom.variants.unclassified writes annotations without a class, which "
+            f"annotations.unclassified: {annotations.unclassified} rejects; set "
+            "annotations.unclassified: ignore"
+        )
+    problems += [
+        f"channels[{i}].wavenumber is required for a Raman channel of the phantom"
+        for i, channel in enumerate(settings.channels.channels)
+        if channel.role == "raman" and channel.wavenumber is None
+    ]
+    return problems
 
 
 @dataclass(frozen=True)
@@ -72,48 +165,6 @@ class SampleVariant:
     unclassified: bool = False
 
 
-def phantom_settings(config: Mapping[str, Any]) -> PhantomSettings:
-    """Read and check ``config["phantom"]``.
-
-    Args:
-        config: the workflow configuration (at least its ``phantom`` section).
-
-    Raises:
-        ConfigError: naming the offending ``phantom.*`` key.
-    """
-    values = {}
-    minimum = {"patients": 1, "samples": 1, "height": 32, "width": 32, "seed": 0}
-    for key, low in minimum.items():
-        value = require(config, f"phantom.{key}")
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(f"phantom.{key} must be an integer >= {low}, got {value!r}")
-        values[key] = value
-    if values["samples"] < values["patients"]:
-        raise ConfigError(
-            f"phantom.samples ({values['samples']}) must be at least phantom.patients "
-            f"({values['patients']}): every patient needs a sample"
-        )
-    values["variants"] = _variant_fractions(config)
-    return PhantomSettings(**values)
-
-
-def _variant_fractions(config: Mapping[str, Any]) -> dict[str, float]:
-    """``phantom.variants`` checked, every variant present (absent ones 0)."""
-    given = require(config, "phantom").get("variants") or {}
-    unknown = sorted(set(given) - set(VARIANTS))
-    if unknown:
-        raise ConfigError(f"phantom.variants has unknown keys {unknown}; known: {list(VARIANTS)}")
-    fractions = {}
-    for key in VARIANTS:
-        value = given.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise ConfigError(
-                f"phantom.variants.{key} must be a fraction of the samples in [0, 1], got {value!r}"
-            )
-        fractions[key] = float(value)
-    return fractions
-
-
 def variant_count(fraction: float, samples: int) -> int:
     """The number of samples that take a variant: rounded up, so any fraction > 0 gives
     at least one sample.
@@ -126,7 +177,7 @@ def variant_count(fraction: float, samples: int) -> int:
     return min(samples, math.ceil(fraction * samples - 1e-9))
 
 
-def sample_variants(config: Mapping[str, Any]) -> list[SampleVariant]:
+def sample_variants(settings: PhantomSettings) -> list[SampleVariant]:
     """Which variant each sample of :func:`phantom_design` takes.
 
     Each variant goes to :func:`variant_count` samples, chosen by a seeded shuffle of its
@@ -136,25 +187,14 @@ def sample_variants(config: Mapping[str, Any]) -> list[SampleVariant]:
     generated.
 
     Args:
-        config: the workflow configuration (``phantom``).
+        settings: the phantom's settings (``samples``, ``seed``, ``variants``).
 
     Returns:
-        One :class:`SampleVariant` per sample, in design order; all default when
-        ``phantom.variants`` is absent or all 0.
-
-    Raises:
-        ConfigError: a fraction outside [0, 1], an unknown key, or more samples for the
-            two SRS formats together than there are samples.
+        One :class:`SampleVariant` per sample, in design order; all default when every
+        ``phantom.variants`` fraction is 0.
     """
-    settings = phantom_settings(config)
     n = settings.samples
     counts = {key: variant_count(settings.variants[key], n) for key in VARIANTS}
-    if counts["plain_tiff"] + counts["channels_last"] > n:
-        raise ConfigError(
-            f"phantom.variants.plain_tiff and phantom.variants.channels_last together ask "
-            f"for {counts['plain_tiff'] + counts['channels_last']} of {n} samples; each "
-            "sample has one SRS file, so their sum must be at most 1"
-        )
 
     def shuffled(key: str) -> list[int]:
         seeds = np.random.SeedSequence([settings.seed, 5, VARIANTS.index(key)])
@@ -178,7 +218,7 @@ def sample_variants(config: Mapping[str, Any]) -> list[SampleVariant]:
     ]
 
 
-def phantom_design(config: Mapping[str, Any]) -> pd.DataFrame:
+def phantom_design(settings: PhantomSettings) -> pd.DataFrame:
     """Which samples the phantom has and which patient each belongs to.
 
     Patients ``P01``, ``P02``, ... get between one and a few samples each, unevenly (a
@@ -188,17 +228,12 @@ def phantom_design(config: Mapping[str, Any]) -> pd.DataFrame:
     Cheap: no image is generated.
 
     Args:
-        config: the workflow configuration (``phantom.patients``, ``phantom.samples``,
-            ``phantom.seed``).
+        settings: the phantom's settings (``patients``, ``samples``, ``seed``).
 
     Returns:
         A DataFrame with columns ``sample_id``, ``patient_id``, one row per sample, in
         patient order; the row index is the sample's index for :func:`generate_sample`.
-
-    Raises:
-        ConfigError: if ``phantom.samples`` < ``phantom.patients`` or a key is invalid.
     """
-    settings = phantom_settings(config)
     n_patients, n_samples = settings.patients, settings.samples
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 0]))
     # Cap the count per patient so no single patient dominates a split.

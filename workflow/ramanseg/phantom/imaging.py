@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ from ramanseg.phantom.tissue import (
     TUMOR,
     _smooth_noise,
 )
+from ramanseg.settings import ChannelLayout
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def _detect(
     return np.clip(np.rint(counts), 0, SATURATED).astype(np.uint16)
 
 
-def _instrument(seed: int, channels: Sequence[Mapping]) -> np.ndarray:
+def _instrument(seed: int, channels: ChannelLayout) -> np.ndarray:
     """Fixed per-channel detector gains: a smooth responsivity curve over the channels."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     n = len(channels)
@@ -241,7 +242,7 @@ def render_images(
     tissue: np.ndarray,
     depth: np.ndarray,
     thickness: np.ndarray,
-    channels: Sequence[Mapping],
+    channels: ChannelLayout,
     patient: Mapping[str, float],
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -306,7 +307,10 @@ def render_images(
     lipid_plane = density * lipid_jitter
     slide_plane = weights[SLIDE]
 
-    wavenumbers = np.array([c.get("wavenumber", np.nan) for c in channels], dtype=np.float64)
+    wavenumbers = np.array(
+        [np.nan if c.wavenumber is None else c.wavenumber for c in channels.channels],
+        dtype=np.float64,
+    )
     shift = patient["shift"]
     spectra = {
         name: class_spectrum(name, np.nan_to_num(wavenumbers), shift) for name in RAMAN_SPECTRA
@@ -337,8 +341,8 @@ def render_images(
     sample_gain = patient["gain"] * float(rng.lognormal(0.0, 0.05))
     drift = _drift(rng, w, len(channels))
     srs = np.empty((len(channels), h, w), np.uint16)
-    for index, channel in enumerate(channels):
-        role = channel["role"]
+    for index, channel in enumerate(channels.channels):
+        role = channel.role
         if role == "raman":
             signal = np.tensordot(
                 np.array([spectra[name][index] for name in class_order], np.float32),
@@ -358,7 +362,7 @@ def render_images(
         srs[index] = _detect(rng, signal, role, sample_gain * gains[index], drift[index])
 
     # Bright particles saturate every Raman band at a few pixels.
-    raman = np.array([c["role"] == "raman" for c in channels])
+    raman = np.array([role == "raman" for role in channels.roles])
     n_hot = max(1, rng.poisson(1.5e-4 * h * w))  # at least one, so every sample has some
     hot_r, hot_c = rng.integers(0, h, n_hot), rng.integers(0, w, n_hot)
     for r, c in zip(hot_r, hot_c, strict=True):

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from ramanseg.config import CHANNEL_ROLES, ConfigError, class_names, require
 from ramanseg.phantom.design import (
+    PhantomSettings,
     SampleVariant,
     phantom_design,
-    phantom_settings,
     sample_variants,
 )
 from ramanseg.phantom.export import EXPORT_STYLES, annotation_geojson, unclassified_feature
 from ramanseg.phantom.imaging import _patient, render_images
 from ramanseg.phantom.tissue import (
-    EXTRA_CLASSES,
-    TISSUE_CLASSES,
     _annotated_class_map,
     _tissue_map,
     add_immune_aggregates,
@@ -58,64 +53,24 @@ class PhantomSample:
     variant: SampleVariant = field(default_factory=SampleVariant)
 
 
-def _check_classes(config: Mapping[str, Any]) -> list[str]:
-    """The configured class names; every class the phantom writes must be known to the
-    reader, and its unclassified features accepted."""
-    names = class_names(config)
-    section = require(config, "annotations")
-    ignore = list(section.get("ignore", []) or [])
-    variants = sample_variants(config)
-    drawn = list(TISSUE_CLASSES)
-    if any(v.immune_cells for v in variants):
-        drawn += EXTRA_CLASSES
-    missing = [name for name in drawn if name not in names and name not in ignore]
-    if missing:
-        raise ConfigError(
-            f"annotations.classes must name the phantom's classes {drawn} "
-            f"(or annotations.ignore list them); missing: {missing}"
-        )
-    if any(v.unclassified for v in variants) and section.get("unclassified") != "ignore":
-        raise ConfigError(
-            "phantom.variants.unclassified writes annotations without a class, which "
-            f"annotations.unclassified: {section.get('unclassified', 'error')} rejects; "
-            "set annotations.unclassified: ignore"
-        )
-    return names
-
-
-def _check_channels(config: Mapping[str, Any]) -> list[dict]:
-    channels = list(require(config, "channels"))
-    if not channels:
-        raise ConfigError("channels must list at least one channel")
-    for i, channel in enumerate(channels):
-        role = channel.get("role")
-        if role not in CHANNEL_ROLES:
-            raise ConfigError(f"channels[{i}].role must be one of {CHANNEL_ROLES}, got {role!r}")
-        if role == "raman" and not isinstance(channel.get("wavenumber"), int | float):
-            raise ConfigError(f"channels[{i}].wavenumber is required for a Raman channel")
-    return channels
-
-
-def generate_sample(config: Mapping[str, Any], sample_index: int) -> PhantomSample:
+def generate_sample(settings: PhantomSettings, sample_index: int) -> PhantomSample:
     """Generate one sample of the phantom (images, annotations and ground truth).
 
     Args:
-        config: the workflow configuration (``phantom``, ``channels``, ``annotations``).
+        settings: the phantom's settings (:meth:`PhantomSettings.from_config`).
         sample_index: the sample's row in :func:`phantom_design`.
 
     Returns:
         The sample; deterministic for ``phantom.seed`` and ``sample_index``.
     """
-    settings = phantom_settings(config)
-    design = phantom_design(config)
+    design = phantom_design(settings)
     if not 0 <= sample_index < len(design):
         raise ValueError(f"sample_index must be in [0, {len(design)}), got {sample_index}")
-    channels = _check_channels(config)
-    names = _check_classes(config)
+    names = settings.annotations.class_names
     sample_id, patient_id = design.iloc[sample_index][["sample_id", "patient_id"]]
     patient_index = int(patient_id[1:]) - 1
     patient = _patient(settings.seed, patient_index)
-    variant = sample_variants(config)[sample_index]
+    variant = sample_variants(settings)[sample_index]
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 3, sample_index]))
     # The variants draw from a stream of their own, so the rest is drawn as without them.
     variant_rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 6, sample_index]))
@@ -126,7 +81,9 @@ def generate_sample(config: Mapping[str, Any], sample_index: int) -> PhantomSamp
     if variant.immune_cells:
         tissue = add_immune_aggregates(variant_rng, tissue)
     class_map = _annotated_class_map(rng, tissue, names)
-    srs, he = render_images(rng, tissue, depth, thickness, channels, patient, settings.seed)
+    srs, he = render_images(
+        rng, tissue, depth, thickness, settings.channels, patient, settings.seed
+    )
     style = EXPORT_STYLES[sample_index % len(EXPORT_STYLES)]
     annotations = annotation_geojson(class_map, names, style, rng)
     if variant.unclassified:

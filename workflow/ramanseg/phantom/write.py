@@ -14,17 +14,16 @@ import pandas as pd
 import tifffile
 
 from ramanseg import __version__
-from ramanseg.config import channel_names, channel_roles, class_names
 from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
 from ramanseg.phantom.design import (
+    PhantomSettings,
     SampleVariant,
     phantom_design,
-    phantom_settings,
     sample_variants,
 )
 from ramanseg.phantom.export import _feature_id
-from ramanseg.phantom.sample import PhantomSample, _check_channels, _check_classes, generate_sample
+from ramanseg.phantom.sample import PhantomSample, generate_sample
 from ramanseg.phantom.tissue import CLASS_COLORS
 
 logger = logging.getLogger(__name__)
@@ -58,29 +57,36 @@ def phantom_file_names(
 def phantom_samplesheet(config: Mapping[str, Any], outdir: str | Path) -> pd.DataFrame:
     """The sample sheet the phantom will write into ``outdir``, without writing anything.
 
-    Lets the workflow know every sample and file before the data exist.
+    Lets the workflow know every sample and file before the data exist. It takes the
+    workflow's validated configuration, as the Snakefile holds it, and builds the
+    phantom's settings from it (:meth:`PhantomSettings.from_config`).
 
     Args:
-        config: the workflow configuration (``phantom``).
+        config: the validated workflow configuration (``phantom``, ``channels``,
+            ``annotations``).
         outdir: the dataset folder.
 
     Returns:
         The columns of a sample sheet read by :func:`ramanseg.samplesheet.read_samplesheet`
         (paths joined to ``outdir``; an empty ``he`` where a sample has no H&E), indexed
         by ``sample_id``.
+
+    Raises:
+        ConfigError: see :meth:`PhantomSettings.from_config`.
     """
+    settings = PhantomSettings.from_config(config)
     outdir = Path(outdir)
-    table = phantom_design(config)
+    table = phantom_design(settings)
     names = [
         phantom_file_names(sample_id, variant)
-        for sample_id, variant in zip(table["sample_id"], sample_variants(config), strict=True)
+        for sample_id, variant in zip(table["sample_id"], sample_variants(settings), strict=True)
     ]
     for index, column in enumerate(("srs", "he", "annotations")):
         table[column] = [str(outdir / files[index]) if files[index] else "" for files in names]
     return table.set_index("sample_id", drop=False)
 
 
-def _write_srs(config: Mapping[str, Any], sample: PhantomSample, index: int, path: Path) -> None:
+def _write_srs(settings: PhantomSettings, sample: PhantomSample, index: int, path: Path) -> None:
     """Write the SRS stack in the sample's format: OME-TIFF, or one of the variants."""
     software = f"ramanseg {__version__} phantom"
     if sample.variant.srs_format == "plain_tiff":
@@ -105,7 +111,6 @@ def _write_srs(config: Mapping[str, Any], sample: PhantomSample, index: int, pat
             metadata={"axes": "YXC"},
         )
     else:
-        seed = phantom_settings(config).seed
         tifffile.imwrite(
             path,
             sample.srs,
@@ -116,21 +121,21 @@ def _write_srs(config: Mapping[str, Any], sample: PhantomSample, index: int, pat
             metadata={
                 "axes": "CYX",
                 "Name": sample.sample_id,
-                "Channel": {"Name": channel_names(config)},
+                "Channel": {"Name": settings.channels.names},
                 # Fixed UUID and creator: tifffile would otherwise write a fresh uuid1.
-                "UUID": _ome_uuid(seed, index),
+                "UUID": _ome_uuid(settings.seed, index),
                 "Creator": software,
             },
         )
 
 
 def _write_sample(
-    config: Mapping[str, Any], sample_index: int, root: Path
+    settings: PhantomSettings, sample_index: int, root: Path
 ) -> tuple[dict[str, str], PhantomSample]:
     """Generate one sample and write its files under ``root``."""
-    sample = generate_sample(config, sample_index)
+    sample = generate_sample(settings, sample_index)
     srs_rel, he_rel, annotations_rel = phantom_file_names(sample.sample_id, sample.variant)
-    _write_srs(config, sample, sample_index, root / srs_rel)
+    _write_srs(settings, sample, sample_index, root / srs_rel)
     if he_rel:
         tifffile.imwrite(
             root / he_rel,
@@ -153,11 +158,11 @@ def _write_sample(
     return row, sample
 
 
-def write_preview(config: Mapping[str, Any], sample: PhantomSample, path: str | Path) -> None:
-    """Save a three-panel PNG of one sample: a Raman band near 2930, H&E, annotations.
+def write_preview(settings: PhantomSettings, sample: PhantomSample, path: str | Path) -> None:
+    """Save a three-panel PNG of one sample: the display channel, H&E, annotations.
 
     Args:
-        config: the configuration (channels and classes).
+        settings: the phantom's settings (channels and classes).
         sample: the sample to show.
         path: the PNG to write (no timestamp or software tag, so byte-reproducible).
     """
@@ -166,18 +171,12 @@ def write_preview(config: Mapping[str, Any], sample: PhantomSample, path: str | 
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    names = channel_names(config)
-    roles = channel_roles(config)
-    raman = [i for i, role in enumerate(roles) if role == "raman"]
-    if raman:
-        wavenumbers = [config["channels"][i]["wavenumber"] for i in raman]
-        band = raman[int(np.argmin(np.abs(np.asarray(wavenumbers) - 2930.0)))]
-    else:
-        band = 0
+    names = settings.channels.names
+    band = settings.channels.display_index()
     image = sample.srs[band].astype(np.float32)
     low, high = np.percentile(image, [1, 99])
 
-    classes = class_names(config)
+    classes = settings.annotations.class_names
     overlay = np.zeros((*sample.class_map.shape, 4), np.float32)
     handles = []
     for value, name in enumerate(classes, start=1):
@@ -212,14 +211,14 @@ def write_preview(config: Mapping[str, Any], sample: PhantomSample, path: str | 
     figure.savefig(path, format="png", metadata={"Software": None})
 
 
-def write_phantom(config: Mapping[str, Any], outdir: str | Path, threads: int = 1) -> Path:
+def write_phantom(settings: PhantomSettings, outdir: str | Path, threads: int = 1) -> Path:
     """Write the whole synthetic dataset into ``outdir`` (replacing it), atomically.
 
     Everything is written into a temporary folder beside ``outdir`` that is renamed into
     place at the end, so a failure leaves no partial dataset behind.
 
     Args:
-        config: the workflow configuration (``phantom``, ``channels``, ``annotations``).
+        settings: the phantom's settings (:meth:`PhantomSettings.from_config`).
         outdir: the dataset folder to create.
         threads: samples generated in parallel; the output does not depend on it.
 
@@ -228,15 +227,10 @@ def write_phantom(config: Mapping[str, Any], outdir: str | Path, threads: int = 
 
     Raises:
         InputError: ``outdir`` or a folder above it is an existing file.
-        ConfigError: an invalid ``phantom`` section, or classes the phantom draws that
-            ``annotations`` does not name.
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    settings = phantom_settings(config)
-    _check_channels(config)
-    _check_classes(config)
-    design = phantom_design(config)
+    design = phantom_design(settings)
     outdir = Path(outdir)
     for folder in (outdir, *outdir.parents):
         if folder.exists() and not folder.is_dir():
@@ -251,18 +245,18 @@ def write_phantom(config: Mapping[str, Any], outdir: str | Path, threads: int = 
         for folder in ("srs", "he", "annotations"):
             (root / folder).mkdir(parents=True)
         with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
-            results = list(pool.map(lambda i: _write_sample(config, i, root), range(len(design))))
+            results = list(pool.map(lambda i: _write_sample(settings, i, root), range(len(design))))
         rows = [row for row, _ in results]
         sheet = pd.DataFrame(rows, columns=["sample_id", "patient_id", "srs", "he", "annotations"])
         sheet.to_csv(root / "samples.tsv", sep="\t", index=False, lineterminator="\n")
-        write_preview(config, results[0][1], root / "preview.png")
+        write_preview(settings, results[0][1], root / "preview.png")
         logger.info(
             "phantom: %d samples of %d patients, %dx%d px, %d channels -> %s",
             len(design),
             settings.patients,
             settings.height,
             settings.width,
-            len(channel_names(config)),
+            len(settings.channels),
             outdir,
         )
     return outdir / "samples.tsv"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ramanseg.preprocess.sample import preprocess_sample
+from ramanseg.settings import AnnotationSettings, ChannelLayout, PreprocessSettings
 
 
 def add_commands(subparsers: Any) -> None:
@@ -34,7 +35,10 @@ def add_commands(subparsers: Any) -> None:
     def run_preprocess(args: Any) -> int:
         config = settings_from_args(args)
         preprocess_sample(
-            args.sample, args.srs, args.he or None, args.annotations, config, args.outdir,
+            args.sample, args.srs, args.he or None, args.annotations, args.outdir,
+            channels=ChannelLayout.from_config(config),
+            annotations=AnnotationSettings.from_config(config),
+            settings=PreprocessSettings.from_config(config),
             threads=args.threads,
         )  # fmt: skip
         return 0

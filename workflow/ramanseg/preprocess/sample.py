@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,6 @@ from ramanseg.annotations import (
     rasterize_annotations,
     read_qupath_geojson,
 )
-from ramanseg.config import channel_names, channel_roles, display_channel_index, require
 from ramanseg.fileio import check_output_folder
 from ramanseg.io import (
     read_he,
@@ -37,6 +35,7 @@ from ramanseg.preprocess.foreground import (
 )
 from ramanseg.preprocess.normalize import percentile_ranges, scale_to_ranges
 from ramanseg.preprocessed import write_preprocessed_sample
+from ramanseg.settings import AnnotationSettings, ChannelLayout, PreprocessSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +43,10 @@ log = logging.getLogger(__name__)
 
 
 def _annotation_file_counts(
-    parsed: AnnotationFile, config: Mapping[str, Any], clipped: int
+    parsed: AnnotationFile, annotations: AnnotationSettings, clipped: int
 ) -> dict[str, int]:
     counts = parsed.counts()
-    ignore = set(require(config, "annotations").get("ignore") or [])
-    ignored = sum(a.class_name in ignore for a in parsed.annotations)
+    ignored = sum(a.class_name in annotations.ignore for a in parsed.annotations)
     counts["skipped_ignored_class"] = ignored
     counts["rasterised"] = counts["classified"] - ignored
     counts["clipped_to_image"] = clipped
@@ -61,9 +59,11 @@ def preprocess_sample(
     srs_path: str | Path,
     he_path: str | Path | None,
     annotations_path: str | Path,
-    config: Mapping[str, Any],
     outdir: str | Path,
     *,
+    channels: ChannelLayout,
+    annotations: AnnotationSettings,
+    settings: PreprocessSettings,
     threads: int = 1,
 ) -> dict[str, Any]:
     """Preprocess one sample and write its outputs (see :mod:`ramanseg.preprocess`).
@@ -78,9 +78,10 @@ def preprocess_sample(
         he_path: the H&E image, or None / "" for a sample without one (the foreground
             then comes from :func:`foreground_from_srs`).
         annotations_path: the QuPath GeoJSON export.
-        config: the workflow configuration (``channels``, ``annotations``,
-            ``preprocess``, ``seed``).
         outdir: the output folder, ``results/preprocessed/<sample_id>``.
+        channels: the channel layout (``channels``).
+        annotations: the annotation settings (``annotations``).
+        settings: the preprocessing settings (``preprocess``, ``seed``).
         threads: channels processed in parallel.
 
     Returns:
@@ -94,22 +95,21 @@ def preprocess_sample(
     started = time.perf_counter()
     outdir = Path(outdir)
     check_output_folder(outdir, sample_id)  # before the work, not after it
-    names = channel_names(config)
-    roles = channel_roles(config)
-    settings = require(config, "preprocess")
-    percentiles = require(config, "preprocess.percentiles")
-    plausible_fraction = require(config, "preprocess.foreground_fraction")
-    n_clusters = int(settings.get("foreground_clusters", 2))
-    seed = int(config.get("seed", 0))
-    classes = require(config, "annotations.classes")
+    names = channels.names
+    roles = channels.roles
+    n_clusters = settings.foreground_clusters
+    seed = settings.seed
+    classes = annotations.labels
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PreprocessWarning)
-        srs = read_srs(srs_path, config, sample_id)
+        srs = read_srs(srs_path, channels, sample_id, nonfinite=settings.nonfinite)
         shape = srs.data.shape[1:]
         he = read_he(he_path, sample_id, shape) if he_path else None
         parsed = read_qupath_geojson(annotations_path, sample_id)
-        class_map, mask = rasterize_annotations(parsed, shape, config, sample_id, annotations_path)
+        class_map, mask = rasterize_annotations(
+            parsed, shape, annotations, sample_id, annotations_path
+        )
         clipped = check_extent(
             [a for a in parsed.annotations if a.class_name in classes],
             shape,
@@ -128,20 +128,20 @@ def preprocess_sample(
             foreground = foreground_from_srs(srs.data, roles, n_clusters, seed, threads=threads)
         foreground_source = "he" if he is not None else "srs"
         implausible_foreground = check_foreground_fraction(
-            foreground, plausible_fraction, foreground_source
+            foreground, settings.foreground_fraction, foreground_source
         )
-        if settings.get("drift_correction", True):
+        if settings.drift_correction:
             # In place: the raw stack is not needed again, and this saves a copy of it.
             stack, profile = correct_column_drift(
                 srs.data, foreground, names=names, threads=threads, out=srs.data
             )
         else:
             stack, profile = srs.data, None
-        ranges = percentile_ranges(stack, roles, percentiles, threads=threads)
+        ranges = percentile_ranges(stack, roles, settings.percentiles, threads=threads)
         normalised = scale_to_ranges(stack, ranges, names=names, threads=threads, out=stack)
         empty_mask = not mask.any()
         if empty_mask:
-            foreground_names = [n for n, label in classes.items() if label == 1]
+            foreground_names = annotations.foreground_classes
             warnings.warn(
                 f"the mask is empty: no pixel of a foreground class "
                 f"({', '.join(foreground_names)}) is annotated",
@@ -183,7 +183,7 @@ def preprocess_sample(
         "empty_mask": bool(empty_mask),
         "implausible_foreground": bool(implausible_foreground),
         "nonfinite_repaired": int(srs.nonfinite_repaired),
-        "features": _annotation_file_counts(parsed, config, clipped),
+        "features": _annotation_file_counts(parsed, annotations, clipped),
         "drift_correction": None
         if profile is None
         else {
@@ -194,7 +194,7 @@ def preprocess_sample(
         "percentile_ranges": {
             name: [float(ranges[c, 0]), float(ranges[c, 1])] for c, name in enumerate(names)
         },
-        "qc_channel": names[display_channel_index(config)],
+        "qc_channel": names[channels.display_index()],
         "warnings": messages,
     }
 
