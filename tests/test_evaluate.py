@@ -223,7 +223,7 @@ def test_per_sample_metrics_on_files(fake_run):
     assert everything.loc[0, "fp"] == 1 and everything.loc[0, "pixels"] == 36
 
 
-def _cli(run, **evaluate):
+def _cli(run, models=("nnunet", "logreg"), **evaluate):
     preprocessed = run["preprocessed"]
     return main(
         [
@@ -231,8 +231,7 @@ def _cli(run, **evaluate):
             "--predictions",
             *map(str, sorted(run["predictions"].glob("*/*.mask.tif"))),
             "--models",
-            "nnunet",
-            "logreg",
+            *models,
             "--truth",
             *map(str, sorted(preprocessed.glob("*/mask.tif"))),
             "--classes",
@@ -376,6 +375,15 @@ def test_a_reference_model_that_is_not_evaluated_stops_the_command(fake_run, cap
     assert _cli(fake_run, reference_model="logreg") == 0  # any evaluated model may be it
     markdown = (fake_run["out"].parent / "results.md").read_text()
     assert "Dice vs Per-pixel logistic regression" in markdown
+
+
+def test_the_reference_alone_is_evaluated_without_comparisons(fake_run):
+    for sample in ("A", "B"):
+        (fake_run["predictions"] / "logreg" / f"{sample}.mask.tif").unlink()
+    assert _cli(fake_run, models=["nnunet"]) == 0
+    out = fake_run["out"].parent
+    assert len(pd.read_csv(out / "results_comparisons.csv")) == 0
+    assert "| nnU-Net | 2 | 2 | 90.0 ± 10.0 | [80.0, 100.0] |" in (out / "results.md").read_text()
 
 
 def test_evaluation_settings_come_from_the_schema_defaults():

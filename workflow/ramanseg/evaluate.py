@@ -477,7 +477,9 @@ def run_evaluate(
     comparisons = statistics.paired_comparisons(
         per_sample, patient_of, settings.reference_model, "dice", **bootstrap
     )
-    table = results_table(summarise(per_sample), paper_table, intervals, comparisons)
+    table = results_table(
+        summarise(per_sample), paper_table, intervals, comparisons, settings.reference_model
+    )
     comparisons.insert(1, "label", [model_label(model) for model in comparisons["model"]])
     markdown = markdown_results(
         table, settings.pixels, settings.confidence_level, settings.resamples, settings.seed

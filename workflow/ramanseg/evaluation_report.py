@@ -103,6 +103,7 @@ def results_table(
     paper: pd.DataFrame | None,
     intervals: pd.DataFrame | None = None,
     comparisons: pd.DataFrame | None = None,
+    reference: str | None = None,
 ) -> pd.DataFrame:
     """Our summary with the paper's numbers beside it (``paper_<metric>_mean`` / ``_std``).
 
@@ -114,6 +115,7 @@ def results_table(
         intervals: the output of :func:`ramanseg.statistics.metric_intervals`, or ``None``.
         comparisons: the output of :func:`ramanseg.statistics.paired_comparisons`, or
             ``None``.
+        reference: the reference model of ``comparisons`` (needed with them).
 
     Returns:
         ``model``, ``label``, ``n_samples``, our ``<metric>_mean/_std/_n`` and
@@ -126,9 +128,10 @@ def results_table(
     table = summary.copy()
     if intervals is not None:
         table = table.merge(intervals, on="model", how="left", validate="one_to_one")
-    if comparisons is not None and len(comparisons):
+    if comparisons is not None:
+        if reference is None:
+            raise ValueError("the comparisons need the name of their reference model")
         columns = {
-            "reference": "reference",
             "mean_difference": "dice_difference",
             "ci_low": "dice_difference_ci_low",
             "ci_high": "dice_difference_ci_high",
@@ -136,7 +139,7 @@ def results_table(
         }
         renamed = comparisons[["model", *columns]].rename(columns=columns)
         table = table.merge(renamed, on="model", how="left", validate="one_to_one")
-        table["reference"] = comparisons["reference"].iloc[0]
+        table["reference"] = reference  # also when it is the only model evaluated
     paper_rows = {} if paper is None else {row.model: row for row in paper.itertuples()}
     labels = []
     for model in table["model"]:
