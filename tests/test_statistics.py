@@ -55,6 +55,7 @@ def test_one_patient_gives_a_degenerate_interval():
     assert interval.low == interval.high == interval.estimate == pytest.approx(0.8)
 
 
+@pytest.mark.filterwarnings("error")  # SciPy warns on all-zero differences; we do not ask it
 def test_identical_models_differ_by_zero_with_p_one():
     values, patients = _cohort(6)
     result = paired_comparison(values, values.copy(), patients, resamples=300, seed=0)

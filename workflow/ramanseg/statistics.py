@@ -231,7 +231,7 @@ def wilcoxon_p(differences: Sequence[float]) -> float:
     differences = differences[np.isfinite(differences)]
     if not differences.size:
         return math.nan
-    if not np.any(differences):
+    if not np.any(differences):  # SciPy says 1 too, with a division-by-zero warning
         return 1.0
     return float(wilcoxon(differences, zero_method="wilcox", alternative="two-sided").pvalue)
 
