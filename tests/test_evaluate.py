@@ -145,6 +145,44 @@ def test_markdown_puts_ours_beside_the_papers():
     assert "pixels counted: tissue" in text
 
 
+def test_markdown_intervals_say_why_there_is_none():
+    summary = pd.DataFrame(
+        {
+            "model": ["logreg"],
+            "n_samples": [3],
+            **{f"{m}_{s}": [50.0] for m in ("dice", "specificity") for s in ("mean", "std")},
+            "dice_n": [3],
+            "specificity_n": [3],
+            "sensitivity_mean": [math.nan],
+            "sensitivity_std": [math.nan],
+            "sensitivity_n": [0],
+        }
+    )
+    intervals = pd.DataFrame(
+        {
+            "model": ["logreg"],
+            "n_patients": [2],
+            "ci_degenerate": [False],
+            "dice_ci_low": [40.0],
+            "dice_ci_high": [60.0],
+            "dice_n_patients": [2],
+            "sensitivity_ci_low": [math.nan],  # undefined on every sample
+            "sensitivity_ci_high": [math.nan],
+            "sensitivity_n_patients": [0],
+            "specificity_ci_low": [math.nan],  # defined on one patient's samples only
+            "specificity_ci_high": [math.nan],
+            "specificity_n_patients": [1],
+        }
+    )
+    text = markdown_results(results_table(summary, None, intervals), "tissue", 0.9, 100, 7)
+    assert (
+        "| Per-pixel logistic regression | 3 | 2 | 50.0 ± 50.0 | [40.0, 60.0] | n/a "
+        "| n/a | n/a | n/a |" in text
+    )
+    assert "| 50.0 ± 50.0 | one patient: no CI | n/a |" in text
+    assert "90 % CI" in text and "100 resamples, seed 7" in text
+
+
 # --------------------------------------------------------------------------------------------
 # On files: two samples, two models.
 
@@ -328,12 +366,14 @@ def test_one_test_patient_says_no_interval_can_be_given(fake_run):
     out = fake_run["out"].parent
     table = pd.read_csv(out / "results.csv").set_index("model")
     assert table["ci_degenerate"].all() and (table["n_patients"] == 1).all()
+    assert table["dice_ci_low"].isna().all() and table["dice_ci_high"].isna().all()
     markdown = (out / "results.md").read_text()
     assert "| nnU-Net | 2 | 1 | 90.0 ± 10.0 | one patient: no CI | 80.9 ± 10.4 |" in markdown
     assert "| -42.6 (one patient: no CI) ns |" in markdown
     assert "[90.0, 90.0]" not in markdown  # no interval pretending to be one
     comparisons = pd.read_csv(out / "results_comparisons.csv")
     assert comparisons["ci_degenerate"].all() and (comparisons["n_patients"] == 1).all()
+    assert comparisons["ci_low"].isna().all() and comparisons["ci_high"].isna().all()
 
 
 def test_identical_models_are_not_told_apart(fake_run):

@@ -165,10 +165,10 @@ def _pm(mean: float, std: float, n: int | None = None, total: int | None = None)
     return text
 
 
-def _interval_text(low: float, high: float, degenerate: bool) -> str:
-    if degenerate:
+def _interval_text(low: float, high: float, n_patients: int) -> str:
+    if n_patients == 1:
         return DEGENERATE_TEXT
-    if not (math.isfinite(low) and math.isfinite(high)):
+    if n_patients == 0 or not (math.isfinite(low) and math.isfinite(high)):
         return "n/a"
     return f"[{low:.1f}, {high:.1f}]"
 
@@ -187,7 +187,7 @@ def _difference_text(row: dict, level: float) -> str:
     if not math.isfinite(difference):
         return "n/a"
     interval = _interval_text(
-        row["dice_difference_ci_low"], row["dice_difference_ci_high"], row["ci_degenerate"]
+        row["dice_difference_ci_low"], row["dice_difference_ci_high"], row["n_patients"]
     )
     interval = f"({interval})" if row["ci_degenerate"] else interval
     rounded = round(difference, 1) + 0.0  # no "-0.0"
@@ -253,9 +253,9 @@ def markdown_results(
                 )
             )
             if with_intervals:
-                degenerate = row.get(f"{metric}_n_patients", row["n_patients"]) < 2
+                n_patients = row.get(f"{metric}_n_patients", row["n_patients"])
                 cells.append(
-                    _interval_text(row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], degenerate)
+                    _interval_text(row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], n_patients)
                 )
             cells.append(_pm(row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"]))
         if with_comparison:
@@ -429,7 +429,8 @@ def forest_figure(table: pd.DataFrame, level: float = 0.95) -> Figure:
 
     Left: the mean Dice with its patient bootstrap interval. Right: the mean paired
     difference from the reference model with its interval, a line at 0 and the Wilcoxon
-    p-value. A degenerate interval (one patient) is drawn as a hollow point and says so.
+    p-value. Without intervals (one test patient) the means are hollow points and the title
+    says why.
 
     Args:
         table: the results table with intervals and comparisons.

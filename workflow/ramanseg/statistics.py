@@ -274,6 +274,12 @@ def paired_comparison(
     )
 
 
+def _written(interval: Interval) -> tuple[float, float]:
+    """The interval's ends as the tables write them: NaN when degenerate, so that no file
+    shows a zero-width interval that looks like certainty."""
+    return (math.nan, math.nan) if interval.degenerate else (interval.low, interval.high)
+
+
 def metric_intervals(
     per_sample: pd.DataFrame,
     patient_of: dict[str, str],
@@ -299,8 +305,9 @@ def metric_intervals(
     Returns:
         One row per model (first-appearance order): ``model``, ``n_patients``,
         ``ci_degenerate`` (fewer than two patients) and for each metric
-        ``<metric>_ci_low``, ``<metric>_ci_high`` and ``<metric>_n_patients`` (the patients
-        of the samples where the metric is defined; below 2 the interval is degenerate).
+        ``<metric>_ci_low``, ``<metric>_ci_high`` (NaN when degenerate) and
+        ``<metric>_n_patients`` (the patients of the samples where the metric is defined;
+        below 2 the interval is degenerate).
     """
     rows = []
     for model in dict.fromkeys(per_sample["model"]):
@@ -311,8 +318,9 @@ def metric_intervals(
         for metric in metrics:
             values = group[metric].to_numpy(dtype=np.float64) * scale
             interval = patient_bootstrap_interval(values, patients, resamples, seed, level)
-            row[f"{metric}_ci_low"] = interval.low
-            row[f"{metric}_ci_high"] = interval.high
+            low, high = _written(interval)
+            row[f"{metric}_ci_low"] = low
+            row[f"{metric}_ci_high"] = high
             # Fewer than the model's patients where the metric is undefined on some samples.
             row[f"{metric}_n_patients"] = interval.n_patients
         rows.append(row)
@@ -343,8 +351,8 @@ def paired_comparisons(
 
     Returns:
         One row per model other than the reference (first-appearance order): ``model``,
-        ``reference``, ``metric``, ``mean_difference``, ``ci_low``, ``ci_high``,
-        ``confidence_level``, ``ci_degenerate``, ``p_value`` (Wilcoxon), ``n_samples``,
+        ``reference``, ``metric``, ``mean_difference``, ``ci_low``, ``ci_high`` (NaN when
+        degenerate), ``confidence_level``, ``ci_degenerate``, ``p_value`` (Wilcoxon), ``n_samples``,
         ``n_patients``, ``resamples``.
 
     Raises:
@@ -379,8 +387,8 @@ def paired_comparisons(
                 "reference": reference,
                 "metric": metric,
                 "mean_difference": result.difference.estimate,
-                "ci_low": result.difference.low,
-                "ci_high": result.difference.high,
+                "ci_low": _written(result.difference)[0],
+                "ci_high": _written(result.difference)[1],
                 "confidence_level": level,
                 "ci_degenerate": result.difference.degenerate,
                 "p_value": result.p_value,
