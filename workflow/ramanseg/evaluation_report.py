@@ -119,15 +119,17 @@ def results_table(
 
     Returns:
         ``model``, ``label``, ``n_samples``, our ``<metric>_mean/_std/_n`` and
-        ``paper_<metric>_mean/_std``, all in percent; with ``intervals`` also
-        ``n_patients``, ``ci_degenerate`` and ``<metric>_ci_low/_ci_high``; with
-        ``comparisons`` also ``reference``, ``dice_difference``,
+        ``paper_<metric>_mean/_std``, all in percent; then, with ``intervals``,
+        ``n_patients``, ``ci_degenerate`` and ``<metric>_ci_low/_ci_high/_n_patients``;
+        with ``comparisons`` also ``reference``, ``dice_difference``,
         ``dice_difference_ci_low/_ci_high`` and ``dice_difference_p`` (NaN on the
         reference's own row).
     """
     table = summary.copy()
+    statistics_columns = []
     if intervals is not None:
         table = table.merge(intervals, on="model", how="left", validate="one_to_one")
+        statistics_columns += [column for column in intervals.columns if column != "model"]
     if comparisons is not None:
         if reference is None:
             raise ValueError("the comparisons need the name of their reference model")
@@ -140,6 +142,7 @@ def results_table(
         renamed = comparisons[["model", *columns]].rename(columns=columns)
         table = table.merge(renamed, on="model", how="left", validate="one_to_one")
         table["reference"] = reference  # also when it is the only model evaluated
+        statistics_columns += ["reference", *columns.values()]
     paper_rows = {} if paper is None else {row.model: row for row in paper.itertuples()}
     labels = []
     for model in table["model"]:
@@ -153,7 +156,8 @@ def results_table(
                 float(getattr(paper_rows[model], column)) if model in paper_rows else math.nan
                 for model in table["model"]
             ]
-    return table
+    # The statistics come last: the columns the table has always had keep their places.
+    return table[[c for c in table.columns if c not in statistics_columns] + statistics_columns]
 
 
 def _pm(mean: float, std: float, n: int | None = None, total: int | None = None) -> str:
