@@ -12,7 +12,10 @@ interval of the replicates (``level`` 0.95: the 2.5th and 97.5th percentiles).
   (:attr:`Interval.degenerate`), never as an interval.
 * With few patients (2-3 in the demo's test split) the percentile interval has few
   distinct replicate values and is too narrow rather than too wide: it is a description
-  of the data at hand, not a guarantee.
+  of the data at hand, not a guarantee. Simulated (``tests/test_statistics.py``: patients
+  of 1-4 samples that share a patient level), a nominal 95 % interval held the true mean
+  73 % of the time with 3 patients, 89 % with 10 and 93 % with 30; the same bootstrap over
+  samples, ignoring the patients, only 70 % with 30 patients.
 * Undefined values (NaN, e.g. a sensitivity on a sample without tumour) are left out of
   each replicate's mean; a replicate whose drawn samples are all undefined is left out of
   the interval.
