@@ -39,7 +39,7 @@ def test_the_bootstrap_draws_whole_patients():
     # samples independently would give 25, 40, 60, ...
     values = [0.0, 0.0, 0.0, 0.0, 100.0]
     patients = ["P1", "P1", "P1", "P1", "P2"]
-    draws = patient_draws(["P1", "P2"], 500, seed=0)
+    draws = patient_draws(2, 500, seed=0)
     assert draws.shape == (500, 2) and (draws.sum(axis=1) == 2).all()
     replicates = bootstrap_means(values, patients, draws, ["P1", "P2"])
     assert set(np.round(replicates, 9)) == {0.0, 20.0, 100.0}
@@ -162,7 +162,7 @@ def test_metric_intervals_per_model_share_the_draws():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="at least one resample"):
-        patient_draws(["P1"], 0, seed=0)
+        patient_draws(1, 0, seed=0)
     with pytest.raises(ValueError, match="confidence level"):
         patient_bootstrap_interval([1.0], ["P1"], level=95)
     with pytest.raises(ValueError, match="2 values for 3 patient ids"):

@@ -108,29 +108,28 @@ class Comparison:
     p_value: float
 
 
-def patient_draws(patients: Sequence[str], resamples: int, seed: int) -> np.ndarray:
+def patient_draws(n_patients: int, resamples: int, seed: int) -> np.ndarray:
     """How often each patient is drawn in each bootstrap replicate.
 
     Args:
-        patients: the distinct patient ids, in the order of the columns returned (callers
-            pass them sorted, so that the draws do not depend on row order).
+        n_patients: the number of patients (the columns; callers order them by sorted id,
+            so that the draws do not depend on the order of the rows).
         resamples: the number of replicates (at least 1).
         seed: the random seed.
 
     Returns:
-        int array ``(resamples, len(patients))``; each row sums to ``len(patients)``
-        (as many patients drawn as there are, with replacement).
+        int array ``(resamples, n_patients)``; each row sums to ``n_patients`` (as many
+        patients drawn as there are, with replacement).
 
     Raises:
         ValueError: no patients, or fewer than one resample.
     """
     if resamples < 1:
         raise ValueError(f"the bootstrap needs at least one resample, got {resamples}")
-    if not len(patients):
+    if n_patients < 1:
         raise ValueError("the bootstrap needs at least one patient")
-    n = len(patients)
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)
+    return rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=resamples)
 
 
 def _patient_sums(
@@ -145,14 +144,15 @@ def _patient_sums(
     return sums, counts
 
 
-def bootstrap_means(values: Sequence[float], patients: Sequence[str], draws: np.ndarray,
-                    order: Sequence[str]) -> np.ndarray:  # fmt: skip
+def bootstrap_means(
+    values: Sequence[float], patients: Sequence[str], draws: np.ndarray, order: Sequence[str]
+) -> np.ndarray:
     """The mean of ``values`` in each patient bootstrap replicate.
 
     Args:
         values: one value per sample (NaN: undefined, left out).
         patients: each sample's patient id.
-        draws: :func:`patient_draws` over ``order``.
+        draws: :func:`patient_draws` for ``len(order)`` patients.
         order: the patient ids of the columns of ``draws``.
 
     Returns:
@@ -164,12 +164,12 @@ def bootstrap_means(values: Sequence[float], patients: Sequence[str], draws: np.
     sums, counts = _patient_sums(values, patients, order)
     totals = draws @ sums
     sizes = draws @ counts
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sizes > 0, totals / np.where(sizes > 0, sizes, 1.0), math.nan)
+    return np.where(sizes > 0, totals / np.where(sizes > 0, sizes, 1.0), math.nan)
 
 
-def _interval(values: np.ndarray, patients: Sequence[str], replicates: np.ndarray,
-              level: float) -> Interval:  # fmt: skip
+def _interval(
+    values: np.ndarray, patients: Sequence[str], replicates: np.ndarray, level: float
+) -> Interval:
     defined = np.isfinite(values)
     n_samples = int(defined.sum())
     n_patients = len({p for p, ok in zip(patients, defined, strict=True) if ok})
@@ -215,7 +215,7 @@ def patient_bootstrap_interval(
     """
     _check_level(level)
     order = sorted(set(patients))
-    draws = patient_draws(order, resamples, seed)
+    draws = patient_draws(len(order), resamples, seed)
     values = np.asarray(values, dtype=np.float64)
     return _interval(values, patients, bootstrap_means(values, patients, draws, order), level)
 
