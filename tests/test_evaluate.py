@@ -477,3 +477,20 @@ def test_report_captions_render_with_the_demo_configuration(monkeypatch, target_
         source = (REPO / "workflow" / "report" / f"{name}.rst").read_text()
         text = environment.from_string(source).render(snakemake=snakemake)
         assert "{{" not in text and len(text) > 100, name
+
+
+@pytest.mark.workflow
+def test_the_dry_run_refuses_a_reference_model_that_is_not_evaluated():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--config", "evaluate={reference_model: unet2}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "evaluate.reference_model is 'unet2'" in result.stderr and "nnunet" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
