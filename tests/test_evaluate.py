@@ -14,11 +14,16 @@ from ramanseg.cli import main
 from ramanseg.errors import InputError
 from ramanseg.evaluate import (
     Confusion,
+    EvaluationSettings,
     confusion,
     evaluate_models,
     evaluation_region,
-    markdown_results,
+    evaluation_settings,
     metrics,
+    read_patients,
+)
+from ramanseg.evaluation_report import (
+    markdown_results,
     read_paper_results,
     results_table,
     summarise,
@@ -140,6 +145,44 @@ def test_markdown_puts_ours_beside_the_papers():
     assert "pixels counted: tissue" in text
 
 
+def test_markdown_intervals_say_why_there_is_none():
+    summary = pd.DataFrame(
+        {
+            "model": ["logreg"],
+            "n_samples": [3],
+            **{f"{m}_{s}": [50.0] for m in ("dice", "specificity") for s in ("mean", "std")},
+            "dice_n": [3],
+            "specificity_n": [3],
+            "sensitivity_mean": [math.nan],
+            "sensitivity_std": [math.nan],
+            "sensitivity_n": [0],
+        }
+    )
+    intervals = pd.DataFrame(
+        {
+            "model": ["logreg"],
+            "n_patients": [2],
+            "ci_degenerate": [False],
+            "dice_ci_low": [40.0],
+            "dice_ci_high": [60.0],
+            "dice_n_patients": [2],
+            "sensitivity_ci_low": [math.nan],  # undefined on every sample
+            "sensitivity_ci_high": [math.nan],
+            "sensitivity_n_patients": [0],
+            "specificity_ci_low": [math.nan],  # defined on one patient's samples only
+            "specificity_ci_high": [math.nan],
+            "specificity_n_patients": [1],
+        }
+    )
+    text = markdown_results(results_table(summary, None, intervals), "tissue", 0.9, 100, 7)
+    assert (
+        "| Per-pixel logistic regression | 3 | 2 | 50.0 ± 50.0 | [40.0, 60.0] | n/a "
+        "| n/a | n/a | n/a |" in text
+    )
+    assert "| 50.0 ± 50.0 | one patient: no CI | n/a |" in text
+    assert "90 % CI" in text and "100 resamples, seed 7" in text
+
+
 # --------------------------------------------------------------------------------------------
 # On files: two samples, two models.
 
@@ -167,6 +210,13 @@ def fake_run(tmp_path, monkeypatch):
     _write_sample(preprocessed, "B", truth_b, tissue, 4 * tissue)
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": [], "val": [], "test": ["A", "B"], "folds": []}))
+    sheet = tmp_path / "samples.tsv"  # the evaluation reads only the patients
+    sheet.write_text(
+        "sample_id\tpatient_id\tsrs\the\tannotations\n"
+        "A\tP1\tA.ome.tif\t\tA.geojson\n"
+        "B\tP2\tB.ome.tif\t\tB.geojson\n"
+        "C\tP3\tC.ome.tif\t\tC.geojson\n"
+    )
     predictions = tmp_path / "predictions"
     nnunet_a = np.zeros((6, 6), np.float32)
     nnunet_a[:3, :2] = 1.0  # TP 6, FN 3
@@ -183,6 +233,7 @@ def fake_run(tmp_path, monkeypatch):
     return {
         "preprocessed": preprocessed,
         "split": split,
+        "sheet": sheet,
         "predictions": predictions,
         "out": tmp_path / "evaluation" / "results",
     }
@@ -210,7 +261,7 @@ def test_per_sample_metrics_on_files(fake_run):
     assert everything.loc[0, "fp"] == 1 and everything.loc[0, "pixels"] == 36
 
 
-def _cli(run, *extra):
+def _cli(run, models=("nnunet", "logreg"), **evaluate):
     preprocessed = run["preprocessed"]
     return main(
         [
@@ -218,8 +269,7 @@ def _cli(run, *extra):
             "--predictions",
             *map(str, sorted(run["predictions"].glob("*/*.mask.tif"))),
             "--models",
-            "nnunet",
-            "logreg",
+            *models,
             "--truth",
             *map(str, sorted(preprocessed.glob("*/mask.tif"))),
             "--classes",
@@ -228,13 +278,14 @@ def _cli(run, *extra):
             *map(str, sorted(preprocessed.glob("*/foreground.tif"))),
             "--split",
             str(run["split"]),
+            "--samples",
+            str(run["sheet"]),
             "--paper",
             str(PAPER),
             "--out-prefix",
             str(run["out"]),
             "--settings",
-            json.dumps({"seed": 0}),
-            *extra,
+            json.dumps({"seed": 0, "evaluate": {"bootstrap_resamples": 200, **evaluate}}),
         ]
     )
 
@@ -250,6 +301,12 @@ def test_cli_writes_the_table_beside_the_paper_deterministically(fake_run):
         "results_per_sample.parquet",
         "results_dice.png",
         "results_dice.pdf",
+        "results_comparisons.csv",
+        "results_comparisons.parquet",
+        "results_paired.png",
+        "results_paired.pdf",
+        "results_forest.png",
+        "results_forest.pdf",
     ]
     first = {name: (out.parent / name).read_bytes() for name in names}
     table = pd.read_csv(out.parent / "results.csv").set_index("model")
@@ -258,12 +315,31 @@ def test_cli_writes_the_table_beside_the_paper_deterministically(fake_run):
     assert table.loc["nnunet", "dice_std"] == pytest.approx(10.0)
     assert table.loc["nnunet", "sensitivity_n"] == 1
     assert table.loc["nnunet", "paper_dice_mean"] == 80.9
+    # Two patients (A: P1, B: P2), one sample each: drawing (P1, P1), (P1, P2) or (P2, P2)
+    # gives 80, 90 or 100.
+    assert table.loc["nnunet", "n_patients"] == 2
+    assert (table.loc["nnunet", "dice_ci_low"], table.loc["nnunet", "dice_ci_high"]) == (80, 100)
+    # logreg - nnunet: A 18/19 - 0.8, B 0 - 1.
+    assert table.loc["logreg", "dice_difference"] == pytest.approx((100 * 18 / 19 - 80 - 100) / 2)
+    assert table.loc["logreg", "reference"] == "nnunet"
+    assert math.isnan(table.loc["nnunet", "dice_difference"])
     markdown = (out.parent / "results.md").read_text()
     assert (
-        "| nnU-Net | 2 | 90.0 ± 10.0 | 80.9 ± 10.4 | 66.7 ± 0.0 (n=1) | 83.5 ± 14.5 |" in markdown
+        "| nnU-Net | 2 | 2 | 90.0 ± 10.0 | [80.0, 100.0] | 80.9 ± 10.4 | 66.7 ± 0.0 (n=1) "
+        "| one patient: no CI | 83.5 ± 14.5 |" in markdown
     )
+    assert markdown.count("| reference |") == 1
+    assert "| -42.6 [-100.0, 14.7] ns |" in markdown
+    assert "With 2 samples the smallest possible p is 0.5" in markdown
+    assert "200 resamples, seed 0" in markdown
     per_sample = pd.read_parquet(out.parent / "results_per_sample.parquet")
     assert len(per_sample) == 4
+    assert list(per_sample["patient"]) == ["P1", "P2", "P1", "P2"]
+    comparisons = pd.read_csv(out.parent / "results_comparisons.csv")
+    assert list(comparisons.columns[:2]) == ["model", "label"]
+    row = comparisons.iloc[0]
+    assert (row.model, row.reference, row.n_samples, row.n_patients) == ("logreg", "nnunet", 2, 2)
+    assert row.p_value == 1.0  # two samples, one better, one worse
     assert first["results_dice.png"].startswith(b"\x89PNG")
     assert _cli(fake_run) == 0
     assert {name: (out.parent / name).read_bytes() for name in names} == first
@@ -279,10 +355,98 @@ def test_missing_prediction_names_the_model_and_its_rule(fake_run, capsys):
         evaluate_models(_masks(fake_run), ["unet"], fake_run["preprocessed"], ["A"])
 
 
+def _set_patients(run, patients):
+    rows = [f"{s}\t{p}\t{s}.ome.tif\t\t{s}.geojson" for s, p in patients.items()]
+    run["sheet"].write_text("sample_id\tpatient_id\tsrs\the\tannotations\n" + "\n".join(rows))
+
+
+def test_one_test_patient_says_no_interval_can_be_given(fake_run):
+    _set_patients(fake_run, {"A": "P1", "B": "P1"})
+    assert _cli(fake_run) == 0
+    out = fake_run["out"].parent
+    table = pd.read_csv(out / "results.csv").set_index("model")
+    assert table["ci_degenerate"].all() and (table["n_patients"] == 1).all()
+    assert table["dice_ci_low"].isna().all() and table["dice_ci_high"].isna().all()
+    markdown = (out / "results.md").read_text()
+    assert "| nnU-Net | 2 | 1 | 90.0 ± 10.0 | one patient: no CI | 80.9 ± 10.4 |" in markdown
+    assert "| -42.6 (one patient: no CI) ns |" in markdown
+    assert "[90.0, 90.0]" not in markdown  # no interval pretending to be one
+    comparisons = pd.read_csv(out / "results_comparisons.csv")
+    assert comparisons["ci_degenerate"].all() and (comparisons["n_patients"] == 1).all()
+    assert comparisons["ci_low"].isna().all() and comparisons["ci_high"].isna().all()
+
+
+def test_identical_models_are_not_told_apart(fake_run):
+    # logreg's predictions replaced by nnunet's: difference 0, interval [0, 0], p = 1.
+    for sample in ("A", "B"):
+        source = fake_run["predictions"] / "nnunet" / f"{sample}.mask.tif"
+        (fake_run["predictions"] / "logreg" / f"{sample}.mask.tif").write_bytes(source.read_bytes())
+    assert _cli(fake_run) == 0
+    row = pd.read_csv(fake_run["out"].parent / "results_comparisons.csv").iloc[0]
+    assert (row.mean_difference, row.ci_low, row.ci_high, row.p_value) == (0, 0, 0, 1)
+    assert "| +0.0 [0.0, 0.0] ns |" in (fake_run["out"].parent / "results.md").read_text()
+
+
+def test_a_test_sample_missing_from_the_sheet_is_named(fake_run, capsys):
+    _set_patients(fake_run, {"A": "P1", "C": "P3"})
+    assert _cli(fake_run) == 2
+    message = capsys.readouterr().err
+    assert "'B'" in message and "samples.tsv" in message and "Fix:" in message
+    assert "Traceback" not in message
+    assert not fake_run["out"].parent.exists()
+
+
+def test_a_sheet_that_disagrees_with_the_split_about_patients_is_refused(fake_run, capsys):
+    split = json.loads(fake_run["split"].read_text())
+    split["patients"] = {"train": [], "val": [], "test": ["P1", "P2"], "unused": []}
+    fake_run["split"].write_text(json.dumps(split))
+    assert _cli(fake_run) == 0  # agrees
+    _set_patients(fake_run, {"A": "P1", "B": "P7"})
+    assert _cli(fake_run) == 2
+    message = capsys.readouterr().err
+    assert "P7" in message and "split" in message and "samples.tsv" in message
+
+
+def test_a_reference_model_that_is_not_evaluated_stops_the_command(fake_run, capsys):
+    assert _cli(fake_run, reference_model="unet") == 2
+    message = capsys.readouterr().err
+    assert "evaluate.reference_model" in message and "nnunet, logreg" in message
+    assert not fake_run["out"].parent.exists()
+    assert _cli(fake_run, reference_model="logreg") == 0  # any evaluated model may be it
+    markdown = (fake_run["out"].parent / "results.md").read_text()
+    assert "Dice vs Per-pixel logistic regression" in markdown
+
+
+def test_the_reference_alone_is_evaluated_without_comparisons(fake_run):
+    for sample in ("A", "B"):
+        (fake_run["predictions"] / "logreg" / f"{sample}.mask.tif").unlink()
+    assert _cli(fake_run, models=["nnunet"]) == 0
+    out = fake_run["out"].parent
+    assert len(pd.read_csv(out / "results_comparisons.csv")) == 0
+    assert "| nnU-Net | 2 | 2 | 90.0 ± 10.0 | [80.0, 100.0] |" in (out / "results.md").read_text()
+
+
+def test_evaluation_settings_come_from_the_schema_defaults():
+    from ramanseg.config import parse_settings
+
+    assert evaluation_settings(parse_settings("{}")) == EvaluationSettings()
+    evaluate = {"bootstrap_resamples": 50, "confidence_level": 0.9, "reference_model": "unet"}
+    settings = evaluation_settings(parse_settings(json.dumps({"seed": 4, "evaluate": evaluate})))
+    assert (settings.seed, settings.resamples, settings.confidence_level) == (4, 50, 0.9)
+    assert settings.reference_model == "unet" and settings.pixels == "tissue"
+
+
+def test_read_patients_without_a_recorded_test_patient_list(fake_run):
+    assert read_patients(fake_run["sheet"], ["B", "A"]) == {"B": "P2", "A": "P1"}
+
+
 CAPTIONS = [
     "results_table",
     "results_dice",
     "results_per_sample",
+    "results_comparisons",
+    "results_paired",
+    "results_forest",
     "gradcam_folds",
     "gradcam_mean",
     "integrated_gradients",
@@ -311,3 +475,20 @@ def test_report_captions_render_with_the_demo_configuration(monkeypatch, target_
         source = (REPO / "workflow" / "report" / f"{name}.rst").read_text()
         text = environment.from_string(source).render(snakemake=snakemake)
         assert "{{" not in text and len(text) > 100, name
+
+
+@pytest.mark.workflow
+def test_the_dry_run_refuses_a_reference_model_that_is_not_evaluated():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--config", "evaluate={reference_model: unet2}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "evaluate.reference_model is 'unet2'" in result.stderr and "nnunet" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -32,6 +32,13 @@ Conventions for empty sets (inside the counted pixels):
 Summary statistics are the mean and the population standard deviation (``ddof = 0``, as
 ``numpy.std``) over the test samples, in percent as printed in the paper; the paper's own
 numbers (``resources/paper_results.csv``) are put beside ours.
+
+Beside them (:mod:`ramanseg.statistics`): each mean's confidence interval from a bootstrap
+that resamples the test samples' **patients** (taken from the sample sheet), and each
+model's Dice against a reference model (``evaluate.reference_model``): the mean paired
+difference with its paired patient bootstrap interval and the Wilcoxon signed-rank test on
+the per-sample Dice (``<prefix>_comparisons.csv``). The Markdown and the figures are drawn
+with the table by :mod:`ramanseg.evaluation_report`.
 """
 
 from __future__ import annotations
@@ -46,10 +53,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ramanseg import statistics
 from ramanseg.catalog import model_label, producing_rule
 from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
-from ramanseg.figures import figure_bytes, new_figure, table_bytes
+from ramanseg.figures import figure_bytes, table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
 from ramanseg.predictions import MASK_SUFFIX, masks_by_model, read_predicted_mask
 from ramanseg.preprocessed import (
@@ -65,18 +73,8 @@ log = logging.getLogger(__name__)
 
 PIXEL_SETS = ("tissue", "annotated", "all")
 DEFAULT_PIXELS = "tissue"
+DEFAULT_REFERENCE = "nnunet"
 METRICS = ("dice", "sensitivity", "specificity")
-METRIC_LABELS = {"dice": "Dice", "sensitivity": "Sensitivity", "specificity": "Specificity"}
-PAPER_COLUMNS = (
-    "model",
-    "label",
-    "dice_mean",
-    "dice_std",
-    "sensitivity_mean",
-    "sensitivity_std",
-    "specificity_mean",
-    "specificity_std",
-)
 
 
 @dataclass(frozen=True)
@@ -299,192 +297,106 @@ def evaluate_models(
     return pd.DataFrame(rows)
 
 
-def summarise(per_sample: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation (ddof = 0) and count of each metric per model, in percent.
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The evaluation's settings, from the validated configuration.
 
-    NaN values (undefined metrics) are left out; a metric undefined on every sample has a
-    NaN mean and standard deviation and count 0.
-
-    Args:
-        per_sample: the output of :func:`evaluate_models`.
-
-    Returns:
-        One row per model, in first-appearance order: ``model``, ``n_samples`` and for each
-        metric ``<metric>_mean``, ``<metric>_std``, ``<metric>_n``.
+    Attributes:
+        pixels: ``evaluate.pixels``: the pixels counted (see the module docstring).
+        resamples: ``evaluate.bootstrap_resamples``: bootstrap replicates per interval.
+        reference_model: ``evaluate.reference_model``: the model the others are compared
+            with.
+        confidence_level: ``evaluate.confidence_level``: of every interval; ``1 - level``
+            is also the significance level of the Wilcoxon mark.
+        seed: the global ``seed``: the bootstrap's patient draws.
     """
-    rows = []
-    for model in dict.fromkeys(per_sample["model"]):
-        group = per_sample[per_sample["model"] == model]
-        row: dict[str, Any] = {"model": model, "n_samples": len(group)}
-        for metric in METRICS:
-            values = group[metric].to_numpy(dtype=np.float64)
-            values = values[np.isfinite(values)] * 100.0
-            row[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
-            row[f"{metric}_std"] = float(values.std(ddof=0)) if values.size else math.nan
-            row[f"{metric}_n"] = int(values.size)
-        rows.append(row)
-    return pd.DataFrame(rows)
+
+    pixels: str = DEFAULT_PIXELS
+    resamples: int = statistics.DEFAULT_RESAMPLES
+    reference_model: str = DEFAULT_REFERENCE
+    confidence_level: float = statistics.DEFAULT_LEVEL
+    seed: int = 0
 
 
-def read_paper_results(path: str | Path) -> pd.DataFrame:
-    """The paper's results table (``resources/paper_results.csv``), validated.
+def evaluation_settings(config: Mapping[str, Any]) -> EvaluationSettings:
+    """The ``evaluate`` settings and the ``seed`` of a validated configuration.
+
+    Missing keys take the schema's defaults (a partial ``--settings`` has them filled in).
 
     Raises:
-        InputError: a missing file, missing columns, a repeated model or non-numeric values.
+        ConfigError: an unknown ``evaluate.pixels``.
     """
-    path = Path(path)
-    fix = "restore resources/paper_results.csv from the repository"
-    if not path.is_file():
-        raise InputError("the paper's results table does not exist", path=path, fix=fix)
-    paper = pd.read_csv(path)
-    missing = [column for column in PAPER_COLUMNS if column not in paper.columns]
-    if missing:
-        raise InputError(f"the paper's results table lacks columns {missing}", path=path, fix=fix)
-    if paper["model"].duplicated().any():
-        raise InputError("the paper's results table lists a model twice", path=path, fix=fix)
-    numeric = [column for column in PAPER_COLUMNS if column.endswith(("_mean", "_std"))]
-    try:
-        paper[numeric] = paper[numeric].astype(np.float64)
-    except (TypeError, ValueError) as error:
-        raise InputError(
-            f"the paper's results table has non-numeric values ({error})", path=path, fix=fix
-        ) from None
-    return paper[list(PAPER_COLUMNS)].reset_index(drop=True)
-
-
-def results_table(summary: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame:
-    """Our summary with the paper's numbers beside it (``paper_<metric>_mean`` / ``_std``).
-
-    Rows follow ``summary``; a model the paper does not report has NaN paper columns.
-
-    Args:
-        summary: the output of :func:`summarise`.
-        paper: the output of :func:`read_paper_results`, or ``None``.
-
-    Returns:
-        ``model``, ``label``, ``n_samples``, our ``<metric>_mean/_std/_n`` and
-        ``paper_<metric>_mean/_std``, all in percent.
-    """
-    table = summary.copy()
-    paper_rows = {} if paper is None else {row.model: row for row in paper.itertuples()}
-    labels = []
-    for model in table["model"]:
-        row = paper_rows.get(model)
-        labels.append(row.label if row is not None else model_label(model))
-    table.insert(1, "label", labels)
-    for metric in METRICS:
-        for stat in ("mean", "std"):
-            column = f"{metric}_{stat}"
-            table[f"paper_{column}"] = [
-                float(getattr(paper_rows[model], column)) if model in paper_rows else math.nan
-                for model in table["model"]
-            ]
-    return table
-
-
-def _pm(mean: float, std: float, n: int | None = None, total: int | None = None) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    text = f"{mean:.1f} ± {std:.1f}"
-    if n is not None and total is not None and n != total:
-        text += f" (n={n})"
-    return text
-
-
-def markdown_results(table: pd.DataFrame, pixels: str) -> str:
-    """The results table as Markdown: ours and the paper's numbers side by side.
-
-    Each metric has an "ours" and a "paper" column ("mean ± std", percent); where a metric
-    is undefined on some samples, its count is given as ``(n=...)``.
-    """
-    header = ["Model", "n"]
-    for metric in METRICS:
-        header += [f"{METRIC_LABELS[metric]} (ours)", f"{METRIC_LABELS[metric]} (paper)"]
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---", "---:"] + ["---:"] * (2 * len(METRICS))) + "|",
-    ]
-    for row in table.to_dict("records"):
-        cells = [str(row["label"]), str(row["n_samples"])]
-        for metric in METRICS:
-            cells.append(
-                _pm(
-                    row[f"{metric}_mean"],
-                    row[f"{metric}_std"],
-                    row[f"{metric}_n"],
-                    row["n_samples"],
-                )
-            )
-            cells.append(_pm(row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"]))
-        lines.append("| " + " | ".join(cells) + " |")
-    note = (
-        f"\nMean ± standard deviation over the test samples, in percent; pixels counted: "
-        f"{pixels}. Paper: the RamanSeg paper's results table.\n"
-    )
-    return "\n".join(lines) + "\n" + note
-
-
-def dice_figure(table: pd.DataFrame, pixels: str):
-    """Bar plot of the mean Dice per model, ours beside the paper's, with std error bars."""
-    figure = new_figure(max(5.0, 1.1 * len(table) + 1.5), 3.8)
-    axis = figure.subplots()
-    positions = np.arange(len(table))
-    width = 0.38
-    ours = table["dice_mean"].to_numpy(dtype=float)
-    paper = table["paper_dice_mean"].to_numpy(dtype=float)
-    axis.bar(
-        positions - width / 2,
-        np.nan_to_num(ours),
-        width,
-        yerr=np.nan_to_num(table["dice_std"].to_numpy(dtype=float)),
-        capsize=3,
-        label="this run",
-        color="#1f77b4",
-    )
-    has_paper = np.isfinite(paper)
-    axis.bar(
-        positions[has_paper] + width / 2,
-        paper[has_paper],
-        width,
-        yerr=table["paper_dice_std"].to_numpy(dtype=float)[has_paper],
-        capsize=3,
-        label="paper",
-        color="#ff7f0e",
-    )
-    for offset, values in ((-width / 2, ours), (width / 2, paper)):
-        for x, value in zip(positions + offset, values, strict=True):
-            if math.isfinite(value) and value > 0:
-                axis.text(
-                    x,
-                    1.5,
-                    f"{value:.1f}",
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    color="white",
-                    rotation=90,
-                )
-    axis.set_xticks(positions)
-    axis.set_xticklabels(table["label"], rotation=20, ha="right", fontsize=8)
-    axis.set_ylabel("Dice of the tumour class (%), mean ± std")
-    axis.set_ylim(0, 125)
-    axis.grid(True, axis="y", alpha=0.3)
-    axis.legend(fontsize=8, loc="upper right", ncols=2)
-    n = int(table["n_samples"].max()) if len(table) else 0
-    axis.set_title(f"Test-set Dice, {n} samples, pixels: {pixels}", fontsize=10)
-    return figure
-
-
-def evaluation_settings(config: Mapping[str, Any]) -> str:
-    """``evaluate.pixels`` from the configuration (default ``tissue``), validated.
-
-    Raises:
-        ConfigError: an unknown value.
-    """
-    pixels = (config.get("evaluate") or {}).get("pixels", DEFAULT_PIXELS)
+    section = config.get("evaluate") or {}
+    pixels = section.get("pixels", DEFAULT_PIXELS)
     if pixels not in PIXEL_SETS:
         raise ConfigError(f"evaluate.pixels must be one of {PIXEL_SETS}, got {pixels!r}")
-    return pixels
+    return EvaluationSettings(
+        pixels=pixels,
+        resamples=int(section.get("bootstrap_resamples", statistics.DEFAULT_RESAMPLES)),
+        reference_model=str(section.get("reference_model", DEFAULT_REFERENCE)),
+        confidence_level=float(section.get("confidence_level", statistics.DEFAULT_LEVEL)),
+        seed=int(config.get("seed", 0)),
+    )
+
+
+def check_reference_model(reference: str, models: Sequence[str]) -> None:
+    """Fail unless the reference model is one of the evaluated models.
+
+    Raises:
+        ConfigError: naming ``evaluate.reference_model`` and the models it may be.
+    """
+    if reference not in models:
+        raise ConfigError(
+            f"evaluate.reference_model is {reference!r}, which is not an evaluated model; "
+            f"set it to one of {', '.join(models)}"
+        )
+
+
+def read_patients(
+    sheet: str | Path, samples: Sequence[str], split: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """Each test sample's patient, from the sample sheet (the bootstrap's clusters).
+
+    Args:
+        sheet: the sample sheet (read by :func:`ramanseg.samplesheet.read_samplesheet`,
+            without checking the data files, which the evaluation does not open).
+        samples: the test samples.
+        split: the split (:func:`ramanseg.split.read_split`); when it records the test
+            patients, they must be the sheet's patients of the test samples.
+
+    Returns:
+        ``{sample: patient}`` for every test sample.
+
+    Raises:
+        InputError: a test sample missing from the sheet, or a sheet whose patients of the
+            test samples differ from the split's (the sheet changed after the split).
+    """
+    from ramanseg.samplesheet import read_samplesheet
+
+    table = read_samplesheet(sheet, check_files=False)
+    rerun = (
+        "evaluate with the sample sheet the split was made from, or rerun the split "
+        "(`snakemake` does both when the sheet changed)"
+    )
+    missing = [sample for sample in samples if sample not in table.index]
+    if missing:
+        raise InputError(
+            f"{len(missing)} test sample(s) of the split are not in the sample sheet "
+            f"({', '.join(missing)}), so their patients are unknown",
+            sample=missing[0],
+            path=sheet,
+            fix=rerun,
+        )
+    patient_of = {sample: str(table.loc[sample, "patient_id"]) for sample in samples}
+    recorded = ((split or {}).get("patients") or {}).get("test")
+    if recorded is not None and sorted(set(patient_of.values())) != sorted(recorded):
+        raise InputError(
+            f"the sample sheet puts the test samples in patients "
+            f"{sorted(set(patient_of.values()))}, the split file in {sorted(recorded)}",
+            path=sheet,
+            fix=rerun,
+        )
+    return patient_of
 
 
 def read_test_samples(split_path: str | Path) -> list[str]:
@@ -499,44 +411,102 @@ def run_evaluate(
     models: Sequence[str],
     truth: PreprocessedSource,
     split: str | Path,
+    samplesheet: str | Path,
     out_prefix: str | Path,
     paper: str | Path | None = None,
-    pixels: str = DEFAULT_PIXELS,
+    settings: EvaluationSettings | None = None,
 ) -> pd.DataFrame:
-    """Evaluate the models and write the per-sample metrics, the results table and the plot.
+    """Evaluate the models and write the per-sample metrics, the results table and the plots.
 
     Writes, all after everything is computed:
 
     * ``<prefix>_per_sample.csv`` / ``.parquet``: one row per (model, sample) with the
-      confusion counts and the metrics (fractions);
-    * ``<prefix>.csv`` / ``.parquet`` / ``.md``: the results table, percent, ours and the
-      paper's side by side;
-    * ``<prefix>_dice.png`` / ``.pdf``: ours vs the paper's Dice per model.
+      sample's patient, the confusion counts and the metrics (fractions);
+    * ``<prefix>.csv`` / ``.parquet`` / ``.md``: the results table, percent, ours with
+      patient bootstrap intervals and the paired comparison with the reference model,
+      and the paper's side by side;
+    * ``<prefix>_comparisons.csv`` / ``.parquet``: each model's Dice against the reference
+      (:func:`ramanseg.statistics.paired_comparisons`);
+    * ``<prefix>_dice.png`` / ``.pdf``: ours vs the paper's Dice per model;
+    * ``<prefix>_paired.png`` / ``.pdf``: every sample's Dice across the models;
+    * ``<prefix>_forest.png`` / ``.pdf``: the intervals of the means and the differences.
 
     Args:
         predictions: each model's predicted-mask files by sample.
         models: the models to evaluate, in table order.
         truth: the test samples' preprocessed files by sample (or their parent folder).
         split: ``results/split/split.json``.
+        samplesheet: the sample sheet (each test sample's patient).
         out_prefix: e.g. ``results/evaluation/results``.
         paper: ``resources/paper_results.csv`` (``None``: no paper columns' values).
-        pixels: ``evaluate.pixels``.
+        settings: the evaluation settings (default: the schema's defaults).
 
     Returns:
         The results table.
+
+    Raises:
+        ConfigError: a reference model that is not among ``models``.
+        InputError: missing or bad predictions, ground truth, split or sample sheet.
     """
-    samples = read_test_samples(split)
+    # The report module draws from this module's tables (and imports it).
+    from ramanseg.evaluation_report import (
+        dice_figure,
+        forest_figure,
+        markdown_results,
+        paired_figure,
+        read_paper_results,
+        results_table,
+        summarise,
+    )
+    from ramanseg.split import read_split
+
+    settings = settings or EvaluationSettings()
+    check_reference_model(settings.reference_model, models)
+    split_data = read_split(split)
+    samples = list(split_data["test"])
+    patient_of = read_patients(samplesheet, samples, split_data)
     paper_table = read_paper_results(paper) if paper is not None else None
-    per_sample = evaluate_models(predictions, models, truth, samples, pixels)
-    table = results_table(summarise(per_sample), paper_table)
-    markdown = markdown_results(table, pixels)
+    per_sample = evaluate_models(predictions, models, truth, samples, settings.pixels)
+    per_sample.insert(2, "patient", [patient_of[sample] for sample in per_sample["sample"]])
+    bootstrap = {
+        "resamples": settings.resamples,
+        "seed": settings.seed,
+        "level": settings.confidence_level,
+    }
+    intervals = statistics.metric_intervals(per_sample, patient_of, METRICS, **bootstrap)
+    comparisons = statistics.paired_comparisons(
+        per_sample, patient_of, settings.reference_model, "dice", **bootstrap
+    )
+    table = results_table(
+        summarise(per_sample), paper_table, intervals, comparisons, settings.reference_model
+    )
+    comparisons.insert(1, "label", [model_label(model) for model in comparisons["model"]])
+    markdown = markdown_results(
+        table, settings.pixels, settings.confidence_level, settings.resamples, settings.seed
+    )
     files = {
         **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),
         **prefixed(out_prefix, table_bytes(table, markdown, float_format="%.4f")),
-        **prefixed(with_suffix(out_prefix, "_dice"), figure_bytes(dice_figure(table, pixels))),
+        **prefixed(with_suffix(out_prefix, "_comparisons"), table_bytes(comparisons)),
+        **prefixed(
+            with_suffix(out_prefix, "_dice"), figure_bytes(dice_figure(table, settings.pixels))
+        ),
+        **prefixed(
+            with_suffix(out_prefix, "_paired"),
+            figure_bytes(paired_figure(per_sample, table, settings.reference_model)),
+        ),
+        **prefixed(
+            with_suffix(out_prefix, "_forest"),
+            figure_bytes(forest_figure(table, settings.confidence_level)),
+        ),
     }
     write_files(files)
-    log.info("results on %d test samples:\n%s", len(samples), markdown)
+    log.info(
+        "results on %d test samples of %d patients:\n%s",
+        len(samples),
+        len(set(patient_of.values())),
+        markdown,
+    )
     return table
 
 
@@ -548,8 +518,9 @@ def add_commands(subparsers: Any) -> None:
         "evaluate",
         help="per-sample Dice, sensitivity, specificity and the results table (section 4)",
         description="Compare every model's test-set predictions with the ground truth and "
-        "write the per-sample metrics, the results table beside the paper's numbers and a "
-        "Dice bar plot.",
+        "write the per-sample metrics, the results table (with patient bootstrap confidence "
+        "intervals and paired comparisons with a reference model) beside the paper's "
+        "numbers, and its figures.",
     )
     parser.add_argument(
         "--predictions",
@@ -569,18 +540,25 @@ def add_commands(subparsers: Any) -> None:
             help=f"the test samples' preprocessed {name}",
         )
     parser.add_argument("--split", required=True, type=Path, help="results/split/split.json")
+    parser.add_argument(
+        "--samples",
+        required=True,
+        type=Path,
+        metavar="SHEET",
+        help="the sample sheet (each test sample's patient, for the patient bootstrap)",
+    )
     parser.add_argument("--paper", type=Path, help="resources/paper_results.csv")
     parser.add_argument(
         "--out-prefix",
         required=True,
         type=Path,
-        help="output path without extension (writes .csv .parquet .md, _per_sample.csv "
-        "_per_sample.parquet, _dice.png _dice.pdf)",
+        help="output path without extension (writes .csv .parquet .md, _per_sample, "
+        "_comparisons (.csv .parquet), _dice, _paired, _forest (.png .pdf))",
     )
     add_settings_arguments(parser)
 
     def run(args: Any) -> int:
-        pixels = evaluation_settings(settings_from_args(args))
+        settings = evaluation_settings(settings_from_args(args))
         truth = files_by_sample(
             masks=args.truth, classes=args.classes, foregrounds=args.foregrounds
         )
@@ -589,9 +567,10 @@ def add_commands(subparsers: Any) -> None:
             args.models,
             truth,
             args.split,
+            args.samples,
             args.out_prefix,
             args.paper,
-            pixels,
+            settings,
         )
         return 0
 

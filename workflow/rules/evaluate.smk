@@ -1,4 +1,13 @@
-# Evaluation of every model's test predictions: the paper's results table.
+# Evaluation of every model's test predictions: the paper's results table, with patient
+# bootstrap confidence intervals and paired comparisons with evaluate.reference_model.
+
+from ramanseg.evaluate import check_reference_model
+
+# Checked when the workflow starts (the schema cannot know the models), not in the job.
+try:
+    check_reference_model(config["evaluate"]["reference_model"], EVALUATED_MODELS)
+except ConfigError as error:
+    stop(str(error))
 
 
 rule evaluate:
@@ -8,6 +17,8 @@ rule evaluate:
         classes=preprocessed("classes.tif", TEST_SAMPLES),
         foreground=preprocessed("foreground.tif", TEST_SAMPLES),
         split=SPLIT_JSON,
+        # Each test sample's patient: the bootstrap resamples patients.
+        samples=SAMPLESHEET,
         paper=PAPER_RESULTS,
     output:
         table=report(
@@ -29,10 +40,28 @@ rule evaluate:
             category="3. Results",
         ),
         pdf=RESULTS / "evaluation" / "results_dice.pdf",
+        comparisons=report(
+            RESULTS / "evaluation" / "results_comparisons.csv",
+            caption="../report/results_comparisons.rst",
+            category="3. Results",
+        ),
+        comparisons_parquet=RESULTS / "evaluation" / "results_comparisons.parquet",
+        paired=report(
+            RESULTS / "evaluation" / "results_paired.png",
+            caption="../report/results_paired.rst",
+            category="3. Results",
+        ),
+        paired_pdf=RESULTS / "evaluation" / "results_paired.pdf",
+        forest=report(
+            RESULTS / "evaluation" / "results_forest.png",
+            caption="../report/results_forest.rst",
+            category="3. Results",
+        ),
+        forest_pdf=RESULTS / "evaluation" / "results_forest.pdf",
     params:
         models=EVALUATED_MODELS,
         prefix=RESULTS / "evaluation" / "results",
-        settings=settings("evaluate", "annotations"),
+        settings=settings("evaluate", "annotations", "seed"),
     log:
         LOGS / "evaluate.log",
     benchmark:
@@ -47,5 +76,6 @@ rule evaluate:
     shell:
         "python -m ramanseg evaluate --predictions {input.masks:q} --models {params.models}"
         " --truth {input.truth:q} --classes {input.classes:q} --foregrounds {input.foreground:q}"
-        " --split {input.split:q} --paper {input.paper:q} --out-prefix {params.prefix:q}"
+        " --split {input.split:q} --samples {input.samples:q} --paper {input.paper:q}"
+        " --out-prefix {params.prefix:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"
