@@ -171,6 +171,8 @@ def test_tiny_demo_runs_every_rule(tmp_path):
             f"{s}.{kind}.tif" for s in split["test"] for kind in ("mask", "probability")
         )
         assert written == expected, model
+    for name in ("results_comparisons.csv", "results_paired.png", "results_forest.png"):
+        assert (workdir / "results" / "evaluation" / name).is_file()
     results = (workdir / "results" / "evaluation" / "results.csv").read_text()
     for model in ("unet", "unetr", "nnunet", "ramanseg", "ramanseg_noproj", "logreg"):
         assert model in results

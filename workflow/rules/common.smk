@@ -205,6 +205,10 @@ def paper_outputs():
         *expand(RESULTS / "bottleneck" / "bottleneck.{ext}", ext=["csv", "parquet", "md", "png"]),
         *expand(RESULTS / "evaluation" / "results.{ext}", ext=["csv", "parquet", "md"]),
         RESULTS / "evaluation" / "results_dice.png",
+        *expand(
+            RESULTS / "evaluation" / "results_{name}",
+            name=["comparisons.csv", "paired.png", "forest.png"],
+        ),
         *expand(RESULTS / "sweep" / "prototype_sweep.{ext}", ext=["csv", "parquet", "md", "png"]),
         *expand(INTERPRET / "nnunet" / "{name}.png", name=NNUNET_FIGURES),
     ]
