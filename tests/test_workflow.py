@@ -212,6 +212,10 @@ def test_tiny_demo_runs_every_rule(tmp_path):
             {"resources": {"rules": {"qc_figures": {"threads": 1}}}},
             "config key `resources.rules`: no rule is named qc_figures",
         ),
+        (
+            {"phantom": {"patients": 10, "samples": 3}},
+            "phantom.samples (3) must be at least phantom.patients (10)",
+        ),
     ],
 )
 def test_config_errors_the_schema_cannot_see_stop_the_dry_run(tmp_path, config, message):

@@ -61,7 +61,10 @@ if USE_PHANTOM:
     PHANTOM_DIR = Path(config["phantom"]["outdir"])
     SAMPLESHEET = PHANTOM_DIR / "samples.tsv"
     # The synthetic samples are known from the configuration before they are generated.
-    SAMPLES = phantom_samplesheet(config, PHANTOM_DIR)
+    try:
+        SAMPLES = phantom_samplesheet(config, PHANTOM_DIR)
+    except ConfigError as error:
+        stop(str(error))
 else:
     SAMPLESHEET = Path(config["samplesheet"])
     try:
