@@ -1,0 +1,68 @@
+"""Which wavenumbers carry a 1D-CNN's decision: 1D Grad-CAM (Captum) and the
+feature-visualisation paper's weight-based map, both at the input's resolution.
+
+- Grad-CAM: Captum's ``LayerGradCam`` on the last convolution block's ReLU (per spectrum,
+  the gradient-weighted feature maps, signed), interpolated linearly to the bands.
+- Weight-based map (Fukuhara et al.): the global-average-pooling and fully-connected
+  weights composed into one weight per feature map (:meth:`SpectraCNN.head_weights`),
+  times the last convolution's feature maps, summed over channels: signed, from the
+  weights only (no gradients), near zero where the features are silent.
+
+For a binary network both explain the positive logit; for more classes, ``target``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ramanseg.spectra.networks import SpectraCNN
+
+
+def _upsample(maps: torch.Tensor, bands: int) -> np.ndarray:
+    return F.interpolate(maps, size=bands, mode="linear", align_corners=False)[:, 0].numpy()
+
+
+def _target(model: SpectraCNN, target: int) -> int:
+    return 0 if model.classifier.out_features == 1 else target
+
+
+def gradcam(model: SpectraCNN, x: np.ndarray, target: int = 1) -> np.ndarray:
+    """``(n, bands)`` signed Grad-CAM maps of the spectra ``x`` (``(n, bands)``)."""
+    from captum.attr import LayerGradCam
+
+    model.eval()
+    inputs = torch.as_tensor(x, dtype=torch.float32)[:, None, :]
+    explainer = LayerGradCam(model, model.last_conv_activation)
+    maps = explainer.attribute(inputs, target=_target(model, target), relu_attributions=False)
+    return _upsample(maps.detach(), x.shape[1])
+
+
+def weight_map(model: SpectraCNN, x: np.ndarray, target: int = 1) -> np.ndarray:
+    """``(n, bands)`` signed weight-based importance maps of the spectra ``x``."""
+    model.eval()
+    captured = {}
+    handle = model.last_conv_activation.register_forward_hook(
+        lambda module, args, output: captured.__setitem__("maps", output)
+    )
+    try:
+        with torch.no_grad():
+            model(torch.as_tensor(x, dtype=torch.float32)[:, None, :])
+            weights = model.head_weights()[_target(model, target)]
+            maps = torch.einsum("c,ncl->nl", weights, captured["maps"])[:, None, :]
+    finally:
+        handle.remove()
+    return _upsample(maps, x.shape[1])
+
+
+def band_importance(maps: np.ndarray) -> np.ndarray:
+    """One importance per band: the maps' mean, scaled to a maximum absolute value of 1."""
+    mean = maps.mean(axis=0)
+    scale = np.abs(mean).max()
+    return mean / scale if scale > 0 else mean
+
+
+def top_bands(importance: np.ndarray, wavenumbers: np.ndarray, k: int = 5) -> np.ndarray:
+    """The wavenumbers of the ``k`` most important bands (highest signed importance)."""
+    return np.asarray(wavenumbers)[np.argsort(importance)[::-1][:k]]
