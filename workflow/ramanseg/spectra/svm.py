@@ -1,6 +1,8 @@
 """The SVM baseline of the skin-cancer paper (scikit-learn), without its genetic-algorithm
 feature selection (the paper cites SVM-GA; the GA part is optional in our issue and left
-out): standardised bands, an RBF SVC with balanced class weights, Platt probabilities."""
+out): standardised bands, an RBF SVC with balanced class weights, probabilities by sigmoid
+calibration (``CalibratedClassifierCV(..., ensemble=False)``, scikit-learn's replacement of
+the deprecated ``SVC(probability=True)``)."""
 
 from __future__ import annotations
 
@@ -13,16 +15,21 @@ def fit_svm(x: np.ndarray, y: np.ndarray, seed: int = 0, c: float = 1.0):
     Args:
         x: ``(n, bands)`` training spectra.
         y: ``(n,)`` class indices.
-        seed: the seed of the probability calibration.
+        seed: the SVC's seed.
         c: the SVM's regularisation.
     """
+    from sklearn.calibration import CalibratedClassifierCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
     model = make_pipeline(
         StandardScaler(),
-        SVC(C=c, kernel="rbf", class_weight="balanced", probability=True, random_state=seed),
+        CalibratedClassifierCV(
+            SVC(C=c, kernel="rbf", class_weight="balanced", random_state=seed),
+            method="sigmoid",
+            ensemble=False,
+        ),
     )
     return model.fit(x, y)
 

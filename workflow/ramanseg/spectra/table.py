@@ -182,7 +182,7 @@ def encode_labels(
                 fix="correct the dataset's `positive` list",
             )
         return np.isin(labels, positive).astype(np.int64), ["rest", "+".join(positive)[:40]]
-    names = sorted(set(labels))
+    names = sorted({str(label) for label in labels})
     index = {name: code for code, name in enumerate(names)}
     return np.array([index[label] for label in labels], dtype=np.int64), names
 
