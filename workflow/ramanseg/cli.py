@@ -48,6 +48,7 @@ COMMANDS = {
     "spectra-synthetic": "ramanseg.spectra.cli",
     "spectra-run": "ramanseg.spectra.cli",
     "spectra-summary": "ramanseg.spectra.cli",
+    "spectra-pixel-model": "ramanseg.spectra.cli",
     "benchmark-summary": "ramanseg.report",
     "bench-dag": "ramanseg.bench_dag",
 }

@@ -115,3 +115,48 @@ rule spectra_summary:
 rule spectra:
     input:
         spectra_outputs(),
+
+
+# The 1D-CNN as a per-pixel model of the tumour table (its entry in ramanseg.catalog puts
+# it into the evaluate rule's table).
+rule fit_pixel_cnn:
+    input:
+        stacks=preprocessed("stack.ome.tif", PIXEL_CNN_SAMPLES),
+        masks=preprocessed("mask.tif", PIXEL_CNN_SAMPLES),
+        foregrounds=preprocessed("foreground.tif", PIXEL_CNN_SAMPLES),
+        split=SPLIT_JSON,
+    output:
+        weights=MODELS / "pixel_cnn" / "model.pt",
+        metadata=MODELS / "pixel_cnn" / "model.json",
+        training_log=MODELS / "pixel_cnn" / "training_log.csv",
+        importance=MODELS / "pixel_cnn" / "band_importance.csv",
+        importance_parquet=MODELS / "pixel_cnn" / "band_importance.parquet",
+        importance_md=MODELS / "pixel_cnn" / "band_importance.md",
+        importance_plot=report(
+            MODELS / "pixel_cnn" / "band_importance.png",
+            caption="../report/pixel_cnn_band_importance.rst",
+            category="3. Results",
+        ),
+        importance_pdf=MODELS / "pixel_cnn" / "band_importance.pdf",
+        masks=predictions("pixel_cnn", "mask"),
+        probabilities=predictions("pixel_cnn", "probability"),
+    params:
+        model_dir=MODELS / "pixel_cnn",
+        outdir=PREDICTIONS / "pixel_cnn",
+        settings=settings("seed", "channels", "spectra"),
+    log:
+        LOGS / "models" / "fit_pixel_cnn.log",
+    benchmark:
+        BENCHMARKS / "models" / "fit_pixel_cnn.tsv"
+    threads: rule_resources("fit_pixel_cnn")["threads"]
+    resources:
+        mem_mb=rule_resources("fit_pixel_cnn")["mem_mb"],
+        runtime=rule_resources("fit_pixel_cnn")["runtime"],
+        gpu=rule_resources("fit_pixel_cnn")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m ramanseg spectra-pixel-model --stacks {input.stacks:q}"
+        " --masks {input.masks:q} --foregrounds {input.foregrounds:q} --split {input.split:q}"
+        " --model-dir {params.model_dir:q} --outdir {params.outdir:q} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"

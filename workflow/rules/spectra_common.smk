@@ -47,3 +47,8 @@ def spectra_outputs():
         *expand(SPECTRA / "metrics.{ext}", ext=["csv", "parquet", "md"]),
         *expand(SPECTRA / "{dataset}" / "{name}", dataset=SPECTRA_DATASETS, name=SPECTRA_FIGURES),
     ]
+
+
+#: The samples the per-pixel 1D-CNN reads: training and validation pixels, and the test
+#: samples it predicts and explains (their masks only for the band importance).
+PIXEL_CNN_SAMPLES = list(SPLIT["train"]) + list(SPLIT["val"]) + TEST_SAMPLES

@@ -47,6 +47,25 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     summary.add_argument("--out-prefix", required=True, help="writes PREFIX.csv/.parquet/.md")
     summary.set_defaults(func=run_summary)
 
+    pixel = subparsers.add_parser(
+        "spectra-pixel-model",
+        help="the per-pixel 1D-CNN of the tumour table: train, predict the test set, explain",
+    )
+    for option, name in (
+        ("--stacks", "stack.ome.tif"),
+        ("--masks", "mask.tif"),
+        ("--foregrounds", "foreground.tif"),
+    ):
+        pixel.add_argument(
+            option, required=True, nargs="+", metavar="FILE", help=f"the samples' {name}"
+        )
+    pixel.add_argument("--split", required=True, metavar="JSON", help="split.json")
+    pixel.add_argument("--model-dir", required=True, help="results/models/<model>")
+    pixel.add_argument("--outdir", required=True, help="results/predictions/<model>")
+    pixel.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    add_settings_arguments(pixel)
+    pixel.set_defaults(func=run_pixel_model)
+
 
 def run_synthetic(args: argparse.Namespace) -> None:
     from ramanseg.cli import settings_from_args
@@ -158,3 +177,68 @@ def run_summary(args: argparse.Namespace) -> None:
         frames.append(pd.read_csv(path))
     metrics = pd.concat(frames, ignore_index=True)
     write_files(prefixed(args.out_prefix, table_bytes(metrics, metrics_markdown(metrics))))
+
+
+def run_pixel_model(args: argparse.Namespace) -> None:
+    import torch
+
+    from ramanseg.cli import settings_from_args
+    from ramanseg.figures import figure_bytes, table_bytes
+    from ramanseg.fileio import check_output_folder, json_bytes, prefixed, write_files
+    from ramanseg.models.data import load_samples
+    from ramanseg.predictions import write_prediction
+    from ramanseg.preprocessed import files_by_sample
+    from ramanseg.spectra.pixel import (
+        importance_figure,
+        pixel_band_importance,
+        predict_sample,
+        train_pixel_model,
+    )
+    from ramanseg.split import read_split
+
+    torch.set_num_threads(max(1, args.threads))
+    config = settings_from_args(args)
+    for folder, option in ((args.model_dir, "--model-dir"), (args.outdir, "--outdir")):
+        check_output_folder(folder, option=option)
+    split = read_split(args.split)
+    files = files_by_sample(stacks=args.stacks, masks=args.masks, foregrounds=args.foregrounds)
+    train = load_samples(files, split["train"])
+    val = load_samples(files, split["val"]) if split["val"] else []
+    model, history, fisher = train_pixel_model(train, val, config)
+    test = load_samples(files, split["test"])
+    for sample in test:
+        write_prediction(args.outdir, sample.sample_id, predict_sample(model, sample, config))
+    importance = pixel_band_importance(model, test, fisher, config)
+    k = 5
+    top = importance.nlargest(k, "gradcam")["wavenumber"].tolist()
+    model_dir = Path(args.model_dir)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    markdown = (
+        "Per-pixel 1D-CNN: band importance for the tumour logit (test-sample tumour pixels) "
+        "and the Fisher score of each band on the training pixels\n\n"
+        + importance.to_markdown(index=False, floatfmt=".3f")
+        + "\n"
+    )
+    files_out = {
+        model_dir / "model.pt": buffer.getvalue(),
+        model_dir / "training_log.csv": history.to_csv(index=False).encode(),
+        **prefixed(model_dir / "band_importance", table_bytes(importance, markdown)),
+        **prefixed(model_dir / "band_importance", figure_bytes(importance_figure(importance, k))),
+        model_dir / "model.json": json_bytes(
+            {
+                "kind": "pixel_1d_cnn",
+                "bands": [float(w) for w in importance["wavenumber"]],
+                "top_gradcam_bands": [float(w) for w in top],
+                "top_fisher_bands": [
+                    float(w) for w in importance.nlargest(k, "fisher")["wavenumber"]
+                ],
+                "selected_epoch": int(history.loc[history["selected"], "epoch"].iloc[0]),
+                "val_loss": float(history["val_loss"].min()),
+                "train_samples": list(split["train"]),
+                "settings": require(config, "spectra.pixel_model"),
+            }
+        ),
+    }
+    write_files(files_out)
+    LOGGER.info("per-pixel 1D-CNN: top-%d Grad-CAM bands %s", k, top)

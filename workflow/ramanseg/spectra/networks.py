@@ -26,9 +26,12 @@ class SpectraCNN(nn.Module):
 
     Each block is Conv1D ('same' padding) → BatchNorm → ReLU → MaxPool(2); then global
     average pooling, Dense(128) → ReLU → Dropout(0.5), Dense(1) with a sigmoid (or one
-    unit per class with a softmax). Short spectra: a block pools only while its input
-    has at least 4 points, so a 21-band SRS spectrum keeps 2 positions in its last blocks
-    instead of pooling to nothing (the paper's 1200-point input pools in every block).
+    unit per class with a softmax). Short spectra: a block pools only while the pooled
+    length stays at least ``min_pooled_length`` (default 2), so a 21-band SRS spectrum
+    keeps 2 positions in its last blocks instead of pooling to nothing (the paper's
+    1200-point input pools in every block); ``min_pooled_length`` above the spectrum's
+    length turns pooling off, keeping one feature position per band (the per-pixel model,
+    whose explanations need band resolution).
     Table 1's layers hold about 0.2 M parameters; the paper's text says 3.7 M, which its
     table does not give; we follow the table.
 
@@ -39,6 +42,7 @@ class SpectraCNN(nn.Module):
         channels: the output channels of each block.
         dense: the width of the hidden dense layer.
         dropout: the dropout before the last dense layer.
+        min_pooled_length: a block pools only if its output keeps at least this length.
     """
 
     def __init__(
@@ -49,12 +53,13 @@ class SpectraCNN(nn.Module):
         channels: Sequence[int] = TABLE1_CHANNELS,
         dense: int = 128,
         dropout: float = 0.5,
+        min_pooled_length: int = 2,
     ) -> None:
         super().__init__()
         blocks = []
         length, previous = n_bands, 1
         for kernel, width in zip(kernels, channels, strict=True):
-            pool = length >= 4
+            pool = length // 2 >= min_pooled_length
             blocks.append(
                 nn.Sequential(
                     nn.Conv1d(previous, width, kernel, padding=kernel // 2),

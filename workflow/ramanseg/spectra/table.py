@@ -181,7 +181,8 @@ def encode_labels(
                 f"{sorted(set(labels))[:10]})",
                 fix="correct the dataset's `positive` list",
             )
-        return np.isin(labels, positive).astype(np.int64), ["rest", "+".join(positive)[:40]]
+        name = positive[0] if len(positive) == 1 else f"{positive[0]} (+{len(positive) - 1})"
+        return np.isin(labels, positive).astype(np.int64), ["rest", name]
     names = sorted({str(label) for label in labels})
     index = {name: code for code, name in enumerate(names)}
     return np.array([index[label] for label in labels], dtype=np.int64), names
