@@ -210,7 +210,8 @@ def run_pixel_model(args: argparse.Namespace) -> None:
         write_prediction(args.outdir, sample.sample_id, predict_sample(model, sample, config))
     importance = pixel_band_importance(model, test, fisher, config)
     k = 5
-    top = importance.nlargest(k, "gradcam")["wavenumber"].tolist()
+    methods = ("gradcam", "weights", "integrated_gradients", "fisher")
+    top = {m: [float(w) for w in importance.nlargest(k, m)["wavenumber"]] for m in methods}
     model_dir = Path(args.model_dir)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
@@ -229,10 +230,7 @@ def run_pixel_model(args: argparse.Namespace) -> None:
             {
                 "kind": "pixel_1d_cnn",
                 "bands": [float(w) for w in importance["wavenumber"]],
-                "top_gradcam_bands": [float(w) for w in top],
-                "top_fisher_bands": [
-                    float(w) for w in importance.nlargest(k, "fisher")["wavenumber"]
-                ],
+                f"top_{k}_bands": top,
                 "selected_epoch": int(history.loc[history["selected"], "epoch"].iloc[0]),
                 "val_loss": float(history["val_loss"].min()),
                 "train_samples": list(split["train"]),
@@ -241,4 +239,4 @@ def run_pixel_model(args: argparse.Namespace) -> None:
         ),
     }
     write_files(files_out)
-    LOGGER.info("per-pixel 1D-CNN: top-%d Grad-CAM bands %s", k, top)
+    LOGGER.info("per-pixel 1D-CNN: top-%d bands by method %s", k, top)
