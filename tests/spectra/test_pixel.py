@@ -63,7 +63,7 @@ def test_top5_bands_include_the_planted_bands(trained):
     config, model, _, fisher = trained
     importance = pixel_band_importance(model, [_sample(6, config)], fisher, config)
     _, wavenumbers = raman_bands(config)
-    for column in ("gradcam", "weights", "integrated_gradients"):
+    for column in ("gradcam", "weights", "integrated_gradients", "integrated_gradients_abs"):
         top = set(importance.nlargest(5, column)["wavenumber"])
         assert {wavenumbers[i] for i in PLANTED} <= top, (column, top)
 

@@ -210,7 +210,7 @@ def run_pixel_model(args: argparse.Namespace) -> None:
         write_prediction(args.outdir, sample.sample_id, predict_sample(model, sample, config))
     importance = pixel_band_importance(model, test, fisher, config)
     k = 5
-    methods = ("gradcam", "weights", "integrated_gradients", "fisher")
+    methods = ("gradcam", "weights", "integrated_gradients", "integrated_gradients_abs", "fisher")
     top = {m: [float(w) for w in importance.nlargest(k, m)["wavenumber"]] for m in methods}
     model_dir = Path(args.model_dir)
     buffer = io.BytesIO()

@@ -146,9 +146,9 @@ def fine_tune_resnet(
 
 
 def explain_cnn(model: SpectraCNN, data: PreparedData) -> pd.DataFrame:
-    """Band importance of the CNN on the test spectra: per class (Grad-CAM and the weight
-    map of that class's logit over that class's spectra; for two classes, the positive
-    class only), scaled to a maximum absolute value of 1."""
+    """Band importance of the CNN on the test spectra: per class (guided Grad-CAM and the
+    guided weight map of that class's logit over that class's spectra; for two classes,
+    the positive class only), scaled to a maximum absolute value of 1."""
     test = data.split["test"]
     targets = [1] if len(data.classes) == 2 else list(range(len(data.classes)))
     rows = {"wavenumber": data.wavenumbers}
@@ -157,8 +157,8 @@ def explain_cnn(model: SpectraCNN, data: PreparedData) -> pd.DataFrame:
         if len(spectra) == 0:
             spectra = data.x[data.y == target]
         name = data.classes[target]
-        rows[f"gradcam:{name}"] = band_importance(gradcam(model, spectra, target))
-        rows[f"weights:{name}"] = band_importance(weight_map(model, spectra, target))
+        rows[f"gradcam:{name}"] = band_importance(gradcam(model, spectra, target, guided=True))
+        rows[f"weights:{name}"] = band_importance(weight_map(model, spectra, target, guided=True))
     return pd.DataFrame(rows)
 
 

@@ -10,7 +10,8 @@ demo uses kernels of 3 and 1 (a receptive field of 7 bands) and no pooling.
 
 Band importance of the tumour logit over test-sample tumour pixels: Grad-CAM and the
 weight-based map (resolved to the last block's receptive field), and Integrated Gradients
-against the mean non-tumour spectrum (per band); each set against the band's Fisher score
+against the mean non-tumour spectrum (per band; signed mean, and mean magnitude, the usual
+global ranking); each set against the band's Fisher score
 (tumour vs the rest, squared mean difference over summed variances) on the training
 pixels, the measure ``ramanseg.phantom`` documents.
 """
@@ -184,17 +185,19 @@ def pixel_band_importance(
             "wavenumber": wavenumbers,
             "gradcam": band_importance(gradcam(model, tumour, 1)),
             "weights": band_importance(weight_map(model, tumour, 1)),
-            "integrated_gradients": band_importance(
-                integrated_gradients(model, tumour, x[y == 0].mean(axis=0), 1)
-            ),
         }
     )
+    attributions = integrated_gradients(model, tumour, x[y == 0].mean(axis=0), 1)
+    table["integrated_gradients"] = band_importance(attributions)
+    # The usual global ranking of attributions: the mean magnitude per band (a band that
+    # pushes the logit down is as much part of the decision as one that pushes it up).
+    table["integrated_gradients_abs"] = band_importance(np.abs(attributions))
     return table.merge(fisher, on="wavenumber", how="left")
 
 
 def importance_figure(importance: pd.DataFrame, k: int):
     """Band importance (three methods) against the Fisher score of each Raman band; the
-    top-``k`` Integrated-Gradients bands marked."""
+    top-``k`` bands by mean |Integrated Gradients| marked."""
     from ramanseg.figures import new_figure
 
     figure = new_figure(9, 4)
@@ -211,8 +214,8 @@ def importance_figure(importance: pd.DataFrame, k: int):
         ylim=(-1.1, 1.1),
         title="Per-pixel 1D-CNN: band importance for the tumour logit",
     )
-    top = importance.nlargest(k, "integrated_gradients")["wavenumber"]
-    ax.plot(top, np.full(len(top), 1.05), "v", color="black", label=f"top-{k} IG")
+    top = importance.nlargest(k, "integrated_gradients_abs")["wavenumber"]
+    ax.plot(top, np.full(len(top), 1.05), "v", color="black", label=f"top-{k} mean |IG|")
     twin = ax.twinx()
     twin.plot(x, importance["fisher"], "o-", color="tab:red", ms=3, label="Fisher score")
     twin.set_ylabel("Fisher score, training pixels", color="tab:red")
