@@ -72,3 +72,51 @@ def test_a_channel_list_without_raman_bands_is_a_config_error(demo_config):
     config = {**demo_config, "channels": [{"name": "t", "role": "transmission"}]}
     with pytest.raises(ConfigError, match="2\\+ Raman channels"):
         raman_bands(config)
+
+
+def _write_preprocessed(root, config, ids):
+    import tifffile
+
+    names = [channel["name"] for channel in config["channels"]]
+    for index, sample_id in enumerate(ids):
+        sample = _sample(index, config)
+        folder = root / "preprocessed" / sample_id
+        folder.mkdir(parents=True)
+        tifffile.imwrite(
+            folder / "stack.ome.tif",
+            sample.image,
+            ome=True,
+            photometric="minisblack",
+            metadata={"axes": "CYX", "Channel": {"Name": names}},
+        )
+        tifffile.imwrite(folder / "mask.tif", sample.mask)
+        tifffile.imwrite(folder / "foreground.tif", sample.tissue)
+
+
+def test_cli_trains_predicts_the_test_set_and_explains(tmp_path, demo_config):
+    import json
+
+    from ramanseg.cli import main
+
+    split = {"train": ["a", "b"], "val": ["c"], "test": ["d", "e"], "folds": []}
+    _write_preprocessed(
+        tmp_path, demo_config, [i for key in ("train", "val", "test") for i in split[key]]
+    )
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    spectra = {**demo_config["spectra"]}
+    spectra["pixel_model"] = {**spectra["pixel_model"], "pixels": 500, "epochs": 1}
+    settings = {"seed": 0, "channels": demo_config["channels"], "spectra": spectra}
+    argv = ["spectra-pixel-model", "--split", str(tmp_path / "split.json")]
+    for option, name in (
+        ("--stacks", "stack.ome.tif"),
+        ("--masks", "mask.tif"),
+        ("--foregrounds", "foreground.tif"),
+    ):
+        argv += [option, *map(str, sorted((tmp_path / "preprocessed").glob(f"*/{name}")))]
+    argv += ["--model-dir", str(tmp_path / "model"), "--outdir", str(tmp_path / "pred")]
+    assert main([*argv, "--settings", json.dumps(settings)]) == 0
+    written = sorted(p.name for p in (tmp_path / "pred").glob("*.tif"))
+    assert written == ["d.mask.tif", "d.probability.tif", "e.mask.tif", "e.probability.tif"]
+    metadata = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert set(metadata["top_5_bands"]) >= {"gradcam", "weights", "integrated_gradients_abs"}
+    assert (tmp_path / "model" / "band_importance.png").stat().st_size > 1000
