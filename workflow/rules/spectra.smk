@@ -5,6 +5,9 @@
 include: "spectra_common.smk"
 
 
+check_spectra_datasets()
+
+
 rule spectra_synthetic:
     output:
         SPECTRA / "synthetic" / "{spectra_dataset}.parquet",

@@ -21,18 +21,24 @@ def spectra_table(dataset):
     return Path(workflow.basedir) / table
 
 
+def check_spectra_datasets():
+    """Stop before any job on a `transfer_from` that names no dataset, or a dataset that
+    is its own source."""
+    for name, entry in config["spectra"]["datasets"].items():
+        source = entry.get("transfer_from")
+        key = f"config key `spectra.datasets.{name}.transfer_from`"
+        if source is not None and source not in SPECTRA_DATASETS:
+            stop(f"{key}: {source!r} is not a dataset of spectra.datasets ({', '.join(SPECTRA_DATASETS)})")
+        if source == name:
+            stop(f"{key}: a dataset cannot be its own pretraining task; name another dataset")
+
+
 def spectra_inputs(wildcards):
     """The dataset's table and, if it names one, its transfer source's table."""
     entry = config["spectra"]["datasets"][wildcards.spectra_dataset]
     inputs = {"table": spectra_table(wildcards.spectra_dataset)}
-    source = entry.get("transfer_from")
-    if source:
-        if source not in config["spectra"]["datasets"]:
-            stop(
-                f"config key `spectra.datasets.{wildcards.spectra_dataset}.transfer_from`: "
-                f"{source!r} is not a dataset of spectra.datasets ({', '.join(SPECTRA_DATASETS)})"
-            )
-        inputs["source"] = spectra_table(source)
+    if entry.get("transfer_from"):
+        inputs["source"] = spectra_table(entry["transfer_from"])
     return inputs
 
 
