@@ -119,7 +119,7 @@ def run_dataset_command(args: argparse.Namespace) -> None:
     )
     files.update(prefixed(outdir / "importance", table_bytes(result["importance"])))
     files.update(prefixed(outdir / "predictions", table_bytes(result["predictions"])))
-    curves = pd_concat_histories(result["histories"])
+    curves = histories_table(result["histories"])
     files.update(prefixed(outdir / "training_curves", table_bytes(curves)))
     figure_specs = {
         "training_curves": figures.training_curves_figure(result["histories"], name),
@@ -151,7 +151,7 @@ def run_dataset_command(args: argparse.Namespace) -> None:
     print(json.dumps({"dataset": name, "outdir": str(outdir)}))
 
 
-def pd_concat_histories(histories):
+def histories_table(histories):
     """The training curves of every network as one long table (column ``model``)."""
     import pandas as pd
 
