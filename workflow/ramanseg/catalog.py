@@ -39,7 +39,7 @@ class ModelInfo:
         return self.entry is not None
 
 
-#: Every model of the results table, in the paper's order, then the per-pixel baseline.
+#: Every model of the results table, in the paper's order, then the per-pixel models.
 MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("unet", "U-Net", "train_model", "predict_model", "ramanseg.models.unet:ENTRY"),
     ModelInfo(
@@ -61,6 +61,8 @@ MODELS: tuple[ModelInfo, ...] = (
         "ramanseg.models.ramanseg_training:ENTRY",
     ),
     ModelInfo("logreg", "Per-pixel logistic regression", None, "fit_baseline"),
+    # The skin-cancer paper's 1D-CNN on each pixel's Raman spectrum (ramanseg.spectra.pixel).
+    ModelInfo("pixel_cnn", "Per-pixel 1D-CNN (spectrum only)", None, "fit_pixel_cnn"),
 )
 MODELS_BY_NAME = {model.name: model for model in MODELS}
 #: The models of the results table, in table order.

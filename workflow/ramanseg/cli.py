@@ -45,6 +45,10 @@ COMMANDS = {
     "evaluate": "ramanseg.evaluate",
     "interpret-nnunet": "ramanseg.interpret",
     "interpret-prototypes": "ramanseg.interpret",
+    "spectra-synthetic": "ramanseg.spectra.cli",
+    "spectra-run": "ramanseg.spectra.cli",
+    "spectra-summary": "ramanseg.spectra.cli",
+    "spectra-pixel-model": "ramanseg.spectra.cli",
     "benchmark-summary": "ramanseg.report",
     "bench-dag": "ramanseg.benchmarks.dag",
 }
