@@ -16,9 +16,12 @@ from ramanseg.interpret.prototypes import (
     class_proportions,
     kmeans_inertia,
     read_prototype_vectors,
-    read_records,
 )
-from ramanseg.models.prototypes import PrototypeRecord, write_projection_json
+from ramanseg.models.prototypes import (
+    PrototypeRecord,
+    read_projection_json,
+    write_projection_json,
+)
 from tests.interpret import register_commands
 
 NAMES = ["Tumor", "Necrosis", "Epithelium", "Stroma", "Other"]
@@ -136,14 +139,14 @@ def test_kmeans_inertia_repairs_an_increase(monkeypatch):
 def test_reading_records_and_vectors(tmp_path):
     records = [record(0, 0, "S", (0, 2, 0, 2)), record(1, 1, "S", (2, 4, 2, 4))]
     write_projection_json(records, tmp_path / "prototypes.json")
-    assert read_records(tmp_path / "prototypes.json") == records
+    assert read_projection_json(tmp_path / "prototypes.json") == records
     torch.save({"prototype_layer.prototypes": torch.ones(2, 3, 1, 1)}, tmp_path / "model.pt")
     assert read_prototype_vectors(tmp_path / "model.pt").shape == (2, 3, 1, 1)
     torch.save({"readout.weight": torch.ones(2, 2)}, tmp_path / "other.pt")
     with pytest.raises(InputError, match=r"prototype_layer\.prototypes"):
         read_prototype_vectors(tmp_path / "other.pt")
     with pytest.raises(InputError, match="train RamanSeg"):
-        read_records(tmp_path / "missing.json")
+        read_projection_json(tmp_path / "missing.json")
 
 
 def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):

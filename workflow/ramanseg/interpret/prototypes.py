@@ -36,8 +36,6 @@ them.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -57,13 +55,13 @@ from ramanseg.interpret import (
     read_class_map,
     read_stack,
 )
+from ramanseg.models.prototypes.projection import PROJECTION_NAME, read_projection_json
 
 log = logging.getLogger(__name__)
 
 #: The state-dict key of the prototype vectors in RamanSeg's ``model.pt``.
 PROTOTYPES_KEY = "prototype_layer.prototypes"
 #: The projection records and the gallery in RamanSeg's training folder (and our outdir).
-PROJECTION_NAME = "prototypes.json"
 GALLERY_NAME = "prototype_gallery.png"
 #: Names of RamanSeg's prototype classes (its binary labels).
 PROTOTYPE_CLASS_NAMES = ("non-tumour", "tumour")
@@ -72,42 +70,6 @@ UNANNOTATED = "unannotated"
 SUMMARY_NAME = "prototype_summary.csv"
 #: Relative slack of the monotonicity check of the inertia curve (float rounding).
 MONOTONE_RTOL = 1e-9
-
-
-def read_records(path: str | Path) -> list[Any]:
-    """The projection records of ``prototypes.json`` as ``PrototypeRecord`` objects.
-
-    Raises:
-        InputError: a missing or unreadable file, or records lacking fields.
-    """
-    from ramanseg.models.prototypes import PrototypeRecord
-
-    path = Path(path)
-    fix = "train RamanSeg with prototype projection (rule train_model, model=ramanseg)"
-    if not path.is_file():
-        raise InputError("the prototype projection records do not exist", path=path, fix=fix)
-    known = {field.name for field in dataclasses.fields(PrototypeRecord)}
-    try:
-        entries = json.loads(path.read_text())["prototypes"]
-        records = [
-            PrototypeRecord(
-                **{
-                    k: tuple(v) if isinstance(v, list) else v
-                    for k, v in entry.items()
-                    if k in known
-                }
-            )
-            for entry in entries
-        ]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise InputError(
-            f"the prototype records cannot be read ({type(error).__name__}: {error})",
-            path=path,
-            fix=fix,
-        ) from None
-    if not records:
-        raise InputError("the prototype records are empty", path=path, fix=fix)
-    return records
 
 
 def class_proportions(
@@ -466,7 +428,7 @@ def run_interpret_prototypes(
     channels = channel_names(config)
     display = display_channel_index(config, settings.display_channel)
     model_dir = Path(model_dir)
-    records = read_records(model_dir / PROJECTION_NAME)
+    records = read_projection_json(model_dir / PROJECTION_NAME)
     vectors = read_prototype_vectors(model_dir / "model.pt")
     if vectors.shape[0] != len(records):
         raise InputError(

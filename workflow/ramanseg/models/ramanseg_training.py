@@ -62,6 +62,7 @@ from ramanseg.config import display_channel_index, require
 from ramanseg.models.data import Sample
 from ramanseg.models.prototypes import (
     PROJECTION_ASSIGNMENTS,
+    PROJECTION_NAME,
     REGION_METHODS,
     PrototypeRecord,
     RamanSegLoss,
@@ -106,8 +107,6 @@ __all__ = [
     "ramanseg_strategy",
 ]
 
-#: The projection records written next to ``model.pt`` by projection models.
-PROJECTION_NAME = "prototypes.json"
 #: The prototype gallery written next to ``model.pt`` by projection models.
 GALLERY_NAME = "prototype_gallery.png"
 #: ``model.pt`` key of the prototype vectors, shape ``(P, D, k, k)``.

@@ -48,11 +48,13 @@ from ramanseg.models.prototypes.losses import (
 )
 from ramanseg.models.prototypes.projection import (
     PROJECTION_ASSIGNMENTS,
+    PROJECTION_NAME,
     REGION_METHODS,
     PrototypeRecord,
     high_activation_bbox,
     init_prototypes_from_latents_,
     project_prototypes,
+    read_projection_json,
     write_projection_json,
 )
 
@@ -60,6 +62,7 @@ __all__ = [
     "DEFAULT_LOSS_WEIGHTS",
     "DIVERSITY_LOSSES",
     "PROJECTION_ASSIGNMENTS",
+    "PROJECTION_NAME",
     "REGION_METHODS",
     "LossTerms",
     "PrototypeLayer",
@@ -78,6 +81,7 @@ __all__ = [
     "log_similarity",
     "project_prototypes",
     "prototype_gallery",
+    "read_projection_json",
     "soft_dice_loss",
     "write_projection_json",
     "xavier_prototype_bound",

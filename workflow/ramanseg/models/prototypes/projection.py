@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from ramanseg.errors import InputError
 from ramanseg.fileio import write_json
 from ramanseg.models.prototypes.layer import PrototypeLayer, l2_distance_map, log_similarity
 from ramanseg.models.prototypes.losses import downsample_labels
@@ -417,6 +420,10 @@ def project_prototypes(
     return records
 
 
+#: The projection records' file, beside ``model.pt`` of a RamanSeg model with projection.
+PROJECTION_NAME = "prototypes.json"
+
+
 def write_projection_json(
     records: Sequence[PrototypeRecord], path: str | Path, **extra: Any
 ) -> None:
@@ -430,6 +437,41 @@ def write_projection_json(
     """
     payload = {"prototypes": [record.to_dict() for record in records], **extra}
     write_json(path, payload)
+
+
+def read_projection_json(path: str | Path) -> list[PrototypeRecord]:
+    """The projection records of ``prototypes.json`` (:func:`write_projection_json`) as
+    ``PrototypeRecord`` objects: the one reader of that file.
+
+    Raises:
+        InputError: a missing or unreadable file, or records lacking fields.
+    """
+    path = Path(path)
+    fix = "train RamanSeg with prototype projection (rule train_prototype_model)"
+    if not path.is_file():
+        raise InputError("the prototype projection records do not exist", path=path, fix=fix)
+    known = {field.name for field in dataclasses.fields(PrototypeRecord)}
+    try:
+        entries = json.loads(path.read_text())["prototypes"]
+        records = [
+            PrototypeRecord(
+                **{
+                    k: tuple(v) if isinstance(v, list) else v
+                    for k, v in entry.items()
+                    if k in known
+                }
+            )
+            for entry in entries
+        ]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(
+            f"the prototype records cannot be read ({type(error).__name__}: {error})",
+            path=path,
+            fix=fix,
+        ) from None
+    if not records:
+        raise InputError("the prototype records are empty", path=path, fix=fix)
+    return records
 
 
 @torch.no_grad()
