@@ -26,6 +26,14 @@ Variants
     ``annotations.unclassified: ignore``). The ground truth (:class:`PhantomSample`'s
     tissue map and class map) covers every variant.
 
+Difficulty
+    ``phantom.difficulty`` (all 0 by default; ``config/hard.yaml`` switches every knob
+    on) makes the data harder in the ways real data are (:class:`Difficulty`):
+    annotations drawn on the H&E, smoothed and offset by a few pixels (the truth stays
+    on :attr:`PhantomSample.true_class_map`); the H&E shifted against the SRS stack
+    (:attr:`PhantomSample.he_offset`), the annotations with it; a wider per-patient
+    spectral shift and gain; tumour spectra partly epithelial; a smaller tumour share.
+
 Tissue model
     Each sample is a tissue section (an irregular blob; the rest is glass slide) made of
     Stroma, with fat (Other), a surface band of squamous Epithelium (most samples), one or
@@ -85,13 +93,15 @@ Determinism
     depend on the number of threads. The variants draw from streams of their own (which
     samples take variant ``k``: ``[seed, 5, k]``; sample ``i``'s immune aggregates and
     unclassified feature: ``[seed, 6, i]``), so with every variant off the output is the
-    same as before variants existed. TIFFs carry no timestamps and a UUID derived from
+    same as before variants existed; so do the difficulty knobs (sample ``i``: ``[seed,
+    7, i]``, patient ``p``: ``[seed, 8, p]``). TIFFs carry no timestamps and a UUID derived from
     the seed; the preview PNG carries no software tag: two runs are byte-identical.
 
 Modules
     :mod:`~ramanseg.phantom.design` (settings, samples and patients),
     :mod:`~ramanseg.phantom.tissue` (the tissue map and what is annotated),
     :mod:`~ramanseg.phantom.spectra` (class spectra),
+    :mod:`~ramanseg.phantom.difficulty` (the harder phantom),
     :mod:`~ramanseg.phantom.imaging` (cells, detector model, H&E),
     :mod:`~ramanseg.phantom.export` (QuPath GeoJSON),
     :mod:`~ramanseg.phantom.sample` (one sample and its ground truth),
@@ -108,6 +118,7 @@ from ramanseg.phantom.design import (
     phantom_problems,
     sample_variants,
 )
+from ramanseg.phantom.difficulty import DIFFICULTY_KNOBS, Difficulty
 from ramanseg.phantom.export import EXPORT_STYLES, annotation_geojson
 from ramanseg.phantom.sample import PhantomSample, generate_sample
 from ramanseg.phantom.spectra import RAMAN_SPECTRA, class_spectrum, lorentzian
@@ -134,6 +145,7 @@ from ramanseg.phantom.write import (
 __all__ = [
     "CLASS_COLORS",
     "CODE_CLASSES",
+    "DIFFICULTY_KNOBS",
     "EPITHELIUM",
     "EXPORT_STYLES",
     "EXTRA_CLASSES",
@@ -146,6 +158,7 @@ __all__ = [
     "TISSUE_CLASSES",
     "TUMOR",
     "VARIANTS",
+    "Difficulty",
     "PhantomSample",
     "PhantomSettings",
     "SampleVariant",

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ramanseg.config import ConfigError, require
+from ramanseg.phantom.difficulty import Difficulty
 from ramanseg.phantom.tissue import EXTRA_CLASSES, TISSUE_CLASSES
 from ramanseg.settings import AnnotationSettings, ChannelLayout
 
@@ -48,6 +49,7 @@ class PhantomSettings:
         variants: the fraction of samples taking each of :data:`VARIANTS` (0 = none).
         channels: the channels rendered, in file order.
         annotations: the classes annotated, in class-map order.
+        difficulty: the ``phantom.difficulty`` knobs (all 0 by default).
     """
 
     patients: int
@@ -58,6 +60,7 @@ class PhantomSettings:
     variants: Mapping[str, float]
     channels: ChannelLayout
     annotations: AnnotationSettings
+    difficulty: Difficulty = field(default_factory=Difficulty)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PhantomSettings:
@@ -83,6 +86,7 @@ class PhantomSettings:
             variants={key: float(section["variants"][key]) for key in VARIANTS},
             channels=ChannelLayout.from_config(config),
             annotations=AnnotationSettings.from_config(config),
+            difficulty=Difficulty.from_section(section.get("difficulty")),
         )
         problems = phantom_problems(settings)
         if problems:

@@ -245,6 +245,7 @@ def render_images(
     channels: ChannelLayout,
     patient: Mapping[str, float],
     seed: int,
+    tumour_mixing: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render a tissue map as an SRS stack and an H&E image.
 
@@ -257,6 +258,7 @@ def render_images(
         channels: the configured channels (role, wavenumber).
         patient: the patient's shift, gain and stain strengths (:func:`_patient`).
         seed: ``phantom.seed``, for the instrument's fixed channel gains.
+        tumour_mixing: the fraction of the tumour's Raman spectrum that is epithelial.
 
     Returns:
         The ``(C, Y, X)`` uint16 SRS stack and the ``(Y, X, 3)`` uint8 H&E image.
@@ -317,6 +319,11 @@ def render_images(
     }
     class_order = ["Slide", *TISSUE_CLASSES]
     lipid_direction = spectra["Other"] - spectra["Tumor"]
+    if tumour_mixing:
+        # After the lipid direction, so only the tumour's own spectrum moves.
+        spectra["Tumor"] = (1.0 - tumour_mixing) * spectra["Tumor"] + tumour_mixing * spectra[
+            "Epithelium"
+        ]
 
     # Transmission: Beer-Lambert through material, nuclei and scattering at edges.
     smooth_density = ndimage.gaussian_filter(density, 1.0)

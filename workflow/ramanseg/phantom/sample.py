@@ -12,6 +12,13 @@ from ramanseg.phantom.design import (
     phantom_design,
     sample_variants,
 )
+from ramanseg.phantom.difficulty import (
+    drawn_class_map,
+    harder_patient,
+    random_offset,
+    sample_rng,
+    shift_image,
+)
 from ramanseg.phantom.export import EXPORT_STYLES, annotation_geojson, unclassified_feature
 from ramanseg.phantom.imaging import _patient, render_images
 from ramanseg.phantom.tissue import (
@@ -36,10 +43,15 @@ class PhantomSample:
         class_map: ``(Y, X)`` uint8 annotated class map in configuration order (value
             ``k`` is the ``k``-th class of ``annotations.classes``; 0 = not annotated or
             an ignored class), what a correct reader of :attr:`annotations` produces
-            (skipping unclassified features).
+            (skipping unclassified features). With ``phantom.difficulty``'s annotation
+            or registration error on, this is the drawn map, not the truth.
         annotations: the GeoJSON object written to the file (a dict or a list).
         export_style: which of :data:`EXPORT_STYLES` the annotations use.
         variant: which variants of the input contract the sample takes.
+        true_class_map: the class map the annotations would give if drawn exactly on
+            the SRS grid (``None``: the same as :attr:`class_map`).
+        he_offset: ``(rows, columns)`` by which the H&E image is shifted relative to
+            the SRS stack (``phantom.difficulty.registration_error``).
     """
 
     sample_id: str
@@ -51,6 +63,12 @@ class PhantomSample:
     annotations: dict | list
     export_style: str
     variant: SampleVariant = field(default_factory=SampleVariant)
+    true_class_map: np.ndarray | None = None
+    he_offset: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        if self.true_class_map is None:
+            self.true_class_map = self.class_map
 
 
 def generate_sample(settings: PhantomSettings, sample_index: int) -> PhantomSample:
@@ -69,7 +87,10 @@ def generate_sample(settings: PhantomSettings, sample_index: int) -> PhantomSamp
     names = settings.annotations.class_names
     sample_id, patient_id = design.iloc[sample_index][["sample_id", "patient_id"]]
     patient_index = int(patient_id[1:]) - 1
-    patient = _patient(settings.seed, patient_index)
+    difficulty = settings.difficulty
+    patient = harder_patient(
+        _patient(settings.seed, patient_index), difficulty, settings.seed, patient_index
+    )
     variant = sample_variants(settings)[sample_index]
     rng = np.random.default_rng(np.random.SeedSequence([settings.seed, 3, sample_index]))
     # The variants draw from a stream of their own, so the rest is drawn as without them.
@@ -77,13 +98,28 @@ def generate_sample(settings: PhantomSettings, sample_index: int) -> PhantomSamp
     h, w = settings.height, settings.width
     if variant.transposed:
         h, w = w, h
-    tissue, depth, thickness = _tissue_map(rng, h, w)
+    tissue, depth, thickness = _tissue_map(rng, h, w, difficulty.tumour_shrink)
     if variant.immune_cells:
         tissue = add_immune_aggregates(variant_rng, tissue)
-    class_map = _annotated_class_map(rng, tissue, names)
+    true_class_map = _annotated_class_map(rng, tissue, names)
     srs, he = render_images(
-        rng, tissue, depth, thickness, settings.channels, patient, settings.seed
+        rng,
+        tissue,
+        depth,
+        thickness,
+        settings.channels,
+        patient,
+        settings.seed,
+        difficulty.tumour_mixing,
     )
+    # The difficulty draws from a stream of its own too; offsets are (0, 0) when off.
+    difficulty_rng = sample_rng(settings.seed, sample_index)
+    he_offset = random_offset(difficulty_rng, difficulty.registration_error)
+    he = shift_image(he, he_offset)
+    # Drawn on the H&E: the drawing follows its misregistration, plus its own error.
+    slip = random_offset(difficulty_rng, difficulty.annotation_error)
+    offset = (he_offset[0] + slip[0], he_offset[1] + slip[1])
+    class_map = drawn_class_map(true_class_map, difficulty.annotation_error, offset)
     style = EXPORT_STYLES[sample_index % len(EXPORT_STYLES)]
     annotations = annotation_geojson(class_map, names, style, rng)
     if variant.unclassified:
@@ -100,4 +136,6 @@ def generate_sample(settings: PhantomSettings, sample_index: int) -> PhantomSamp
         annotations=annotations,
         export_style=style,
         variant=variant,
+        true_class_map=true_class_map,
+        he_offset=he_offset,
     )

@@ -90,9 +90,15 @@ def _clean(mask: np.ndarray, min_area: int) -> np.ndarray:
 
 
 def _tissue_map(
-    rng: np.random.Generator, h: int, w: int
+    rng: np.random.Generator, h: int, w: int, tumour_shrink: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw the tissue map.
+
+    Args:
+        rng: the sample's random generator.
+        h: rows.
+        w: columns.
+        tumour_shrink: shrinks the tumour share (5-50 % of the tissue) by this fraction.
 
     Returns:
         ``tissue`` (uint8 codes), ``depth`` (distance to the glass in px, the surface
@@ -146,7 +152,10 @@ def _tissue_map(
         near = ndimage.distance_transform_edt(~epithelium).astype(np.float32)
         tumour_field += 1.5 * np.exp(-near / (0.08 * size))
     allowed = tissue_mask & ~epithelium
-    tumour = _clean(_threshold_fraction(tumour_field, allowed, rng.uniform(0.05, 0.5)), min_area)
+    tumour = _clean(
+        _threshold_fraction(tumour_field, allowed, (1.0 - tumour_shrink) * rng.uniform(0.05, 0.5)),
+        min_area,
+    )
     tumour &= allowed
     if tumour.sum() < min_area:
         # Tiny or unlucky images: a nest at the deepest point of the tissue.
