@@ -186,4 +186,5 @@ def test_the_hard_phantom_is_deterministic_for_a_seed(tiny):
 
 def test_difficulty_defaults_to_off():
     assert not Difficulty().active
-    assert Difficulty.from_section(None) == Difficulty()
+    section = validate_config({"phantom": {}}, partial=True)["phantom"]["difficulty"]
+    assert Difficulty.from_section(section) == Difficulty()

@@ -86,7 +86,7 @@ class PhantomSettings:
             variants={key: float(section["variants"][key]) for key in VARIANTS},
             channels=ChannelLayout.from_config(config),
             annotations=AnnotationSettings.from_config(config),
-            difficulty=Difficulty.from_section(section.get("difficulty")),
+            difficulty=Difficulty.from_section(section["difficulty"]),
         )
         problems = phantom_problems(settings)
         if problems:

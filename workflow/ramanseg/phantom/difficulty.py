@@ -48,14 +48,14 @@ class Difficulty:
     tumour_shrink: float = 0.0
 
     @classmethod
-    def from_section(cls, section: Mapping[str, Any] | None) -> Difficulty:
-        """The knobs from a validated ``phantom.difficulty`` section (missing keys: 0).
+    def from_section(cls, section: Mapping[str, Any]) -> Difficulty:
+        """The knobs from a validated ``phantom.difficulty`` section (the schema fills in
+        every knob's default, 0).
 
         Args:
-            section: the section, or ``None``.
+            section: the section.
         """
-        section = section or {}
-        return cls(**{f.name: float(section.get(f.name, 0.0)) for f in fields(cls)})
+        return cls(**{f.name: float(section[f.name]) for f in fields(cls)})
 
     @property
     def active(self) -> bool:
