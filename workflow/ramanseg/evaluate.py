@@ -399,13 +399,6 @@ def read_patients(
     return patient_of
 
 
-def read_test_samples(split_path: str | Path) -> list[str]:
-    """The ``test`` list of ``split.json`` (read by :func:`ramanseg.split.read_split`)."""
-    from ramanseg.split import read_split
-
-    return list(read_split(split_path)["test"])
-
-
 def run_evaluate(
     predictions: Mapping[str, Mapping[str, Path]],
     models: Sequence[str],

@@ -98,12 +98,6 @@ class PreprocessedFiles:
         paths = {kind: folder / name for kind, name in FILE_NAMES.items()}
         return cls(sample_id=folder.name, **paths)
 
-    @classmethod
-    def of(cls, path: str | Path) -> PreprocessedFiles:
-        """The files of the sample that one of its files (any kind) belongs to."""
-        sample_id_of(path)
-        return cls.in_folder(Path(path).parent)
-
 
 def sample_id_of(path: str | Path) -> str:
     """The sample a preprocessed file belongs to: the name of its folder.
@@ -309,15 +303,6 @@ def read_stack_channel(path: str | Path, sample_id: str, index: int, n_channels:
         shape = series.shape if len(series.shape) == 3 else (1, *series.shape)
         _check_channels(tuple(shape), (), path, sample_id, n_channels, None)
         return np.asarray(series.pages[index].asarray(), dtype=np.float32)
-
-
-def read_stack_shape(path: str | Path, sample_id: str) -> tuple[int, int]:
-    """The (Y, X) of a preprocessed stack, from its header."""
-    path = Path(path)
-    _require(path, sample_id, "preprocessed stack")
-    with open_tiff(path, sample_id, "preprocessed stack", RERUN) as tif:
-        shape = tif.series[0].shape
-    return tuple(shape[-2:])
 
 
 def read_label(

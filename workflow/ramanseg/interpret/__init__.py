@@ -151,16 +151,15 @@ def read_stack(source: PreprocessedSource, sample: str, n_channels: int) -> np.n
 #: The preprocessed files each option passes, and their kind for
 #: :func:`ramanseg.preprocessed.files_by_sample`.
 FILE_OPTIONS = {
-    "--stacks": ("stacks", "stack.ome.tif"),
-    "--truth": ("masks", "mask.tif"),
-    "--classes": ("classes", "classes.tif"),
-    "--foregrounds": ("foregrounds", "foreground.tif"),
-}
+    "--stacks": "stacks", "--truth": "masks", "--classes": "classes",
+    "--foregrounds": "foregrounds",
+}  # fmt: skip
 
 
 def _files_arguments(parser: Any, whose: str, options: Sequence[str]) -> None:
     for option in options:
-        kind, name = FILE_OPTIONS[option]
+        kind = FILE_OPTIONS[option]
+        name = preprocessed.FILE_NAMES[preprocessed.LIST_KINDS[kind]]
         parser.add_argument(
             option,
             dest=kind,
@@ -173,7 +172,7 @@ def _files_arguments(parser: Any, whose: str, options: Sequence[str]) -> None:
 
 def _files(args: Any) -> dict[str, preprocessed.PreprocessedFiles]:
     return preprocessed.files_by_sample(
-        **{kind: getattr(args, kind, None) for kind, _ in FILE_OPTIONS.values()}
+        **{kind: getattr(args, kind, None) for kind in FILE_OPTIONS.values()}
     )
 
 
