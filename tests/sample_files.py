@@ -70,3 +70,18 @@ def valid_dataset(directory: Path, n_samples: int = 2, *, last_without_he: bool 
         )
         rows.append((sample_id, f"P{index % 2 + 1}", *files))
     return write_sheet(directory, rows)
+
+
+def write_preprocessed_files(folder: Path, sample, channel_names) -> None:
+    """Write a ``Sample`` (image, mask, tissue) as the preprocessing's stack, mask and
+    foreground files in ``folder`` (created), for the tests of the stages that read them."""
+    folder.mkdir(parents=True)
+    tifffile.imwrite(
+        folder / "stack.ome.tif",
+        sample.image,
+        ome=True,
+        photometric="minisblack",
+        metadata={"axes": "CYX", "Channel": {"Name": list(channel_names)}},
+    )
+    tifffile.imwrite(folder / "mask.tif", sample.mask)
+    tifffile.imwrite(folder / "foreground.tif", sample.tissue)

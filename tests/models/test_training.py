@@ -34,6 +34,7 @@ from ramanseg.models.training import (
 )
 from ramanseg.models.unet import UNet
 from ramanseg.split import read_split
+from tests.sample_files import write_preprocessed_files
 
 CHANNELS = ("Raman 2802", "Raman 2850", "TPEF", "SHG")
 
@@ -71,17 +72,7 @@ def write_dataset(root: Path, n_train: int = 3, n_val: int = 1, n_test: int = 2)
     all_ids = [i for subset in ids.values() for i in subset]
     for seed, sample_id in enumerate(all_ids):
         sample = make_sample(sample_id, seed)
-        folder = root / "preprocessed" / sample_id
-        folder.mkdir(parents=True)
-        tifffile.imwrite(
-            folder / "stack.ome.tif",
-            sample.image,
-            ome=True,
-            photometric="minisblack",
-            metadata={"axes": "CYX", "Channel": {"Name": list(CHANNELS)}},
-        )
-        tifffile.imwrite(folder / "mask.tif", sample.mask)
-        tifffile.imwrite(folder / "foreground.tif", sample.tissue)
+        write_preprocessed_files(root / "preprocessed" / sample_id, sample, CHANNELS)
     split = root / "split.json"
     split.write_text(json.dumps({**ids, "folds": []}))
     return split

@@ -15,6 +15,7 @@ from ramanseg.spectra.pixel import (
     raman_bands,
     train_pixel_model,
 )
+from tests.sample_files import write_preprocessed_files
 
 PLANTED = (8, 9)  # 2918.8 and 2933.4 cm-1 in the demo's channel list
 
@@ -75,22 +76,9 @@ def test_a_channel_list_without_raman_bands_is_a_config_error(demo_config):
 
 
 def _write_preprocessed(root, config, ids):
-    import tifffile
-
     names = [channel["name"] for channel in config["channels"]]
     for index, sample_id in enumerate(ids):
-        sample = _sample(index, config)
-        folder = root / "preprocessed" / sample_id
-        folder.mkdir(parents=True)
-        tifffile.imwrite(
-            folder / "stack.ome.tif",
-            sample.image,
-            ome=True,
-            photometric="minisblack",
-            metadata={"axes": "CYX", "Channel": {"Name": names}},
-        )
-        tifffile.imwrite(folder / "mask.tif", sample.mask)
-        tifffile.imwrite(folder / "foreground.tif", sample.tissue)
+        write_preprocessed_files(root / "preprocessed" / sample_id, _sample(index, config), names)
 
 
 def test_cli_trains_predicts_the_test_set_and_explains(tmp_path, demo_config):
