@@ -305,6 +305,13 @@ def markdown_results(
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
 
 
+def _dice_error_bars(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Error bars of mean ± std cut at the Dice range [0, 100], as (2, N) lower / upper
+    lengths: mean + std of a bounded score can pass 100, a Dice cannot."""
+    mean, std = np.nan_to_num(mean), np.nan_to_num(std)
+    return np.stack([np.minimum(std, mean), np.minimum(std, 100.0 - mean)]).clip(min=0.0)
+
+
 def dice_figure(table: pd.DataFrame, pixels: str):
     """Bar plot of the mean Dice per model, ours beside the paper's, with std error bars."""
     figure = new_figure(max(5.0, 1.1 * len(table) + 1.5), 3.8)
@@ -317,7 +324,7 @@ def dice_figure(table: pd.DataFrame, pixels: str):
         positions - width / 2,
         np.nan_to_num(ours),
         width,
-        yerr=np.nan_to_num(table["dice_std"].to_numpy(dtype=float)),
+        yerr=_dice_error_bars(ours, table["dice_std"].to_numpy(dtype=float)),
         capsize=3,
         label="this run",
         color="#1f77b4",
@@ -327,7 +334,9 @@ def dice_figure(table: pd.DataFrame, pixels: str):
         positions[has_paper] + width / 2,
         paper[has_paper],
         width,
-        yerr=table["paper_dice_std"].to_numpy(dtype=float)[has_paper],
+        yerr=_dice_error_bars(
+            paper[has_paper], table["paper_dice_std"].to_numpy(dtype=float)[has_paper]
+        ),
         capsize=3,
         label="paper",
         color="#ff7f0e",
