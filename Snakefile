@@ -14,21 +14,30 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/split.smk"
-include: "workflow/rules/bottleneck.smk"
-include: "workflow/rules/nnunet.smk"
-include: "workflow/rules/models.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/interpret.smk"
-include: "workflow/rules/spectra.smk"
-include: "workflow/rules/report.smk"
 
 
-check_resource_rules()
+if PREDICTING:
 
+    # `snakemake predict --config predict_samplesheet=SHEET model_package=ZIP`: only the
+    # package and the slides are needed; `predict` is then the default target.
+    include: "workflow/rules/predict.smk"
 
-rule all:
-    input:
-        all_outputs(),
-    default_target: True
+else:
+
+    include: "workflow/rules/data.smk"
+    include: "workflow/rules/split.smk"
+    include: "workflow/rules/bottleneck.smk"
+    include: "workflow/rules/nnunet.smk"
+    include: "workflow/rules/models.smk"
+    include: "workflow/rules/evaluate.smk"
+    include: "workflow/rules/interpret.smk"
+    include: "workflow/rules/spectra.smk"
+    include: "workflow/rules/report.smk"
+    include: "workflow/rules/package.smk"
+
+    check_resource_rules()
+
+    rule all:
+        input:
+            all_outputs(),
+        default_target: True

@@ -51,6 +51,12 @@ COMMANDS = {
     "spectra-pixel-model": "ramanseg.spectra.cli",
     "benchmark-summary": "ramanseg.report",
     "bench-dag": "ramanseg.benchmarks.dag",
+    # The model package and prediction of new slides (issue 18).
+    "package": "ramanseg.package",
+    "unpack-package": "ramanseg.package",
+    "predict-slides": "ramanseg.predict",
+    "predict-export": "ramanseg.predict",
+    "predict-summary": "ramanseg.predict",
 }
 
 #: Modules contributing subcommands, in the order of the pipeline's stages.

@@ -257,6 +257,42 @@ def srs_header(path: str | Path, channels: ChannelLayout, sample_id: str) -> tup
     return (shape[channel_axis], spatial[0], spatial[1])
 
 
+#: Length units of OME's ``PhysicalSizeXUnit`` in µm (OME's default unit is µm).
+_OME_UNITS_UM = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+
+
+def srs_pixel_size_um(path: str | Path, sample_id: str) -> float | None:
+    """The pixel size in µm that an OME-TIFF's metadata records (``PhysicalSizeX``).
+
+    Args:
+        path: the SRS file.
+        sample_id: the sample, for error messages.
+
+    Returns:
+        The size, or ``None`` when the file records none (a plain TIFF, say) or records
+        different X and Y sizes or a unit not of length.
+
+    Raises:
+        InputError: a missing or unreadable file.
+    """
+    path = _require_file(path, sample_id, "SRS")
+    with open_tiff(path, sample_id, "SRS stack", "check the file") as tif:
+        xml = tif.ome_metadata
+    if not xml:
+        return None
+    try:
+        image = tifffile.xml2dict(xml)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        sizes = [
+            float(pixels[f"PhysicalSize{axis}"])
+            * _OME_UNITS_UM[pixels.get(f"PhysicalSize{axis}Unit", "µm")]
+            for axis in ("X", "Y")
+        ]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return sizes[0] if np.isclose(sizes[0], sizes[1]) and sizes[0] > 0 else None
+
+
 def read_srs(
     path: str | Path, channels: ChannelLayout, sample_id: str, *, nonfinite: str
 ) -> SrsImage:

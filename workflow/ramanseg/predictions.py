@@ -185,3 +185,75 @@ def read_prediction_files(
             sample=sample_id, path=probability_path, fix=fix,
         )  # fmt: skip
     return mask, probability
+
+
+# New slides segmented by `snakemake predict`: one folder per slide, one file pair per
+# model, OME-TIFF so that QuPath and Fiji read the pixel size with the pixels.
+#: ``results/predict/<sample>/<model>.mask.ome.tif`` and ``...probability.ome.tif``.
+SLIDE_MASK_SUFFIX = ".mask.ome.tif"
+SLIDE_PROBABILITY_SUFFIX = ".probability.ome.tif"
+
+
+def slide_prediction_paths(directory: str | Path, model: str) -> tuple[Path, Path]:
+    """The (mask, probability) paths of one model's prediction of a new slide.
+
+    Args:
+        directory: the slide's folder, ``results/predict/<sample>``.
+        model: the model.
+    """
+    directory = Path(directory)
+    return (
+        directory / f"{model}{SLIDE_MASK_SUFFIX}",
+        directory / f"{model}{SLIDE_PROBABILITY_SUFFIX}",
+    )
+
+
+def write_slide_prediction(
+    directory: str | Path,
+    model: str,
+    probability: np.ndarray,
+    *,
+    pixel_size_um: float | None = None,
+    threshold: float = 0.5,
+) -> tuple[Path, Path]:
+    """Write one model's foreground probability of a new slide and its mask, as OME-TIFF.
+
+    Args:
+        directory: the slide's folder, ``results/predict/<sample>``.
+        model: the model.
+        probability: foreground probability, float (Y, X) in [0, 1].
+        pixel_size_um: the slide's pixel size in µm, recorded in the OME metadata if known.
+        threshold: probability at or above which a pixel is foreground.
+
+    Returns:
+        The (mask, probability) paths written.
+
+    Raises:
+        ValueError: as :func:`write_prediction`.
+    """
+    probability = np.asarray(probability, dtype=np.float32)
+    if probability.ndim != 2 or not np.isfinite(probability).all():
+        raise ValueError(f"probability must be finite and 2-D, got shape {probability.shape}")
+    if probability.min() < 0 or probability.max() > 1:
+        raise ValueError(f"the {model} probability is outside [0, 1]")
+    metadata: dict[str, object] = {"axes": "YX"}
+    if pixel_size_um:
+        metadata |= {
+            "PhysicalSizeX": pixel_size_um,
+            "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": pixel_size_um,
+            "PhysicalSizeYUnit": "µm",
+        }
+    mask_path, probability_path = slide_prediction_paths(directory, model)
+    mask = (probability >= threshold).astype(np.uint8)
+    for path, array in ((probability_path, probability), (mask_path, mask)):
+        with atomic_path(path) as tmp:
+            tifffile.imwrite(tmp, array, ome=True, metadata=metadata, compression="zlib")
+    return mask_path, probability_path
+
+
+def read_slide_mask(directory: str | Path, model: str, sample_id: str) -> np.ndarray:
+    """One model's predicted mask of a new slide (bool (Y, X)), checked as
+    :func:`read_predicted_mask`."""
+    path = slide_prediction_paths(directory, model)[0]
+    return read_predicted_mask(path, sample_id, f"rerun snakemake predict for {model}")

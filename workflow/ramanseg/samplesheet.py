@@ -92,13 +92,18 @@ def _read_lines(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     return header, rows
 
 
-def _row_problems(path: Path, lines: list[int], records: list[dict[str, str]]) -> list[InputError]:
-    """Schema and duplicate-id problems of every row."""
+def _row_problems(
+    path: Path, lines: list[int], records: list[dict[str, str]], require_annotations: bool = True
+) -> list[InputError]:
+    """Schema and duplicate-id problems of every row (an empty ``annotations`` field is one
+    only with ``require_annotations``)."""
     validator = jsonschema.Draft202012Validator(load_schema("samples"))
     problems = []
     for line, record in zip(lines, records, strict=True):
         for error in validator.iter_errors(record):
             field = ".".join(str(p) for p in error.absolute_path) or "row"
+            if field == "annotations" and not require_annotations and record[field] == "":
+                continue
             problems.append(
                 InputError(
                     f"line {line}, field {field!r}: {error.message}.",
@@ -150,7 +155,9 @@ def missing_files(table: pd.DataFrame, sheet: str | Path) -> list[InputError]:
     return problems
 
 
-def read_samplesheet(path: str | Path, *, check_files: bool = True) -> pd.DataFrame:
+def read_samplesheet(
+    path: str | Path, *, check_files: bool = True, require_annotations: bool = True
+) -> pd.DataFrame:
     """Read and validate a sample sheet: the only reader of the sheet.
 
     See the module docstring for the accepted variants.
@@ -158,6 +165,8 @@ def read_samplesheet(path: str | Path, *, check_files: bool = True) -> pd.DataFr
     Args:
         path: the TSV file.
         check_files: also check that every referenced file exists.
+        require_annotations: an empty ``annotations`` field is an error (training); without,
+            it is allowed and stays ``""`` (slides to segment, ``snakemake predict``).
 
     Returns:
         One row per sample, indexed by ``sample_id``, with the file columns resolved to
@@ -196,7 +205,7 @@ def read_samplesheet(path: str | Path, *, check_files: bool = True) -> pd.DataFr
         )
     lines = [number for number, _ in rows]
     records = [dict(zip(header, fields, strict=True)) for _, fields in rows]
-    problems = _row_problems(path, lines, records)
+    problems = _row_problems(path, lines, records, require_annotations)
     if problems:
         raise InputErrors(problems)
 

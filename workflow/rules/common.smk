@@ -56,30 +56,36 @@ NNUNET_RAW = NNUNET / "raw" / NNUNET_SETTINGS.dataset
 NNUNET_PREPROCESSED = NNUNET / "preprocessed" / NNUNET_SETTINGS.dataset
 NNUNET_MODEL = Path(NNUNET_SETTINGS.trained_model_dir(NNUNET / "trained"))
 
-USE_PHANTOM = not config["samplesheet"]
-if USE_PHANTOM:
-    PHANTOM_DIR = Path(config["phantom"]["outdir"])
-    SAMPLESHEET = PHANTOM_DIR / "samples.tsv"
-    # The synthetic samples are known from the configuration before they are generated.
-    try:
-        SAMPLES = phantom_samplesheet(config, PHANTOM_DIR)
-    except ConfigError as error:
-        stop(str(error))
-else:
-    SAMPLESHEET = Path(config["samplesheet"])
-    try:
-        SAMPLES = read_samplesheet(SAMPLESHEET)
-    except InputError as error:
-        stop(f"config key `samplesheet`: {error}")
+#: `snakemake predict --config predict_samplesheet=SHEET model_package=ZIP`: prediction only,
+#: planned from the package and the slides (workflow/rules/predict.smk); the training data
+#: (sample sheet or synthetic dataset) is neither read nor needed.
+PREDICTING = bool(config["model_package"])
 
-SAMPLE_IDS = list(SAMPLES["sample_id"])
+if not PREDICTING:
+    USE_PHANTOM = not config["samplesheet"]
+    if USE_PHANTOM:
+        PHANTOM_DIR = Path(config["phantom"]["outdir"])
+        SAMPLESHEET = PHANTOM_DIR / "samples.tsv"
+        # The synthetic samples are known from the configuration before they are generated.
+        try:
+            SAMPLES = phantom_samplesheet(config, PHANTOM_DIR)
+        except ConfigError as error:
+            stop(str(error))
+    else:
+        SAMPLESHEET = Path(config["samplesheet"])
+        try:
+            SAMPLES = read_samplesheet(SAMPLESHEET)
+        except InputError as error:
+            stop(f"config key `samplesheet`: {error}")
 
-# The split is a pure function of the sample sheet and the config, so the whole DAG
-# (test-set predictions included) is known when the workflow starts; the split rule
-# writes the same split to results/split/split.json.
-SPLIT = make_split(SAMPLES[["sample_id", "patient_id"]], config)
-TEST_SAMPLES = list(SPLIT["test"])
-FOLDS = list(range(len(SPLIT["folds"])))
+    SAMPLE_IDS = list(SAMPLES["sample_id"])
+
+    # The split is a pure function of the sample sheet and the config, so the whole DAG
+    # (test-set predictions included) is known when the workflow starts; the split rule
+    # writes the same split to results/split/split.json.
+    SPLIT = make_split(SAMPLES[["sample_id", "patient_id"]], config)
+    TEST_SAMPLES = list(SPLIT["test"])
+    FOLDS = list(range(len(SPLIT["folds"])))
 
 
 wildcard_constraints:

@@ -199,6 +199,16 @@ def load_ensemble(model_dir: str | Path, folds: Sequence[int], device: torch.dev
     return predictor
 
 
+def ensemble_probability(predictor, stack: np.ndarray) -> np.ndarray:
+    """The foreground probability (Y, X) of one preprocessed stack (C, Y, X) from a
+    predictor of :func:`load_ensemble`."""
+    # nnU-Net's 2-D layout: (channels, 1, Y, X) with a dummy first spatial axis.
+    _, probabilities = predictor.predict_single_npy_array(
+        stack[:, None], {"spacing": [999.0, 1.0, 1.0]}, None, None, True
+    )
+    return np.clip(probabilities[1][0], 0.0, 1.0)
+
+
 def predict_ensemble(
     model_dir: str | Path,
     folds: Sequence[int],
@@ -224,13 +234,10 @@ def predict_ensemble(
     for sample, path in stacks.items():
         stack, _ = read_stack(path, sample)
         start = time.perf_counter()
-        # nnU-Net's 2-D layout: (channels, 1, Y, X) with a dummy first spatial axis.
-        _, probabilities = predictor.predict_single_npy_array(
-            stack[:, None], {"spacing": [999.0, 1.0, 1.0]}, None, None, True
-        )
+        probability = ensemble_probability(predictor, stack)
         seconds += time.perf_counter() - start
         pixels += stack.shape[1] * stack.shape[2]
-        write_prediction(outdir, sample, np.clip(probabilities[1][0], 0.0, 1.0))
+        write_prediction(outdir, sample, probability)
     megapixels = pixels / 1e6
     return {
         "seconds": seconds,

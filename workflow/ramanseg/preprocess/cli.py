@@ -27,7 +27,9 @@ def add_commands(subparsers: Any) -> None:
     parser.add_argument(
         "--he", default="", help="H&E image registered to the SRS grid; empty for none"
     )
-    parser.add_argument("--annotations", required=True, help="QuPath GeoJSON export")
+    parser.add_argument(
+        "--annotations", default="", help="QuPath GeoJSON export; empty for none (a new slide)"
+    )
     parser.add_argument("--outdir", required=True, help="output folder for this sample")
     parser.add_argument("--threads", type=int, default=1, help="threads (default 1)")
     add_settings_arguments(parser)
@@ -35,7 +37,7 @@ def add_commands(subparsers: Any) -> None:
     def run_preprocess(args: Any) -> int:
         config = settings_from_args(args)
         preprocess_sample(
-            args.sample, args.srs, args.he or None, args.annotations, args.outdir,
+            args.sample, args.srs, args.he or None, args.annotations or None, args.outdir,
             channels=ChannelLayout.from_config(config),
             annotations=AnnotationSettings.from_config(config),
             settings=PreprocessSettings.from_config(config),

@@ -58,7 +58,7 @@ def preprocess_sample(
     sample_id: str,
     srs_path: str | Path,
     he_path: str | Path | None,
-    annotations_path: str | Path,
+    annotations_path: str | Path | None,
     outdir: str | Path,
     *,
     channels: ChannelLayout,
@@ -77,7 +77,8 @@ def preprocess_sample(
         srs_path: the SRS stack.
         he_path: the H&E image, or None / "" for a sample without one (the foreground
             then comes from :func:`foreground_from_srs`).
-        annotations_path: the QuPath GeoJSON export.
+        annotations_path: the QuPath GeoJSON export, or None / "" for a slide without
+            annotations (a new slide to segment): the class map and mask are then empty.
         outdir: the output folder, ``results/preprocessed/<sample_id>``.
         channels: the channel layout (``channels``).
         annotations: the annotation settings (``annotations``).
@@ -106,10 +107,15 @@ def preprocess_sample(
         srs = read_srs(srs_path, channels, sample_id, nonfinite=settings.nonfinite)
         shape = srs.data.shape[1:]
         he = read_he(he_path, sample_id, shape) if he_path else None
-        parsed = read_qupath_geojson(annotations_path, sample_id)
-        class_map, mask = rasterize_annotations(
-            parsed, shape, annotations, sample_id, annotations_path
-        )
+        if annotations_path:
+            parsed = read_qupath_geojson(annotations_path, sample_id)
+            class_map, mask = rasterize_annotations(
+                parsed, shape, annotations, sample_id, annotations_path
+            )
+        else:  # a slide to segment: nothing annotated
+            parsed = AnnotationFile()
+            class_map = np.zeros(shape, dtype=np.uint8)
+            mask = np.zeros(shape, dtype=np.uint8)
         clipped = check_extent(
             [a for a in parsed.annotations if a.class_name in classes],
             shape,
@@ -140,7 +146,7 @@ def preprocess_sample(
         ranges = percentile_ranges(stack, roles, settings.percentiles, threads=threads)
         normalised = scale_to_ranges(stack, ranges, names=names, threads=threads, out=stack)
         empty_mask = not mask.any()
-        if empty_mask:
+        if empty_mask and annotations_path:
             foreground_names = annotations.foreground_classes
             warnings.warn(
                 f"the mask is empty: no pixel of a foreground class "
@@ -169,7 +175,7 @@ def preprocess_sample(
         "inputs": {
             "srs": str(srs_path),
             "he": str(he_path) if he_path else None,
-            "annotations": str(annotations_path),
+            "annotations": str(annotations_path) if annotations_path else None,
         },
         "shape": list(srs.data.shape),
         "source_dtype": srs.source_dtype,

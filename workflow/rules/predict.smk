@@ -1,0 +1,239 @@
+# `snakemake predict --config predict_samplesheet=SHEET model_package=ZIP`: new slides
+# segmented with the models of a package (ramanseg.package, ramanseg.predict). Planned from
+# the package's manifest and the slides' sheet alone: no training data is needed.
+
+from ramanseg.package import inspect_package
+from ramanseg.predict import read_slide_sheet
+from ramanseg.predictions import slide_prediction_paths
+
+PREDICT = RESULTS / "predict"
+PACKAGE_DIR = PREDICT / "package"
+PACKAGE_SETTINGS = PACKAGE_DIR / "settings.json"
+PREDICT_PREPROCESSED = PREDICT / "preprocessed"
+
+if not config["predict_samplesheet"]:
+    stop(
+        "config key `predict_samplesheet` is empty: name the sample sheet of the slides to "
+        "segment (snakemake predict --config predict_samplesheet=SHEET model_package=ZIP)"
+    )
+try:
+    PACKAGE_MANIFEST = inspect_package(config["model_package"])
+except InputError as error:
+    stop(f"config key `model_package`: {error}")
+try:
+    SLIDES = read_slide_sheet(config["predict_samplesheet"])
+except InputError as error:
+    stop(f"config key `predict_samplesheet`: {error}")
+SLIDE_IDS = list(SLIDES["sample_id"])
+PREDICT_MODELS = config["predict"]["models"] or list(PACKAGE_MANIFEST["models"])
+_absent = [model for model in PREDICT_MODELS if model not in PACKAGE_MANIFEST["models"]]
+if _absent:
+    stop(
+        f"config key `predict.models`: the package {config['model_package']} holds no model "
+        f"{', '.join(_absent)} (it holds {', '.join(PACKAGE_MANIFEST['models'])})"
+    )
+
+
+wildcard_constraints:
+    slide="|".join(SLIDE_IDS),
+    predict_model="|".join(PREDICT_MODELS),
+
+
+def slide_inputs(wildcards):
+    """The input files of one slide: its SRS stack, and H&E and annotations if it has them."""
+    row = SLIDES.loc[wildcards.slide]
+    return {key: row[key] for key in ("srs", "he", "annotations") if row[key]}
+
+
+def optional_argument(option, key):
+    """`OPTION PATH` for a slide that has the file `key`, nothing otherwise."""
+
+    def argument(wildcards, input):
+        return f"{option} {shlex.quote(str(input[key]))}" if key in input.keys() else ""
+
+    return argument
+
+
+def slide_predictions(slide, kind=0):
+    """The masks (kind 0) or probabilities (kind 1) of every chosen model for one slide."""
+    return [slide_prediction_paths(PREDICT / slide, model)[kind] for model in PREDICT_MODELS]
+
+
+def slide_outputs():
+    """Every per-slide output of `snakemake predict`."""
+    outputs = []
+    for slide in SLIDE_IDS:
+        outputs += slide_predictions(slide, 0) + slide_predictions(slide, 1)
+        outputs += [PREDICT / slide / f"{model}.geojson" for model in PREDICT_MODELS]
+        outputs.append(PREDICT / slide / "overlay.png")
+    return outputs
+
+
+rule unpack_package:
+    input:
+        config["model_package"],
+    output:
+        manifest=PACKAGE_DIR / "manifest.json",
+        settings=PACKAGE_SETTINGS,
+    params:
+        outdir=PACKAGE_DIR,
+        models=PREDICT_MODELS,
+    log:
+        LOGS / "predict" / "unpack_package.log",
+    benchmark:
+        BENCHMARKS / "predict" / "unpack_package.tsv"
+    threads: rule_resources("unpack_package")["threads"]
+    resources:
+        mem_mb=rule_resources("unpack_package")["mem_mb"],
+        runtime=rule_resources("unpack_package")["runtime"],
+        gpu=rule_resources("unpack_package")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m ramanseg unpack-package --package {input:q} --outdir {params.outdir:q}"
+        " --models {params.models} > {log:q} 2>&1"
+
+
+# Each slide preprocessed as the package's models were trained: the package's channels,
+# percentiles, tissue detection and drift correction.
+rule predict_preprocess:
+    input:
+        unpack(slide_inputs),
+        settings=PACKAGE_SETTINGS,
+    output:
+        stack=PREDICT_PREPROCESSED / "{slide}" / "stack.ome.tif",
+        classes=PREDICT_PREPROCESSED / "{slide}" / "classes.tif",
+        mask=PREDICT_PREPROCESSED / "{slide}" / "mask.tif",
+        foreground=PREDICT_PREPROCESSED / "{slide}" / "foreground.tif",
+        qc_json=PREDICT_PREPROCESSED / "{slide}" / "qc.json",
+    params:
+        he=optional_argument("--he", "he"),
+        annotations=optional_argument("--annotations", "annotations"),
+        outdir=lambda wildcards, output: Path(output.stack).parent,
+    log:
+        LOGS / "predict" / "preprocess_{slide}.log",
+    benchmark:
+        BENCHMARKS / "predict" / "preprocess_{slide}.tsv"
+    threads: rule_resources("predict_preprocess")["threads"]
+    resources:
+        mem_mb=rule_resources("predict_preprocess")["mem_mb"],
+        runtime=rule_resources("predict_preprocess")["runtime"],
+        gpu=rule_resources("predict_preprocess")["gpu"],
+    conda:
+        "../../envs/ramanseg.yaml"
+    shell:
+        "python -m ramanseg preprocess --sample {wildcards.slide} --srs {input.srs:q}"
+        " {params.he} {params.annotations} --outdir {params.outdir:q} --threads {threads}"
+        " --settings @{input.settings:q} > {log:q} 2>&1"
+
+
+# One job per model over every slide: the model is loaded once.
+rule predict_slides:
+    input:
+        manifest=PACKAGE_DIR / "manifest.json",
+        stacks=expand(PREDICT_PREPROCESSED / "{slide}" / "stack.ome.tif", slide=SLIDE_IDS),
+        sheet=config["predict_samplesheet"],
+    output:
+        masks=[slide_prediction_paths(PREDICT / s, "{predict_model}")[0] for s in SLIDE_IDS],
+        probabilities=[
+            slide_prediction_paths(PREDICT / s, "{predict_model}")[1] for s in SLIDE_IDS
+        ],
+    params:
+        package=PACKAGE_DIR,
+        root=PREDICT,
+        settings=settings("device", "nnunet"),
+    log:
+        LOGS / "predict" / "predict_{predict_model}.log",
+    benchmark:
+        BENCHMARKS / "predict" / "predict_{predict_model}.tsv"
+    threads: rule_resources("predict_slides")["threads"]
+    resources:
+        mem_mb=rule_resources("predict_slides")["mem_mb"],
+        runtime=rule_resources("predict_slides")["runtime"],
+        gpu=rule_resources("predict_slides")["gpu"],
+    conda:
+        "../../envs/nnunet.yaml"
+    shell:
+        "python -m ramanseg predict-slides --package-dir {params.package:q}"
+        " --model {wildcards.predict_model} --stacks {input.stacks:q} --sheet {input.sheet:q}"
+        " --root {params.root:q} --threads {threads} --settings {params.settings:q}"
+        " > {log:q} 2>&1"
+
+
+rule predict_export:
+    input:
+        manifest=PACKAGE_DIR / "manifest.json",
+        stack=PREDICT_PREPROCESSED / "{slide}" / "stack.ome.tif",
+        masks=lambda wildcards: slide_predictions(wildcards.slide),
+    output:
+        geojson=[PREDICT / "{slide}" / f"{model}.geojson" for model in PREDICT_MODELS],
+        overlay=report(
+            PREDICT / "{slide}" / "overlay.png",
+            caption="../report/predict_overlay.rst",
+            category="5. New slides",
+            labels={"slide": "{slide}"},
+        ),
+    params:
+        package=PACKAGE_DIR,
+        slide_dir=lambda wildcards: PREDICT / wildcards.slide,
+        models=PREDICT_MODELS,
+        min_area=config["predict"]["min_area_px"],
+    log:
+        LOGS / "predict" / "export_{slide}.log",
+    benchmark:
+        BENCHMARKS / "predict" / "export_{slide}.tsv"
+    threads: rule_resources("predict_export")["threads"]
+    resources:
+        mem_mb=rule_resources("predict_export")["mem_mb"],
+        runtime=rule_resources("predict_export")["runtime"],
+        gpu=rule_resources("predict_export")["gpu"],
+    conda:
+        "../../envs/ramanseg.yaml"
+    shell:
+        "python -m ramanseg predict-export --package-dir {params.package:q}"
+        " --sample {wildcards.slide} --stack {input.stack:q} --slide-dir {params.slide_dir:q}"
+        " --models {params.models} --min-area {params.min_area} > {log:q} 2>&1"
+
+
+rule predict_summary:
+    input:
+        sheet=config["predict_samplesheet"],
+        masks=[mask for slide in SLIDE_IDS for mask in slide_predictions(slide)],
+        foregrounds=expand(PREDICT_PREPROCESSED / "{slide}" / "foreground.tif", slide=SLIDE_IDS),
+    output:
+        table=report(
+            PREDICT / "summary.csv",
+            caption="../report/predict_summary.rst",
+            category="5. New slides",
+        ),
+        parquet=PREDICT / "summary.parquet",
+        markdown=PREDICT / "summary.md",
+    params:
+        root=PREDICT,
+        models=PREDICT_MODELS,
+        prefix=PREDICT / "summary",
+    log:
+        LOGS / "predict" / "summary.log",
+    benchmark:
+        BENCHMARKS / "predict" / "summary.tsv"
+    threads: rule_resources("predict_summary")["threads"]
+    resources:
+        mem_mb=rule_resources("predict_summary")["mem_mb"],
+        runtime=rule_resources("predict_summary")["runtime"],
+        gpu=rule_resources("predict_summary")["gpu"],
+    conda:
+        "../../envs/ramanseg.yaml"
+    shell:
+        "python -m ramanseg predict-summary --sheet {input.sheet:q} --root {params.root:q}"
+        " --models {params.models} --out-prefix {params.prefix:q} > {log:q} 2>&1"
+
+
+localrules:
+    predict,
+
+
+rule predict:
+    input:
+        slide_outputs(),
+        PREDICT / "summary.csv",
+    default_target: True
