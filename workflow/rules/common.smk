@@ -48,6 +48,9 @@ PROTOTYPE_FIGURES = ["class_proportions", "kmeans_inertia"]
 #: Files RamanSeg with projection writes beside its weights.
 PROTOTYPE_FILES = ["prototypes.json", "prototype_gallery.png"]
 SWEEP_COUNTS = config["models"]["prototype_sweep"]["prototypes_per_class"]
+#: The trained models `snakemake package` bundles.
+PACKAGE_MODELS = config["package"]["models"]
+PACKAGE_TORCH_MODELS = [model for model in PACKAGE_MODELS if model != "nnunet"]
 SPLIT_JSON = RESULTS / "split" / "split.json"
 NNUNET = RESULTS / "nnunet"
 NNUNET_SETTINGS = NnunetSettings.from_config(config)
@@ -205,6 +208,21 @@ def training_inputs():
         "foregrounds": preprocessed("foreground.tif", samples),
         "split": SPLIT_JSON,
     }
+
+
+def package_inputs(wildcards):
+    """The trained files the package bundles: our models' folders, nnU-Net's folds."""
+    inputs = {
+        "weights": [MODELS / model / "model.pt" for model in PACKAGE_TORCH_MODELS],
+        "metadata": [MODELS / model / "model.json" for model in PACKAGE_TORCH_MODELS],
+    }
+    if "ramanseg" in PACKAGE_TORCH_MODELS:
+        inputs["prototypes"] = MODELS / "ramanseg" / "prototypes.json"
+    if "nnunet" in PACKAGE_MODELS:
+        inputs["folds"] = expand(
+            NNUNET_MODEL / "fold_{fold}" / "validation" / "summary.json", fold=FOLDS
+        )
+    return inputs
 
 
 def paper_outputs():

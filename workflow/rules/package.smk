@@ -1,25 +1,6 @@
 # `snakemake package`: the trained models, their settings and versions in one models.zip
 # (ramanseg.package), which `snakemake predict` reads on another machine.
 
-PACKAGE_MODELS = config["package"]["models"]
-PACKAGE_TORCH_MODELS = [model for model in PACKAGE_MODELS if model != "nnunet"]
-
-
-def package_inputs(wildcards):
-    """The trained files the package bundles: our models' folders, nnU-Net's folds."""
-    inputs = {
-        "weights": [MODELS / model / "model.pt" for model in PACKAGE_TORCH_MODELS],
-        "metadata": [MODELS / model / "model.json" for model in PACKAGE_TORCH_MODELS],
-    }
-    if "ramanseg" in PACKAGE_TORCH_MODELS:
-        inputs["prototypes"] = MODELS / "ramanseg" / "prototypes.json"
-    if "nnunet" in PACKAGE_MODELS:
-        inputs["folds"] = expand(
-            NNUNET_MODEL / "fold_{fold}" / "validation" / "summary.json", fold=FOLDS
-        )
-    return inputs
-
-
 rule package:
     input:
         unpack(package_inputs),
