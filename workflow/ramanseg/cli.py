@@ -43,6 +43,7 @@ COMMANDS = {
     "bench-losses": "ramanseg.benchmarks.losses",
     "bench-inference": "ramanseg.benchmarks.inference",
     "evaluate": "ramanseg.evaluate",
+    "mask-to-geojson": "ramanseg.qupath",
     "interpret-nnunet": "ramanseg.interpret",
     "interpret-prototypes": "ramanseg.interpret",
     "spectra-synthetic": "ramanseg.spectra.cli",
