@@ -44,6 +44,7 @@ COMMANDS = {
     "bench-inference": "ramanseg.benchmarks.inference",
     "evaluate": "ramanseg.evaluate",
     "mask-to-geojson": "ramanseg.qupath",
+    "overlay": "ramanseg.overlay",
     "interpret-nnunet": "ramanseg.interpret",
     "interpret-prototypes": "ramanseg.interpret",
     "spectra-synthetic": "ramanseg.spectra.cli",
