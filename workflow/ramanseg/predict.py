@@ -266,20 +266,28 @@ def export_slide(
     Returns:
         The files written.
     """
+    from ramanseg.overlay import write_overlay_png
     from ramanseg.predictions import read_slide_mask
     from ramanseg.preprocessed import read_stack
-    from ramanseg.qupath import write_overlay_png, write_qupath_geojson
+    from ramanseg.qupath import write_qupath_geojson
 
     slide_dir = Path(slide_dir)
     masks = {model: read_slide_mask(slide_dir, model, sample_id) for model in models}
     written = []
     for model, mask in masks.items():
         path = slide_dir / f"{model}.geojson"
-        write_qupath_geojson(path, mask, min_area_px=min_area_px)
+        write_qupath_geojson(
+            path, mask, min_area_px=min_area_px, object_id_seed=f"{sample_id}/{model}"
+        )
         written.append(path)
     display = read_stack(stack_path, sample_id)[0][display_index]
     overlay = slide_dir / "overlay.png"
-    write_overlay_png(overlay, display, {model_label(m): mask for m, mask in masks.items()})
+    write_overlay_png(
+        overlay,
+        display,
+        {model_label(m): mask for m, mask in masks.items()},
+        title=f"{sample_id}: predicted tumour",
+    )
     return [*written, overlay]
 
 
