@@ -27,6 +27,7 @@ from ramanseg.models.prototypes.patches import (
     write_prototype_patches,
 )
 from ramanseg.models.registry import load_trained_model
+from ramanseg.models.unet import UNet
 from ramanseg.preprocessed import read_stack
 from ramanseg.settings import ChannelLayout
 from tests.interpret import register_commands
@@ -256,6 +257,16 @@ def test_explain_slide_bad_inputs(trained, tmp_path, monkeypatch):
     for name in ("model.json", "model.pt"):
         (bare / name).write_bytes((model_dir / name).read_bytes())
     assert explain_cli(model=bare) == 2
+    # Another model than RamanSeg: no prototypes to show.
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    architecture = {"in_channels": 4, "out_channels": 1, "levels": 2, "base_channels": 4}
+    torch.save(UNet(**architecture).state_dict(), unet / "model.pt")
+    metadata = {"model": "unet", "architecture": architecture, "patch_size": 16}
+    (unet / "model.json").write_text(json.dumps(metadata))
+    assert explain_cli(model=unet) == 2
+    with pytest.raises(InputError, match="not RamanSeg"):
+        explain_slide(unet, stack, tmp_path / "mask.tif", out)
     assert not out.exists()
     with pytest.raises(InputError, match="source patches do not exist"):
         explain_slide(bare, stack, tmp_path / "mask.tif", out)

@@ -221,6 +221,11 @@ def _tables(
     return regions, pd.DataFrame(rows, columns=columns)
 
 
+def _number(value: float) -> str:
+    """A signed contribution for a title: whole numbers from 1000 on, else 3 digits."""
+    return f"{value:+,.0f}" if abs(value) >= 1000 else f"{value:+.3g}"
+
+
 def _class_name(label: int) -> str:
     return PROTOTYPE_CLASS_NAMES[label] if label < len(PROTOTYPE_CLASS_NAMES) else f"class {label}"
 
@@ -259,8 +264,9 @@ def explanation_figure(
         axis.contour(labels > 0, levels=[0.5], colors="red", linewidths=1.0)
         for row in explanation.regions.itertuples():
             axis.text(
-                row.centroid_x, row.centroid_y, str(row.region), color="yellow", fontsize=9,
+                row.centroid_x, row.centroid_y, str(row.region), color="red", fontsize=8,
                 fontweight="bold", ha="center", va="center",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.8, "lw": 0},
             )  # fmt: skip
     axis.set_title(f"{explanation.sample_id} ({patches.channel})", fontsize=9)
     if not shown:
@@ -281,7 +287,8 @@ def explanation_figure(
             if column == 0:
                 ax.set_ylabel(
                     f"region {region.region}\n{region.area_px} px\n"
-                    f"evidence {region.tumour_evidence:.3g}\nhead {region.head_correction:+.3g}",
+                    f"evidence {_number(region.tumour_evidence)}\n"
+                    f"head {_number(region.head_correction)}",
                     fontsize=7,
                 )
             if column >= len(top):
@@ -303,7 +310,7 @@ def explanation_figure(
             shared = f", same patch as #{', #'.join(map(str, sharing))}" if sharing else ""
             ax.set_title(
                 f"#{patch.prototype} {_class_name(patch.prototype_class)} "
-                f"{entry['contribution']:+.3g}\nfrom {patch.sample_id}{shared}",
+                f"{_number(entry['contribution'])}\nfrom {patch.sample_id}{shared}",
                 fontsize=7,
                 color="red" if sharing else "black",
             )
