@@ -40,6 +40,7 @@ from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
 from ramanseg.figures import figure_bytes, new_figure, table_bytes
 from ramanseg.fileio import write_files
+from ramanseg.interpret.prototypes import PROTOTYPE_CLASS_NAMES
 from ramanseg.models.data import pad_to_min_size
 from ramanseg.models.inference import blending_weights, window_starts
 from ramanseg.models.prototypes.patches import (
@@ -56,8 +57,6 @@ TUMOUR_CLASS = 1
 #: Prototypes shown per region, and regions shown in the figure, by default.
 TOP_K = 3
 MAX_REGIONS = 8
-#: The names of RamanSeg's prototype classes in titles.
-PROTOTYPE_CLASS_NAMES = ("non-tumour", "tumour")
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ def region_contributions(
     num = model.prototype_layer.num_prototypes
     weights = blending_weights(patch_size, blend)
     padded = pad_to_min_size(np.asarray(image, dtype=np.float32), patch_size)
-    padded_labels = pad_to_min_size(np.asarray(labels, dtype=np.int64), patch_size)
+    padded_labels = pad_to_min_size(np.asarray(labels, dtype=np.int32), patch_size)
     stride = max(1, round(patch_size * (1 - overlap)))
     corners = [
         (y, x)
@@ -171,7 +170,7 @@ def region_contributions(
         for (y, x), window in zip(chunk, maps, strict=True):
             share = torch.from_numpy(weights / weight_sum[y : y + patch_size, x : x + patch_size])
             index = torch.from_numpy(padded_labels[y : y + patch_size, x : x + patch_size])
-            sums.index_add_(0, index.flatten(), (window * share).reshape(num + 1, -1).T)
+            sums.index_add_(0, index.flatten().long(), (window * share).reshape(num + 1, -1).T)
     return sums[1:, :num].numpy(), sums[1:, num].numpy()
 
 
