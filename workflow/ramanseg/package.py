@@ -31,6 +31,7 @@ import io
 import json
 import platform
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -319,7 +320,7 @@ def inspect_package(path: str | Path) -> dict[str, Any]:
                 raise _refuse(path, f"is damaged: {damaged} fails its checksum")
             manifest = _json_member(archive, MANIFEST_NAME, path)
             names = set(archive.namelist())
-    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as error:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
         raise _refuse(
             path, f"is not a readable zip file ({error})", "copy the package again"
         ) from None
@@ -354,6 +355,19 @@ def inspect_package(path: str | Path) -> dict[str, Any]:
     if unsafe:
         raise _refuse(path, f"holds paths outside its folder: {', '.join(unsafe)}")
     return manifest
+
+
+def package_channels(path: str | Path) -> ChannelLayout:
+    """The channel layout of a package's models, read from the zip (checked as
+    :func:`inspect_package`; no torch needed).
+
+    Raises:
+        InputError: see :func:`inspect_package`.
+    """
+    path = Path(path)
+    inspect_package(path)
+    with zipfile.ZipFile(path) as archive:
+        return ChannelLayout.from_config(_json_member(archive, SETTINGS_NAME, path))
 
 
 def read_package(

@@ -1,7 +1,8 @@
 # Planning `snakemake predict` (workflow/rules/predict.smk): the package's manifest, the
 # slides' sheet and the helpers of the predict rules.
 
-from ramanseg.package import inspect_package
+from ramanseg.io import srs_header
+from ramanseg.package import inspect_package, package_channels
 from ramanseg.predict import read_slide_sheet
 from ramanseg.predictions import slide_prediction_paths
 
@@ -17,10 +18,14 @@ if not config["predict_samplesheet"]:
     )
 try:
     PACKAGE_MANIFEST = inspect_package(config["model_package"])
+    PACKAGE_CHANNELS = package_channels(config["model_package"])
 except InputError as error:
     stop(f"config key `model_package`: {error}")
 try:
     SLIDES = read_slide_sheet(config["predict_samplesheet"])
+    # Each slide's header against the package's channels, before any job starts.
+    for _slide in SLIDES.itertuples():
+        srs_header(_slide.srs, PACKAGE_CHANNELS, _slide.sample_id)
 except InputError as error:
     stop(f"config key `predict_samplesheet`: {error}")
 SLIDE_IDS = list(SLIDES["sample_id"])
