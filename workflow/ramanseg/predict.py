@@ -193,7 +193,7 @@ def predict_slides(
         )
     entry = package.models[model]
     device = _device(config)
-    probability_of = _probability_function(entry, device, root, threads)
+    probability_of = _probability_function(entry, device, root, threads, config)
     seconds = 0.0
     for sample_id, path in stacks.items():
         stack, names = read_stack(path, sample_id)
@@ -218,7 +218,9 @@ def predict_slides(
     return seconds
 
 
-def _probability_function(entry, device, root: str | Path, threads: int):
+def _probability_function(
+    entry, device, root: str | Path, threads: int, config: Mapping[str, Any]
+):
     """``stack (C, Y, X) -> foreground probability (Y, X)`` of a packaged model."""
     if entry.kind == "nnunet":
         from ramanseg.nnunet.environment import configure_nnunet
@@ -226,10 +228,13 @@ def _probability_function(entry, device, root: str | Path, threads: int):
         # nnU-Net finds our trainer class (named in the checkpoints) through its
         # environment; its data folders are not used for prediction.
         configure_nnunet(Path(root) / "nnunet", processes=threads)
-        from ramanseg.nnunet.run import ensemble_probability, load_ensemble
+        from ramanseg.nnunet.run import load_ensemble, predict_probability
+        from ramanseg.nnunet.settings import NnunetSettings
 
-        predictor = load_ensemble(entry.folder, entry.folds, device)
-        return lambda stack: ensemble_probability(predictor, stack)
+        # New slides get the fast preset (nnunet.fast_prediction), chosen by benchmark.
+        fast = NnunetSettings.from_config(config).fast_prediction
+        predictor = load_ensemble(entry.folder, fast.select_folds(entry.folds), device, fast)
+        return lambda stack: predict_probability(predictor, stack)
 
     from ramanseg.models.inference import model_predictor, sliding_window_probability
     from ramanseg.models.registry import load_trained_model

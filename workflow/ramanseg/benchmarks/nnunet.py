@@ -16,15 +16,21 @@ import argparse
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ramanseg.errors import InputError
 from ramanseg.fileio import write_json
+from ramanseg.nnunet.settings import PredictionSettings
 
 #: The image properties nnU-Net's predictor needs for a 2-D image of 1 x 1 pixel spacing.
 PROPERTIES_2D = {"spacing": [999.0, 1.0, 1.0]}
+#: The fast preset's aim (issue 18): this much faster than nnU-Net's default predictor ...
+AIM_SPEEDUP = 4.0
+#: ... at no more than this many Dice points (percent) lost on the demo's test slides.
+AIM_DICE_POINTS_LOST = 0.5
 
 
 def trained_folds(model_dir: str | Path) -> list[int]:
@@ -133,3 +139,284 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions")
     parser.add_argument("--out", type=Path, required=True, help="JSON file for the numbers")
     parser.set_defaults(func=_run)
+
+    parser = subparsers.add_parser(
+        "bench-nnunet-prediction",
+        help="seconds per megapixel and test Dice of nnU-Net's default predictor and of "
+        "faster settings (no mirroring, larger tile steps, fewer folds), in one run",
+    )
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--preprocessed",
+        type=Path,
+        required=True,
+        help="folder of the preprocessed samples (results/preprocessed)",
+    )
+    parser.add_argument("--split", type=Path, required=True, help="the split JSON (its test set)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (the median counts)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="JSON file for the numbers (a .md table beside)"
+    )
+    parser.set_defaults(func=_run_prediction)
+
+
+# --- bench-nnunet-prediction: the predictor's settings, speed against Dice -------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One predictor setting the benchmark measures.
+
+    Attributes:
+        name: its row label (``default``, ``fast preset``, or what it changes).
+        settings: the predictor's settings.
+        folds: the folds it ensembles.
+    """
+
+    name: str
+    settings: PredictionSettings
+    folds: tuple[int, ...]
+
+
+#: The settings compared beside the configured two: (mirroring, tile step, number of
+#: folds; ``None``: all). Each changes one or two of nnU-Net's defaults; a 2-D patch takes
+#: 4 forward passes with mirroring and 1 without, a tile step of 1 about half the tiles of
+#: 0.5 (on an image a few patches wide), each fold one more pass over every tile.
+CANDIDATES = (
+    (True, 0.5, 1),
+    (True, 1.0, None),
+    (False, 0.5, None),
+    (False, 0.75, None),
+    (False, 1.0, None),
+    (False, 0.5, 2),
+    (False, 0.5, 1),
+    (False, 1.0, 2),
+    (False, 1.0, 1),
+)
+
+
+def candidate_settings(
+    default: PredictionSettings, fast: PredictionSettings, trained: Sequence[int]
+) -> list[Candidate]:
+    """The settings compared: the configured default first (the baseline of every ratio),
+    the configured fast preset, then :data:`CANDIDATES` (fold subsets: the first trained
+    folds). A setting listed twice is measured once, under its first name.
+
+    Args:
+        default: ``nnunet.prediction``.
+        fast: ``nnunet.fast_prediction``.
+        trained: the model's trained folds.
+
+    Raises:
+        ConfigError: a configured setting lists a fold the model does not have.
+    """
+    trained = sorted(trained)
+    candidates = [
+        Candidate("default", default, tuple(default.select_folds(trained))),
+        Candidate("fast preset", fast, tuple(fast.select_folds(trained))),
+    ]
+    for mirroring, step, count in CANDIDATES:
+        folds = tuple(trained if count is None else trained[:count])
+        settings = replace(default, mirroring=mirroring, tile_step_size=step, folds=folds)
+        candidates.append(Candidate(describe(settings, len(trained)), settings, folds))
+    unique: dict[tuple, Candidate] = {}
+    for candidate in candidates:
+        settings = candidate.settings
+        identity = (settings.mirroring, settings.tile_step_size, candidate.folds)
+        unique.setdefault(identity, candidate)
+    return list(unique.values())
+
+
+def describe(settings: PredictionSettings, trained: int) -> str:
+    """A row label: ``no mirroring, step 1, 2 folds``.
+
+    Args:
+        settings: the predictor's settings.
+        trained: the number of trained folds (what ``folds: all`` means).
+    """
+    count = trained if settings.folds is None else len(settings.folds)
+    mirroring = "mirroring" if settings.mirroring else "no mirroring"
+    return f"{mirroring}, step {settings.tile_step_size:g}, {count} fold{'s' * (count != 1)}"
+
+
+def _count_forward_passes(network: Any) -> tuple[list[int], Any]:
+    """A counter of ``network``'s forward calls (a forward hook) and the hook's handle."""
+    calls = [0]
+
+    def count(*_):
+        calls[0] += 1
+
+    return calls, network.register_forward_hook(count)
+
+
+def bench_prediction(
+    model_dir: str | Path,
+    candidates: Sequence[Candidate],
+    stacks: Mapping[str, Any],
+    truths: Mapping[str, tuple[Any, Any]],
+    device: Any,
+    *,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Time each candidate predicting every stack and score its masks' Dice.
+
+    Each round runs every candidate over all stacks in turn (one untimed warm-up first),
+    so a change in the machine's load affects all alike; per candidate the median and
+    the minimum of the rounds are reported, and the ratios against the first candidate.
+
+    Args:
+        model_dir: nnU-Net's trained model folder.
+        candidates: the settings; the first is the baseline of the ratios.
+        stacks: sample id -> preprocessed (C, Y, X) float32 stack.
+        truths: sample id -> (ground-truth mask, evaluated region), as
+            :func:`ramanseg.evaluate.read_ground_truth` gives them.
+        device: the torch device.
+        repeats: timed rounds.
+
+    Returns:
+        ``samples``, ``megapixels``, ``repeats``, ``device`` and ``rows``: per candidate
+        its settings, forward passes per slide, seconds (median, min), seconds per
+        megapixel, speed-up (median, min), Dice per sample and mean (percent), Dice
+        points lost against the baseline and whether it meets the aim.
+    """
+    import numpy as np
+
+    from ramanseg.evaluate import confusion, metrics
+    from ramanseg.nnunet.run import load_ensemble, predict_probability
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    predictors = [load_ensemble(model_dir, c.folds, device, c.settings) for c in candidates]
+    first = next(iter(stacks.values()))
+    predict_probability(predictors[0], first)  # warm-up: first-call allocations
+    times: list[list[float]] = [[] for _ in candidates]
+    dice: list[dict[str, float]] = []
+    passes: list[int] = []
+    for round_index in range(repeats):
+        for index, predictor in enumerate(predictors):
+            calls, hook = _count_forward_passes(predictor.network)
+            start = time.perf_counter()
+            probabilities = {s: predict_probability(predictor, x) for s, x in stacks.items()}
+            times[index].append(time.perf_counter() - start)
+            hook.remove()
+            if round_index == 0:
+                passes.append(calls[0])
+                # The mask as the shared prediction format derives it (threshold 0.5).
+                dice.append(
+                    {
+                        s: 100 * metrics(confusion(p >= 0.5, *truths[s]))["dice"]
+                        for s, p in probabilities.items()
+                    }
+                )
+    megapixels = sum(x.shape[1] * x.shape[2] for x in stacks.values()) / 1e6
+    medians = [statistics.median(t) for t in times]
+    minima = [min(t) for t in times]
+    mean_dice = [float(np.mean(list(d.values()))) for d in dice]
+    rows = []
+    for index, candidate in enumerate(candidates):
+        speedup = medians[0] / medians[index]
+        loss = mean_dice[0] - mean_dice[index]
+        rows.append(
+            {
+                "name": candidate.name,
+                "mirroring": candidate.settings.mirroring,
+                "tile_step_size": candidate.settings.tile_step_size,
+                "folds": list(candidate.folds),
+                "forward_passes_per_slide": passes[index] / len(stacks),
+                "seconds_median": medians[index],
+                "seconds_min": minima[index],
+                "seconds_per_megapixel": medians[index] / megapixels,
+                "speedup": speedup,
+                "speedup_min": minima[0] / minima[index],
+                "dice_per_sample": dice[index],
+                "dice": mean_dice[index],
+                "dice_points_lost": loss,
+                "meets_aim": speedup >= AIM_SPEEDUP and loss <= AIM_DICE_POINTS_LOST,
+            }
+        )
+    return {
+        "samples": list(stacks),
+        "megapixels": megapixels,
+        "repeats": repeats,
+        "device": str(device),
+        "aim": {"speedup": AIM_SPEEDUP, "dice_points_lost": AIM_DICE_POINTS_LOST},
+        "rows": rows,
+    }
+
+
+def prediction_markdown(result: Mapping[str, Any], command: str) -> str:
+    """The benchmark's table as Markdown, with the command line that measured it.
+
+    Args:
+        result: :func:`bench_prediction`'s result (with ``threads`` added).
+        command: the command line.
+    """
+    lines = [
+        "# nnU-Net prediction settings: speed against Dice",
+        "",
+        f"`{command}`",
+        "",
+        f"{len(result['samples'])} test slides ({result['megapixels']:.4g} megapixels), "
+        f"device {result['device']}, {result.get('threads', 1)} thread(s), median of "
+        f"{result['repeats']} rounds (speed-up by the fastest round in brackets). Dice in "
+        f"percent over the evaluated pixels, mean over the slides; aim: at least "
+        f"{AIM_SPEEDUP:g}x faster at no more than {AIM_DICE_POINTS_LOST:g} Dice points lost.",
+        "",
+        "| setting | mirroring | tile step | folds | passes / slide | s / megapixel "
+        "| speed-up | Dice % | Dice points lost | aim met |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['name']} | {'yes' if row['mirroring'] else 'no'} "
+            f"| {row['tile_step_size']:g} | {','.join(map(str, row['folds']))} "
+            f"| {row['forward_passes_per_slide']:g} | {row['seconds_per_megapixel']:.1f} "
+            f"| {row['speedup']:.2f}x ({row['speedup_min']:.2f}x) | {row['dice']:.2f} "
+            f"| {row['dice_points_lost']:+.2f} | {'yes' if row['meets_aim'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _run_prediction(args: argparse.Namespace) -> int:
+    import shlex
+
+    import torch
+
+    from ramanseg.evaluate import evaluation_settings, read_ground_truth
+    from ramanseg.fileio import json_bytes, write_files
+    from ramanseg.nnunet.cli import configure_command, trained_model_dir
+    from ramanseg.preprocessed import files_of, read_stack
+    from ramanseg.runtime import resolve_device
+    from ramanseg.split import read_split
+
+    config, nnunet = configure_command(args)
+    torch.set_num_threads(args.threads)
+    device = resolve_device(nnunet.device)
+    model_dir = trained_model_dir(nnunet)
+    candidates = candidate_settings(
+        nnunet.prediction, nnunet.fast_prediction, trained_folds(model_dir)
+    )
+    samples = read_split(args.split)["test"]
+    pixels = evaluation_settings(config).pixels
+    stacks, truths = {}, {}
+    for sample in samples:
+        files = files_of(args.preprocessed, sample)
+        stacks[sample], _ = read_stack(
+            files.path("stack"), sample, n_channels=len(config["channels"])
+        )
+        truths[sample] = read_ground_truth(args.preprocessed, sample, pixels)
+    result = bench_prediction(model_dir, candidates, stacks, truths, device, repeats=args.repeats)
+    result["threads"] = args.threads
+    result["evaluated_pixels"] = pixels
+    command = shlex.join(
+        ["ramanseg", "bench-nnunet-prediction", "--nnunet-dir", str(args.nnunet_dir)]
+        + ["--preprocessed", str(args.preprocessed), "--split", str(args.split)]
+        + ["--threads", str(args.threads), "--repeats", str(args.repeats)]
+        + ["--out", str(args.out)]
+        + (["--settings", args.settings] if args.settings else ["--config", *args.config])
+    )
+    result["command"] = command
+    markdown = prediction_markdown(result, command)
+    write_files({args.out: json_bytes(result), args.out.with_suffix(".md"): markdown.encode()})
+    print(markdown)
+    return 0
