@@ -53,8 +53,9 @@ SETTINGS_NAME = "settings.json"
 MODELS_FOLDER = "models"
 #: The configuration sections a package carries (what preprocessing and the models need).
 SETTINGS_KEYS = ("channels", "annotations", "preprocess", "seed", "nnunet")
-#: Files beside a PyTorch model's weights that travel with it where they exist (RamanSeg's
-#: prototypes, and the source patches its per-slide explanation shows).
+#: Files beside a PyTorch model's weights that travel with it where they exist: RamanSeg's
+#: prototypes and the source patches its per-slide explanation shows (their owners,
+#: ``ramanseg.models.prototypes.projection`` and ``...patches``, import torch).
 MODEL_EXTRA_FILES = ("prototypes.json", "prototype_patches.npz")
 NNUNET_MODEL = "nnunet"
 NNUNET_CHECKPOINT = "checkpoint_final.pth"

@@ -218,9 +218,7 @@ def predict_slides(
     return seconds
 
 
-def _probability_function(
-    entry, device, root: str | Path, threads: int, config: Mapping[str, Any]
-):
+def _probability_function(entry, device, root: str | Path, threads: int, config: Mapping[str, Any]):
     """``stack (C, Y, X) -> foreground probability (Y, X)`` of a packaged model."""
     if entry.kind == "nnunet":
         from ramanseg.nnunet.environment import configure_nnunet

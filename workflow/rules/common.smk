@@ -218,6 +218,7 @@ def package_inputs(wildcards):
     }
     if "ramanseg" in PACKAGE_TORCH_MODELS:
         inputs["prototypes"] = MODELS / "ramanseg" / "prototypes.json"
+        inputs["prototype_patches"] = MODELS / "ramanseg" / "prototype_patches.npz"
     if "nnunet" in PACKAGE_MODELS:
         inputs["folds"] = expand(
             NNUNET_MODEL / "fold_{fold}" / "validation" / "summary.json", fold=FOLDS

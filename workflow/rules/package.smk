@@ -27,3 +27,32 @@ rule package:
         "python -m ramanseg package --models {params.models} --models-dir {params.models_dir:q}"
         " --nnunet-model-dir {params.nnunet_model_dir:q} --folds {params.folds}"
         " --out {output:q} --settings {params.settings:q} > {log:q} 2>&1"
+
+
+# RamanSeg's prototypes' source patches, cropped from the training stacks so that the
+# package shows "this looks like that" on new slides without the training data.
+rule prototype_patches:
+    input:
+        stacks=training_inputs()["stacks"],
+        prototypes=MODELS / "ramanseg" / "prototypes.json",
+        weights=MODELS / "ramanseg" / "model.pt",
+    output:
+        MODELS / "ramanseg" / "prototype_patches.npz",
+    params:
+        model_dir=MODELS / "ramanseg",
+        settings=settings("channels", "annotations", "interpret"),
+    log:
+        LOGS / "models" / "prototype_patches.log",
+    benchmark:
+        BENCHMARKS / "models" / "prototype_patches.tsv"
+    threads: rule_resources("prototype_patches")["threads"]
+    resources:
+        mem_mb=rule_resources("prototype_patches")["mem_mb"],
+        runtime=rule_resources("prototype_patches")["runtime"],
+        gpu=rule_resources("prototype_patches")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m ramanseg prototype-patches --model-dir {params.model_dir:q}"
+        " --stacks {input.stacks:q} --out {output:q} --settings {params.settings:q}"
+        " > {log:q} 2>&1"

@@ -131,6 +131,41 @@ rule predict_export:
         " --models {params.models} --min-area {params.min_area} > {log:q} 2>&1"
 
 
+# RamanSeg's "this looks like that" per slide: for each predicted tumour region, the
+# prototypes that drive it beside their source patches from the training set (which the
+# package carries).
+rule explain_slide:
+    input:
+        manifest=PACKAGE_DIR / "manifest.json",
+        stack=PREDICT_PREPROCESSED / "{slide}" / "stack.ome.tif",
+        mask=PREDICT / "{slide}" / f"ramanseg{SLIDE_MASK_SUFFIX}",
+    output:
+        figure=report(
+            PREDICT / "{slide}" / "explanation.png",
+            caption="../report/predict_explanation.rst",
+            category="5. New slides",
+            labels={"slide": "{slide}", "figure": "this looks like that"},
+        ),
+        table=PREDICT / "{slide}" / "explanation.csv",
+    params:
+        model_dir=PACKAGE_DIR / "models" / "ramanseg",
+    log:
+        LOGS / "predict" / "explain_{slide}.log",
+    benchmark:
+        BENCHMARKS / "predict" / "explain_{slide}.tsv"
+    threads: rule_resources("explain_slide")["threads"]
+    resources:
+        mem_mb=rule_resources("explain_slide")["mem_mb"],
+        runtime=rule_resources("explain_slide")["runtime"],
+        gpu=rule_resources("explain_slide")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "python -m ramanseg explain-slide --model-dir {params.model_dir:q} --stack {input.stack:q}"
+        " --mask {input.mask:q} --out {output.figure:q} --table {output.table:q}"
+        " --threads {threads} > {log:q} 2>&1"
+
+
 rule predict_summary:
     input:
         sheet=config["predict_samplesheet"],

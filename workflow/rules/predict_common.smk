@@ -4,7 +4,7 @@
 from ramanseg.io import srs_header
 from ramanseg.package import inspect_package, package_channels
 from ramanseg.predict import read_slide_sheet
-from ramanseg.predictions import slide_prediction_paths
+from ramanseg.predictions import SLIDE_MASK_SUFFIX, slide_prediction_paths
 
 PREDICT = RESULTS / "predict"
 PACKAGE_DIR = PREDICT / "package"
@@ -29,6 +29,10 @@ try:
 except InputError as error:
     stop(f"config key `predict_samplesheet`: {error}")
 SLIDE_IDS = list(SLIDES["sample_id"])
+#: RamanSeg's per-slide explanation needs its prototypes' source patches in the package.
+PACKAGE_EXPLAINS = "models/ramanseg/prototype_patches.npz" in PACKAGE_MANIFEST["models"].get(
+    "ramanseg", {}
+).get("files", [])
 PREDICT_MODELS = config["predict"]["models"] or list(PACKAGE_MANIFEST["models"])
 _absent = [model for model in PREDICT_MODELS if model not in PACKAGE_MANIFEST["models"]]
 if _absent:
@@ -70,4 +74,6 @@ def slide_outputs():
         outputs += slide_predictions(slide, 0) + slide_predictions(slide, 1)
         outputs += [PREDICT / slide / f"{model}.geojson" for model in PREDICT_MODELS]
         outputs.append(PREDICT / slide / "overlay.png")
+        if "ramanseg" in PREDICT_MODELS and PACKAGE_EXPLAINS:
+            outputs.append(PREDICT / slide / "explanation.png")
     return outputs
