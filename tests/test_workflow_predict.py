@@ -88,6 +88,20 @@ def test_package_then_predict_new_slides_from_the_package_alone(tmp_path):
                 read_qupath_geojson(geojson, sample), mask.shape, settings, sample
             )
             assert np.mean(back == mask) >= 0.99, (sample, model)
+        # RamanSeg's "this looks like that", from the source patches the package carries.
+        assert (results / sample / "explanation.png").stat().st_size > 1000
     summary = (results / "summary.csv").read_text()
     assert summary.count("\n") == 1 + 2 * len(MODELS)
     assert "tumour_area_um2" in summary and "Dice" in (results / "summary.md").read_text()
+
+    # A slide with a channel count other than the package's stops the plan, naming it.
+    tifffile.imwrite(fresh / "three.tif", np.zeros((3, 48, 64), dtype=np.uint16))
+    (fresh / "bad.tsv").write_text(rows[0] + "\nbad\tx\tthree.tif\t\t\n")
+    result = run(
+        fresh, "-n", "predict",
+        "--config", "predict_samplesheet=bad.tsv", "model_package=models.zip",
+        check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and "three.tif" in output and "3 channels" in output
+    assert "Traceback" not in output
