@@ -13,7 +13,6 @@ rule unpack_package:
         settings=PACKAGE_SETTINGS,
     params:
         outdir=PACKAGE_DIR,
-        models=PREDICT_MODELS,
     log:
         LOGS / "predict" / "unpack_package.log",
     benchmark:
@@ -27,7 +26,7 @@ rule unpack_package:
         "../../envs/torch.yaml"
     shell:
         "python -m ramanseg unpack-package --package {input:q} --outdir {params.outdir:q}"
-        " --models {params.models} > {log:q} 2>&1"
+        " > {log:q} 2>&1"
 
 
 # Each slide preprocessed as the package's models were trained: the package's channels,
