@@ -95,7 +95,8 @@ def test_package_then_predict_new_slides_from_the_package_alone(tmp_path):
     assert "tumour_area_um2" in summary and "Dice" in (results / "summary.md").read_text()
 
     # A slide with a channel count other than the package's stops the plan, naming it.
-    tifffile.imwrite(fresh / "three.tif", np.zeros((3, 48, 64), dtype=np.uint16))
+    three = np.zeros((3, 48, 64), dtype=np.uint16)
+    tifffile.imwrite(fresh / "three.tif", three, photometric="minisblack")
     (fresh / "bad.tsv").write_text(rows[0] + "\nbad\tx\tthree.tif\t\t\n")
     result = run(
         fresh, "-n", "predict",

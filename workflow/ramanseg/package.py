@@ -505,10 +505,13 @@ def _check_nnunet_channels(model_dir: Path, count: int, where: Path) -> None:
 
 def _package_command(args: argparse.Namespace) -> int:
     from ramanseg.cli import settings_from_args
+    from ramanseg.config import ConfigError
 
     config = settings_from_args(args)
     torch_models = {name: args.models_dir / name for name in args.models if name != NNUNET_MODEL}
     nnunet = args.nnunet_model_dir if NNUNET_MODEL in args.models else None
+    if NNUNET_MODEL in args.models and (nnunet is None or not args.folds):
+        raise ConfigError("packaging nnunet needs --nnunet-model-dir and --folds")
     write_package(
         args.out,
         config,
