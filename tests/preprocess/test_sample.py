@@ -86,6 +86,24 @@ def test_sample_without_he_uses_the_srs_foreground(tmp_path, small_config):
     assert qc["foreground_fraction"] == pytest.approx(24 * 28 / (32 * 40))
 
 
+def test_a_slide_without_annotations_is_preprocessed_for_prediction(tmp_path, small_config):
+    # `snakemake predict`: new slides come without annotations; nothing is rasterised and
+    # the empty mask is no warning, while the stack and tissue are as with annotations.
+    srs, he, annotations = make_sample(tmp_path)
+    with_annotations = preprocess_sample(
+        "S1", srs, he, annotations, tmp_path / "a", **typed_settings(small_config)
+    )
+    qc = preprocess_sample("S1", srs, he, None, tmp_path / "b", **typed_settings(small_config))
+    assert qc["inputs"]["annotations"] is None and qc["mask_fraction"] == 0.0
+    assert not any("mask is empty" in w for w in qc["warnings"])
+    assert qc["foreground_fraction"] == with_annotations["foreground_fraction"]
+    for name in ("stack.ome.tif", "foreground.tif"):
+        np.testing.assert_array_equal(
+            tifffile.imread(tmp_path / "a" / name), tifffile.imread(tmp_path / "b" / name)
+        )
+    assert not tifffile.imread(tmp_path / "b" / "classes.tif").any()
+
+
 def test_empty_mask_is_allowed_but_reported(tmp_path, small_config, caplog):
     srs, he, annotations = make_sample(
         tmp_path, features=[feature(square(10, 8, 20, 16), "Stroma")]
