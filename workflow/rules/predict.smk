@@ -105,7 +105,7 @@ rule predict_export:
         overlay=report(
             PREDICT / "{slide}" / "overlay.png",
             caption="../report/predict_overlay.rst",
-            category="5. New slides",
+            category="6. New slides",
             labels={"slide": "{slide}"},
         ),
     params:
@@ -142,7 +142,7 @@ rule explain_slide:
         figure=report(
             PREDICT / "{slide}" / "explanation.png",
             caption="../report/predict_explanation.rst",
-            category="5. New slides",
+            category="6. New slides",
             labels={"slide": "{slide}", "figure": "this looks like that"},
         ),
         table=PREDICT / "{slide}" / "explanation.csv",
@@ -174,7 +174,7 @@ rule predict_summary:
         table=report(
             PREDICT / "summary.csv",
             caption="../report/predict_summary.rst",
-            category="5. New slides",
+            category="6. New slides",
         ),
         parquet=PREDICT / "summary.parquet",
         markdown=PREDICT / "summary.md",
