@@ -22,6 +22,14 @@ if PREDICTING:
     # package and the slides are needed; `predict` is then the default target.
     include: "workflow/rules/predict.smk"
 
+    localrules:
+        predict,
+
+    rule predict:
+        input:
+            predict_outputs(),
+        default_target: True
+
 else:
 
     include: "workflow/rules/data.smk"

@@ -61,10 +61,12 @@ def test_package_then_predict_new_slides_from_the_package_alone(tmp_path):
     (fresh / "slides.tsv").write_text("\n".join(rows) + "\n")
     predict_config = tmp_path / "predict.yaml"
     predict_config.write_text(yaml.safe_dump({"predict": {"min_area_px": 0}}))
-    run(
-        fresh, str(predict_config), "--cores", "2", "predict",
-        "--config", "predict_samplesheet=slides.tsv", "model_package=models.zip",
-    )  # fmt: skip
+    # No target named: with a package configured, `predict` is the default target.
+    predict_args = ["--config", "predict_samplesheet=slides.tsv", "model_package=models.zip"]
+    run(fresh, str(predict_config), "--cores", "2", *predict_args)
+    run(fresh, str(predict_config), "--report", "report.html", *predict_args)
+    assert (fresh / "report.html").stat().st_size > 10_000
+    (fresh / "report.html").unlink()
     # Nothing was read or written outside it but the results (no training data).
     inputs = {"models.zip", "slides.tsv", *(p.name for p in fresh.glob("*.tif"))}
     assert {p.name for p in fresh.iterdir()} == inputs | {".snakemake", "results"}

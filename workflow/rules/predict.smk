@@ -196,14 +196,3 @@ rule predict_summary:
     shell:
         "python -m ramanseg predict-summary --sheet {input.sheet:q} --root {params.root:q}"
         " --models {params.models} --out-prefix {params.prefix:q} > {log:q} 2>&1"
-
-
-localrules:
-    predict,
-
-
-rule predict:
-    input:
-        slide_outputs(),
-        PREDICT / "summary.csv",
-    default_target: True

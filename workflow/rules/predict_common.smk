@@ -67,8 +67,8 @@ def slide_predictions(slide, kind=0):
     return [slide_prediction_paths(PREDICT / slide, model)[kind] for model in PREDICT_MODELS]
 
 
-def slide_outputs():
-    """Every per-slide output of `snakemake predict`."""
+def predict_outputs():
+    """Every output of `snakemake predict`: per slide, and the summary over the slides."""
     outputs = []
     for slide in SLIDE_IDS:
         outputs += slide_predictions(slide, 0) + slide_predictions(slide, 1)
@@ -76,4 +76,4 @@ def slide_outputs():
         outputs.append(PREDICT / slide / "overlay.png")
         if "ramanseg" in PREDICT_MODELS and PACKAGE_EXPLAINS:
             outputs.append(PREDICT / slide / "explanation.png")
-    return outputs
+    return outputs + [PREDICT / "summary.csv"]
