@@ -177,8 +177,12 @@ def test_cli_bad_mask_exits_2_and_writes_nothing(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [bad]
 
 
-def test_cli_rejects_negative_min_area(tmp_path):
+@pytest.mark.parametrize(
+    "bad", [["--min-area", "-3"], ["--min-area", "2", "--class-name", " "],
+            ["--min-area", "2", "--color", "0", "0", "300"]],
+)  # fmt: skip
+def test_cli_rejects_bad_options(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["mask-to-geojson", "--mask", "m.tif", "--sample", "S1", "--out", "o.geojson",
-              "--min-area", "-3"])  # fmt: skip
+        main(["mask-to-geojson", "--mask", "m.tif", "--sample", "S1", "--out", "o.geojson", *bad])
     assert exit_info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
