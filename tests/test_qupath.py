@@ -118,6 +118,21 @@ def test_a_predicted_mask_round_trips_within_one_percent(tmp_path):
         assert shapely.is_valid(shape(feature["geometry"]))
 
 
+def test_random_masks_round_trip_exactly_with_valid_geometry(tmp_path):
+    """Random pixel patterns: holes touching regions at corners, regions touching the
+    border, nested islands: always valid, always the cleaned mask back."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "random.geojson"
+    for _ in range(60):
+        mask = rng.random((rng.integers(1, 25), rng.integers(1, 25))) < rng.uniform(0.2, 0.7)
+        min_area_px = int(rng.integers(0, 6))
+        write_qupath_geojson(path, mask, min_area_px=min_area_px)
+        for feature in json.loads(path.read_text())["features"]:
+            assert shape(feature["geometry"]).is_valid
+        expected = remove_specks(mask, min_area_px)
+        np.testing.assert_array_equal(read_back(path, mask.shape), expected)
+
+
 def test_empty_mask_gives_an_empty_collection(tmp_path):
     path = tmp_path / "empty.geojson"
     assert write_qupath_geojson(path, np.zeros((16, 16), np.uint8), min_area_px=4) == 0
@@ -177,8 +192,12 @@ def test_cli_bad_mask_exits_2_and_writes_nothing(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [bad]
 
 
-def test_cli_rejects_negative_min_area(tmp_path):
+@pytest.mark.parametrize(
+    "bad", [["--min-area", "-3"], ["--min-area", "2", "--class-name", " "],
+            ["--min-area", "2", "--color", "0", "0", "300"]],
+)  # fmt: skip
+def test_cli_rejects_bad_options(bad, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["mask-to-geojson", "--mask", "m.tif", "--sample", "S1", "--out", "o.geojson",
-              "--min-area", "-3"])  # fmt: skip
+        main(["mask-to-geojson", "--mask", "m.tif", "--sample", "S1", "--out", "o.geojson", *bad])
     assert exit_info.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err

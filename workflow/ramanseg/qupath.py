@@ -258,7 +258,10 @@ def add_commands(subparsers: Any) -> None:
         "--model", default="", help="model name, to keep feature ids unique per model"
     )
     parser.add_argument(
-        "--class-name", default=DEFAULT_CLASS_NAME, help="QuPath class (default: %(default)s)"
+        "--class-name",
+        type=_class_name,
+        default=DEFAULT_CLASS_NAME,
+        help="QuPath class (default: %(default)s)",
     )
     parser.add_argument(
         "--color",
@@ -298,6 +301,14 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _class_name(text: str) -> str:
+    import argparse
+
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a class name must not be empty")
+    return text
 
 
 def _channel_value(text: str) -> int:
