@@ -105,6 +105,12 @@ def test_prototype_patches_command_and_its_bad_inputs(trained, tmp_path, monkeyp
     argv = ["prototype-patches", "--model-dir", str(model_dir), "--out", str(out)]
     assert main([*argv, "--stacks", *stacks, "--settings", settings]) == 0
     assert out.read_bytes() == (model_dir / PATCHES_NAME).read_bytes()
+    # The configured display channel is the one cropped.
+    tpef = json.dumps(
+        {"channels": trained["config"]["channels"], "interpret": {"display_channel": "TPEF"}}
+    )
+    assert main([*argv, "--stacks", *stacks, "--settings", tpef]) == 0
+    assert read_prototype_patches(out).channel == "TPEF"
     # A source sample's stack missing: exit 2, naming it, nothing written.
     sources = {r.sample_id for r in projection_records(model_dir)}
     others = [s for s in stacks if s.split("/")[-2] not in sources]
