@@ -113,10 +113,11 @@ def test_bench_nnunet_prediction_writes_speed_and_dice_with_ratios(nnunet_dir, t
     from ramanseg.benchmarks.nnunet import CANDIDATES
     from ramanseg.cli import main
     from ramanseg.nnunet.run import trained_model_dir
-    from tests.interpret.nnunet_model import write_model_folder
+    from tests.interpret.nnunet_model import write_model_folder, write_validation_summaries
 
     model_dir = trained_model_dir(999, "nnUNetTrainer", "nnUNetPlannerResEncM", "2d")
     write_model_folder(model_dir, channels=4, size=32, folds=(0, 1))
+    write_validation_summaries(model_dir, {0: 0.5, 1: 0.6})
     write_test_slides(tmp_path / "preprocessed")
     out = tmp_path / "bench" / "nnunet_prediction.json"
     assert main(prediction_argv(nnunet_dir, tmp_path, out)) == 0
@@ -134,7 +135,9 @@ def test_bench_nnunet_prediction_writes_speed_and_dice_with_ratios(nnunet_dir, t
     assert 2 < len(rows) <= 2 + len(CANDIDATES)
     # 48 px slides, 32 px tiles: 2 x 2 tiles at step 0.5 and 1; 4 passes with mirroring.
     assert default["forward_passes_per_slide"] == 2 * 2 * 4 * 2
-    assert rows["no mirroring, step 1, 1 fold"]["forward_passes_per_slide"] == 4
+    best = rows["no mirroring, step 1, best 1 fold"]
+    assert best["forward_passes_per_slide"] == 4 and best["folds"] == [1]
+    assert result["fold_validation_dice"] == {"0": 0.5, "1": 0.6}
     for row in result["rows"]:
         assert row["seconds_per_megapixel"] > 0 and row["speedup"] > 0
         assert set(row["dice_per_sample"]) == set(TEST_SAMPLES)
@@ -152,10 +155,11 @@ def test_bench_nnunet_prediction_without_a_test_slide_is_an_input_error(
 ):
     from ramanseg.cli import main
     from ramanseg.nnunet.run import trained_model_dir
-    from tests.interpret.nnunet_model import write_model_folder
+    from tests.interpret.nnunet_model import write_model_folder, write_validation_summaries
 
     model_dir = trained_model_dir(999, "nnUNetTrainer", "nnUNetPlannerResEncM", "2d")
     write_model_folder(model_dir, channels=4, size=32, folds=(0, 1))
+    write_validation_summaries(model_dir, {0: 0.5, 1: 0.6})
     write_test_slides(tmp_path / "preprocessed")
     (tmp_path / "preprocessed" / "T2" / "stack.ome.tif").unlink()
     out = tmp_path / "bench" / "nnunet_prediction.json"

@@ -178,16 +178,19 @@ class Candidate:
     folds: tuple[int, ...]
 
 
-#: The settings compared beside the configured two: (mirroring, tile step, number of
-#: folds; ``None``: all). Each changes one or two of nnU-Net's defaults; a 2-D patch takes
-#: 4 forward passes with mirroring and 1 without, a tile step of 1 about half the tiles of
-#: 0.5 (on an image a few patches wide), each fold one more pass over every tile.
+#: The settings compared beside the configured two: (mirroring, tile step, folds: ``None``
+#: for all, ``k`` for the ``k`` best by validation Dice). Each changes one or two of
+#: nnU-Net's defaults: a 2-D tile takes 4 forward passes with mirroring and 1 without; a
+#: tile step of 1 takes fewer tiles than 0.5 (on an image of 2 patches, 4 instead of 9;
+#: any step below 1 takes 9 there); each fold is one more pass over every tile.
 CANDIDATES = (
     (True, 0.5, 1),
     (True, 1.0, None),
     (False, 0.5, None),
     (False, 0.75, None),
     (False, 1.0, None),
+    (False, 0.5, 4),
+    (False, 0.5, 3),
     (False, 0.5, 2),
     (False, 0.5, 1),
     (False, 1.0, 2),
@@ -196,28 +199,34 @@ CANDIDATES = (
 
 
 def candidate_settings(
-    default: PredictionSettings, fast: PredictionSettings, trained: Sequence[int]
+    default: PredictionSettings,
+    fast: PredictionSettings,
+    trained: Sequence[int],
+    validation_dice: Mapping[int, float],
 ) -> list[Candidate]:
     """The settings compared: the configured default first (the baseline of every ratio),
-    the configured fast preset, then :data:`CANDIDATES` (fold subsets: the first trained
-    folds). A setting listed twice is measured once, under its first name.
+    the configured fast preset, then :data:`CANDIDATES` (those asking for more folds than
+    are trained left out). A setting listed twice is measured once, under its first name.
 
     Args:
         default: ``nnunet.prediction``.
         fast: ``nnunet.fast_prediction``.
         trained: the model's trained folds.
+        validation_dice: each trained fold's validation Dice (to choose the best folds).
 
     Raises:
         ConfigError: a configured setting lists a fold the model does not have.
     """
     trained = sorted(trained)
     candidates = [
-        Candidate("default", default, tuple(default.select_folds(trained))),
-        Candidate("fast preset", fast, tuple(fast.select_folds(trained))),
+        Candidate("default", default, tuple(default.select_folds(trained, validation_dice))),
+        Candidate("fast preset", fast, tuple(fast.select_folds(trained, validation_dice))),
     ]
     for mirroring, step, count in CANDIDATES:
-        folds = tuple(trained if count is None else trained[:count])
-        settings = replace(default, mirroring=mirroring, tile_step_size=step, folds=folds)
+        if count is not None and count > len(trained):
+            continue
+        settings = replace(default, mirroring=mirroring, tile_step_size=step, folds=count)
+        folds = tuple(settings.select_folds(trained, validation_dice))
         candidates.append(Candidate(describe(settings, len(trained)), settings, folds))
     unique: dict[tuple, Candidate] = {}
     for candidate in candidates:
@@ -228,15 +237,20 @@ def candidate_settings(
 
 
 def describe(settings: PredictionSettings, trained: int) -> str:
-    """A row label: ``no mirroring, step 1, 2 folds``.
+    """A row label: ``no mirroring, step 1, best 2 folds``.
 
     Args:
         settings: the predictor's settings.
         trained: the number of trained folds (what ``folds: all`` means).
     """
-    count = trained if settings.folds is None else len(settings.folds)
     mirroring = "mirroring" if settings.mirroring else "no mirroring"
-    return f"{mirroring}, step {settings.tile_step_size:g}, {count} fold{'s' * (count != 1)}"
+    if settings.folds is None:
+        folds = f"all {trained} folds"
+    elif isinstance(settings.folds, int):
+        folds = f"best {settings.folds} fold{'s' * (settings.folds != 1)}"
+    else:
+        folds = f"folds {','.join(map(str, settings.folds))}"
+    return f"{mirroring}, step {settings.tile_step_size:g}, {folds}"
 
 
 def _count_forward_passes(network: Any) -> tuple[list[int], Any]:
@@ -385,6 +399,7 @@ def _run_prediction(args: argparse.Namespace) -> int:
     from ramanseg.evaluate import evaluation_settings, read_ground_truth
     from ramanseg.fileio import json_bytes, write_files
     from ramanseg.nnunet.cli import configure_command, trained_model_dir
+    from ramanseg.nnunet.run import fold_validation_dice
     from ramanseg.preprocessed import files_of, read_stack
     from ramanseg.runtime import resolve_device
     from ramanseg.split import read_split
@@ -393,9 +408,9 @@ def _run_prediction(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(nnunet.device)
     model_dir = trained_model_dir(nnunet)
-    candidates = candidate_settings(
-        nnunet.prediction, nnunet.fast_prediction, trained_folds(model_dir)
-    )
+    trained = trained_folds(model_dir)
+    dice = fold_validation_dice(model_dir, trained)
+    candidates = candidate_settings(nnunet.prediction, nnunet.fast_prediction, trained, dice)
     samples = read_split(args.split)["test"]
     pixels = evaluation_settings(config).pixels
     stacks, truths = {}, {}
@@ -407,6 +422,7 @@ def _run_prediction(args: argparse.Namespace) -> int:
         truths[sample] = read_ground_truth(args.preprocessed, sample, pixels)
     result = bench_prediction(model_dir, candidates, stacks, truths, device, repeats=args.repeats)
     result["threads"] = args.threads
+    result["fold_validation_dice"] = {str(fold): value for fold, value in dice.items()}
     result["evaluated_pixels"] = pixels
     command = shlex.join(
         ["ramanseg", "bench-nnunet-prediction", "--nnunet-dir", str(args.nnunet_dir)]
