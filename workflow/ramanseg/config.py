@@ -129,7 +129,7 @@ def _interpret_problems(config: Mapping[str, Any]) -> list[str]:
 
 def _nnunet_prediction_problems(config: Mapping[str, Any]) -> list[str]:
     """Prediction folds (``nnunet.prediction.folds``, ``nnunet.fast_prediction.folds``)
-    beyond the ``split.folds`` cross-validation folds that are trained, or more of them."""
+    beyond the ``split.folds`` cross-validation folds that are trained."""
     nnunet, split = config.get("nnunet"), config.get("split")
     if not isinstance(nnunet, Mapping) or not isinstance(split, Mapping):
         return []
@@ -142,11 +142,6 @@ def _nnunet_prediction_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"nnunet.{section}.folds lists folds {beyond}, but split.folds trains "
                 f"{count} folds (0 to {count - 1})"
-            )
-        if isinstance(folds, int) and not isinstance(folds, bool) and folds > count:
-            problems.append(
-                f"nnunet.{section}.folds asks for the {folds} best folds, but split.folds "
-                f"trains {count}"
             )
     return problems
 

@@ -30,7 +30,7 @@ class PredictionSettings:
             overlap by half; 1: they only touch), in (0, 1].
         folds: the folds to ensemble: ``None`` for every trained fold, a tuple of fold
             indices, or a number ``k``: the ``k`` folds with the highest validation Dice
-            (nnU-Net's ``fold_<k>/validation/summary.json``).
+            (nnU-Net's ``fold_<k>/validation/summary.json``; all where fewer are trained).
         perform_everything_on_device: keep the sliding-window sums on the GPU (nnU-Net
             ignores it on a CPU).
     """
@@ -79,21 +79,16 @@ class PredictionSettings:
 
         Returns:
             Every trained fold for ``folds: all``; the listed folds in their order; or the
-            ``k`` best folds by validation Dice (ties: the lower index), in fold order.
+            ``k`` best folds by validation Dice (ties: the lower index; every fold where
+            fewer are trained), in fold order.
 
         Raises:
-            ConfigError: a listed fold that is not trained, or more best folds than are
-                trained, naming the key.
+            ConfigError: a listed fold that is not trained, naming the key.
         """
         trained = sorted(trained)
         if self.folds is None:
             return trained
         if isinstance(self.folds, int):
-            if self.folds > len(trained):
-                raise ConfigError(
-                    f"{self.key}.folds asks for the {self.folds} best folds, but this nnU-Net "
-                    f"model has {len(trained)} ({trained}); ask for at most {len(trained)}"
-                )
             if validation_dice is None:
                 raise ValueError("the best folds need the folds' validation Dice")
             ranked = sorted(trained, key=lambda fold: (-validation_dice[fold], fold))
