@@ -113,10 +113,11 @@ def test_bench_nnunet_prediction_writes_speed_and_dice_with_ratios(nnunet_dir, t
     from ramanseg.benchmarks.nnunet import CANDIDATES
     from ramanseg.cli import main
     from ramanseg.nnunet.run import trained_model_dir
-    from tests.interpret.nnunet_model import write_model_folder
+    from tests.interpret.nnunet_model import write_model_folder, write_validation_summaries
 
     model_dir = trained_model_dir(999, "nnUNetTrainer", "nnUNetPlannerResEncM", "2d")
     write_model_folder(model_dir, channels=4, size=32, folds=(0, 1))
+    write_validation_summaries(model_dir, {0: 0.5, 1: 0.6})
     write_test_slides(tmp_path / "preprocessed")
     out = tmp_path / "bench" / "nnunet_prediction.json"
     assert main(prediction_argv(nnunet_dir, tmp_path, out)) == 0
@@ -132,9 +133,11 @@ def test_bench_nnunet_prediction_writes_speed_and_dice_with_ratios(nnunet_dir, t
     # The configured fast preset, then the fixed candidates (a duplicate measured once).
     assert result["rows"][1]["name"] == "fast preset"
     assert 2 < len(rows) <= 2 + len(CANDIDATES)
-    # 48 px slides, 32 px tiles: 2 x 2 tiles at step 0.5 and 1; 4 passes with mirroring.
-    assert default["forward_passes_per_slide"] == 2 * 2 * 4 * 2
-    assert rows["no mirroring, step 1, 1 fold"]["forward_passes_per_slide"] == 4
+    # Two 48 px slides, 32 px tiles: 2 x 2 tiles at step 0.5 and 1; 4 passes with mirroring.
+    assert default["forward_passes"] == 2 * (2 * 2) * 4 * 2
+    best = rows["no mirroring, step 1, best 1 fold"]
+    assert best["forward_passes"] == 2 * 4 and best["folds"] == [1]
+    assert result["fold_validation_dice"] == {"0": 0.5, "1": 0.6}
     for row in result["rows"]:
         assert row["seconds_per_megapixel"] > 0 and row["speedup"] > 0
         assert set(row["dice_per_sample"]) == set(TEST_SAMPLES)
@@ -152,10 +155,11 @@ def test_bench_nnunet_prediction_without_a_test_slide_is_an_input_error(
 ):
     from ramanseg.cli import main
     from ramanseg.nnunet.run import trained_model_dir
-    from tests.interpret.nnunet_model import write_model_folder
+    from tests.interpret.nnunet_model import write_model_folder, write_validation_summaries
 
     model_dir = trained_model_dir(999, "nnUNetTrainer", "nnUNetPlannerResEncM", "2d")
     write_model_folder(model_dir, channels=4, size=32, folds=(0, 1))
+    write_validation_summaries(model_dir, {0: 0.5, 1: 0.6})
     write_test_slides(tmp_path / "preprocessed")
     (tmp_path / "preprocessed" / "T2" / "stack.ome.tif").unlink()
     out = tmp_path / "bench" / "nnunet_prediction.json"
@@ -163,3 +167,47 @@ def test_bench_nnunet_prediction_without_a_test_slide_is_an_input_error(
     error = capsys.readouterr().err
     assert "T2" in error and "stack.ome.tif" in error and "Traceback" not in error
     assert not out.exists() and not out.with_suffix(".md").exists()
+
+
+def test_arrange_places_the_slides_in_a_zero_padded_mosaic():
+    from ramanseg.benchmarks.nnunet import arrange
+
+    stacks = {
+        "A": np.full((2, 4, 6), 1, np.float32),
+        "B": np.full((2, 5, 3), 2, np.float32),
+        "C": np.full((2, 3, 3), 3, np.float32),
+    }
+    alone = arrange(stacks)
+    assert [image.shape for image, _ in alone] == [(2, 4, 6), (2, 5, 3), (2, 3, 3)]
+    [(image, places)] = arrange(stacks, columns=2)
+    assert image.shape == (2, 10, 12)  # 2 rows x 2 columns of 5 x 6 cells
+    for sample, stack in stacks.items():
+        np.testing.assert_array_equal(image[(slice(None), *places[sample])], stack)
+    assert places["C"] == (slice(5, 8), slice(0, 3))
+    assert image.sum() == sum(stack.sum() for stack in stacks.values())  # zeros elsewhere
+
+
+def test_a_mosaic_is_predicted_as_one_image_and_scored_per_slide(nnunet_dir, tmp_path):
+    from ramanseg.benchmarks.nnunet import Candidate, bench_prediction
+    from ramanseg.evaluate import read_ground_truth
+    from ramanseg.nnunet.run import trained_model_dir
+    from ramanseg.nnunet.settings import PredictionSettings
+    from ramanseg.preprocessed import read_stack
+    from tests.interpret.nnunet_model import write_model_folder
+
+    model_dir = trained_model_dir(999, "nnUNetTrainer", "nnUNetPlannerResEncM", "2d")
+    write_model_folder(model_dir, channels=4, size=32, folds=(0, 1))
+    write_test_slides(tmp_path / "preprocessed")
+    stacks = {
+        s: read_stack(tmp_path / "preprocessed" / s / "stack.ome.tif", s)[0] for s in TEST_SAMPLES
+    }
+    truths = {s: read_ground_truth(tmp_path / "preprocessed", s) for s in TEST_SAMPLES}
+    candidates = [Candidate("default", PredictionSettings(), (0, 1))]
+    result = bench_prediction(
+        model_dir, candidates, stacks, truths, torch.device("cpu"), repeats=1, mosaic_columns=2
+    )
+    assert result["images"] == [[4, 48, 96]]
+    # 48 x 96 px, 32 px tiles at step 0.5: 2 x 5 tiles, 4 mirrored passes, 2 folds.
+    [row] = result["rows"]
+    assert row["forward_passes"] == 2 * 5 * 4 * 2
+    assert set(row["dice_per_sample"]) == set(TEST_SAMPLES)

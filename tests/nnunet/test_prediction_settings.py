@@ -13,6 +13,7 @@ import torch
 
 from ramanseg.config import ConfigError, load_config_files, parse_settings
 from ramanseg.nnunet.settings import NnunetSettings, PredictionSettings
+from tests.interpret.nnunet_model import write_validation_summaries
 
 #: The model of these tests: patch 32 px, 4 channels, two folds; images of 64 px.
 CHANNELS, PATCH, SIZE = 4, 32, 64
@@ -41,12 +42,20 @@ def test_defaults_are_nnunets_and_the_fast_preset_is_configured():
     assert partial.fast_prediction == fast
 
 
-def test_a_section_takes_a_fold_list():
+def test_a_section_takes_a_fold_list_or_a_number_of_best_folds():
     settings = {"nnunet": {"fast_prediction": {"mirroring": False, "folds": [2, 0]}}}
     fast = NnunetSettings.from_config(parse_settings(json.dumps(settings))).fast_prediction
     assert fast.folds == (2, 0) and not fast.mirroring and fast.tile_step_size == 0.5
-    assert fast.select_folds(range(5)) == [2, 0]
+    assert fast.select_folds(range(5)) == [2, 0] and not fast.needs_validation_dice
     assert PredictionSettings().select_folds([3, 1]) == [1, 3]
+    settings = {"nnunet": {"fast_prediction": {"folds": 2}}}
+    best = NnunetSettings.from_config(parse_settings(json.dumps(settings))).fast_prediction
+    assert best.folds == 2 and best.needs_validation_dice
+    # The two highest validation Dice, in fold order; a tie goes to the lower fold.
+    dice = {0: 0.80, 1: 0.90, 2: 0.70, 3: 0.90}
+    assert best.select_folds([0, 1, 2, 3], dice) == [1, 3]
+    assert PredictionSettings(folds=3).select_folds([0, 1, 2, 3], dice) == [0, 1, 3]
+    assert PredictionSettings(folds=5).select_folds([0, 1, 2, 3], dice) == [0, 1, 2, 3]
 
 
 @pytest.mark.parametrize(
@@ -59,6 +68,7 @@ def test_a_section_takes_a_fold_list():
         ({"folds": [1, 1]}, r"nnunet\.prediction\.folds: \[1, 1\] is not valid"),
         ({"folds": "some"}, r"nnunet\.prediction\.folds: 'some' is not valid"),
         ({"folds": [-1]}, r"nnunet\.prediction\.folds: \[-1\] is not valid"),
+        ({"folds": 0}, r"nnunet\.prediction\.folds: 0 is not valid"),
         ({"tiles": 2}, r"nnunet\.prediction: Additional properties .*'tiles'"),
     ],
 )
@@ -135,8 +145,10 @@ def test_nnunet_predict_runs_the_configured_or_the_fast_setting(model_dir, tmp_p
     split = tmp_path / "split.json"
     folds = [{"train": ["A"], "val": ["B"]}, {"train": ["B"], "val": ["A"]}]
     split.write_text(json.dumps({"train": ["A"], "val": ["B"], "test": ["T1"], "folds": folds}))
-    settings = dict(SETTINGS, nnunet=dict(SETTINGS["nnunet"], fast_prediction={"folds": [1]}))
-    settings["nnunet"]["fast_prediction"].update(mirroring=False, tile_step_size=1.0)
+    write_validation_summaries(model_dir, {0: 0.6, 1: 0.7})
+    # The fast setting: the best fold by validation Dice (fold 1), no mirroring, step 1.
+    fast_prediction = {"folds": 1, "mirroring": False, "tile_step_size": 1.0}
+    settings = dict(SETTINGS, nnunet=dict(SETTINGS["nnunet"], fast_prediction=fast_prediction))
     timing = tmp_path / "timing.json"
     argv = [
         "nnunet-predict", "--nnunet-dir", str(tmp_path / "nnunet"), "--stacks", *stacks,
@@ -167,4 +179,12 @@ def test_nnunet_predict_with_an_untrained_fold_is_a_config_error(model_dir, tmp_
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert "nnunet.prediction.folds lists folds [4]" in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists() and not (tmp_path / "timing.json").exists()
+    # The best folds are chosen by the validation summaries, which this model lacks.
+    settings["nnunet"]["prediction"] = {"folds": 1}
+    argv[argv.index("--settings") + 1] = json.dumps(settings)
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "fold 0 has no validation summary" in error and "summary.json" in error
+    assert "nnunet.fast_prediction.folds" in error and "Traceback" not in error
     assert not (tmp_path / "out").exists() and not (tmp_path / "timing.json").exists()

@@ -100,17 +100,18 @@ def trained_model_dir(nnunet: NnunetSettings) -> Path:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ramanseg.nnunet.run import predict_ensemble
+    from ramanseg.nnunet.run import ensemble_folds, predict_ensemble
     from ramanseg.runtime import resolve_device
 
     _, nnunet = configure_command(args)
     prediction = nnunet.fast_prediction if args.fast else nnunet.prediction
     split = read_split(args.split)
-    folds = prediction.select_folds(range(len(split["folds"])))
+    model_dir = trained_model_dir(nnunet)
+    folds = ensemble_folds(model_dir, range(len(split["folds"])), prediction)
     files = files_by_sample(stacks=args.stacks)
     stacks = {sample: files_of(files, sample).path("stack", "--stacks") for sample in split["test"]}
     timing = predict_ensemble(
-        trained_model_dir(nnunet),
+        model_dir,
         folds,
         stacks,
         args.outdir,

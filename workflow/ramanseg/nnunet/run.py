@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
 from ramanseg.nnunet.dataset import dataset_name
 from ramanseg.nnunet.planners import planner_class, plans_identifier
@@ -180,6 +181,51 @@ def validation_dice(fold_dir: str | Path) -> float:
     return float(summary["foreground_mean"]["Dice"])
 
 
+def fold_validation_dice(model_dir: str | Path, folds: Sequence[int]) -> dict[int, float]:
+    """Each fold's foreground Dice on its validation cases (nnU-Net's summaries).
+
+    Args:
+        model_dir: the trained model folder (holding ``fold_<k>``).
+        folds: the folds.
+
+    Raises:
+        InputError: a fold without ``validation/summary.json``.
+    """
+    dice = {}
+    for fold in folds:
+        fold_dir = Path(model_dir) / f"fold_{fold}"
+        summary = fold_dir / "validation" / "summary.json"
+        if not summary.is_file():
+            raise InputError(
+                f"fold {fold} has no validation summary, by which the best folds are chosen",
+                path=summary,
+                fix="train the fold to its end (nnU-Net validates it then), or list the "
+                "folds to ensemble in nnunet.prediction.folds / nnunet.fast_prediction.folds",
+            )
+        dice[fold] = validation_dice(fold_dir)
+    return dice
+
+
+def ensemble_folds(
+    model_dir: str | Path, trained: Sequence[int], prediction: PredictionSettings
+) -> list[int]:
+    """The folds ``prediction`` ensembles out of the ``trained`` ones (see
+    :meth:`PredictionSettings.select_folds`; the best ``k`` by validation Dice where its
+    ``folds`` is a number).
+
+    Args:
+        model_dir: the trained model folder.
+        trained: the trained folds.
+        prediction: the predictor's settings.
+
+    Raises:
+        ConfigError: folds the model does not have.
+        InputError: a fold without its validation summary, where the best are chosen.
+    """
+    dice = fold_validation_dice(model_dir, trained) if prediction.needs_validation_dice else None
+    return prediction.select_folds(trained, dice)
+
+
 def load_ensemble(
     model_dir: str | Path,
     folds: Sequence[int],
@@ -194,7 +240,7 @@ def load_ensemble(
     Args:
         model_dir: the trained model folder (holding ``fold_<k>``).
         folds: the folds to load (``prediction.folds`` is not consulted here: the caller
-            chose them, see :meth:`PredictionSettings.select_folds`).
+            chose them with :func:`ensemble_folds`).
         device: the torch device.
         prediction: the predictor's settings.
     """

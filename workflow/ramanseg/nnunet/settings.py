@@ -28,14 +28,16 @@ class PredictionSettings:
             passes per tile in 2-D instead of 1).
         tile_step_size: sliding-window step as a fraction of the patch (0.5: tiles
             overlap by half; 1: they only touch), in (0, 1].
-        folds: the folds to ensemble, ``None`` for every trained fold.
+        folds: the folds to ensemble: ``None`` for every trained fold, a tuple of fold
+            indices, or a number ``k``: the ``k`` folds with the highest validation Dice
+            (nnU-Net's ``fold_<k>/validation/summary.json``; all where fewer are trained).
         perform_everything_on_device: keep the sliding-window sums on the GPU (nnU-Net
             ignores it on a CPU).
     """
 
     mirroring: bool = True
     tile_step_size: float = 0.5
-    folds: tuple[int, ...] | None = None
+    folds: tuple[int, ...] | int | None = None
     perform_everything_on_device: bool = True
     key: str = field(default="nnunet.prediction", compare=False)
 
@@ -48,33 +50,54 @@ class PredictionSettings:
             key: its dotted key (``nnunet.prediction``), named in error messages.
         """
         folds = section["folds"]
+        if folds == "all":
+            folds = None
+        elif not isinstance(folds, int):
+            folds = tuple(int(fold) for fold in folds)
         return cls(
             mirroring=bool(section["mirroring"]),
             tile_step_size=float(section["tile_step_size"]),
-            folds=None if folds == "all" else tuple(int(fold) for fold in folds),
+            folds=folds,
             perform_everything_on_device=bool(section["perform_everything_on_device"]),
             key=key,
         )
 
-    def select_folds(self, trained: Sequence[int]) -> list[int]:
+    @property
+    def needs_validation_dice(self) -> bool:
+        """Whether :meth:`select_folds` ranks the folds by their validation Dice."""
+        return isinstance(self.folds, int)
+
+    def select_folds(
+        self, trained: Sequence[int], validation_dice: Mapping[int, float] | None = None
+    ) -> list[int]:
         """The folds to ensemble out of the ``trained`` ones.
 
         Args:
             trained: the folds the model has (or the split defines).
+            validation_dice: each trained fold's validation Dice; needed when ``folds`` is
+                a number (:attr:`needs_validation_dice`).
 
         Returns:
-            Every trained fold for ``folds: all``, else the listed folds in their order.
+            Every trained fold for ``folds: all``; the listed folds in their order; or the
+            ``k`` best folds by validation Dice (ties: the lower index; every fold where
+            fewer are trained), in fold order.
 
         Raises:
-            ConfigError: a listed fold that is not among ``trained``, naming the key.
+            ConfigError: a listed fold that is not trained, naming the key.
         """
+        trained = sorted(trained)
         if self.folds is None:
-            return sorted(trained)
+            return trained
+        if isinstance(self.folds, int):
+            if validation_dice is None:
+                raise ValueError("the best folds need the folds' validation Dice")
+            ranked = sorted(trained, key=lambda fold: (-validation_dice[fold], fold))
+            return sorted(ranked[: self.folds])
         missing = sorted(set(self.folds) - set(trained))
         if missing:
             raise ConfigError(
                 f"{self.key}.folds lists folds {missing} that this nnU-Net model does not "
-                f'have (it has {sorted(trained)}); list folds among those, or "all"'
+                f'have (it has {trained}); list folds among those, or "all"'
             )
         return list(self.folds)
 
