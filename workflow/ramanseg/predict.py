@@ -226,12 +226,14 @@ def _probability_function(entry, device, root: str | Path, threads: int, config:
         # nnU-Net finds our trainer class (named in the checkpoints) through its
         # environment; its data folders are not used for prediction.
         configure_nnunet(Path(root) / "nnunet", processes=threads)
-        from ramanseg.nnunet.run import load_ensemble, predict_probability
+        from ramanseg.nnunet.run import ensemble_folds, load_ensemble, predict_probability
         from ramanseg.nnunet.settings import NnunetSettings
 
         # New slides get the fast preset (nnunet.fast_prediction), chosen by benchmark.
         fast = NnunetSettings.from_config(config).fast_prediction
-        predictor = load_ensemble(entry.folder, fast.select_folds(entry.folds), device, fast)
+        folds = ensemble_folds(entry.folder, entry.folds, fast)
+        log.info("nnunet: folds %s of %s (nnunet.fast_prediction)", folds, list(entry.folds))
+        predictor = load_ensemble(entry.folder, folds, device, fast)
         return lambda stack: predict_probability(predictor, stack)
 
     from ramanseg.models.inference import model_predictor, sliding_window_probability
