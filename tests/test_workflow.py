@@ -54,9 +54,9 @@ def test_dry_run_plans_the_demo():
     expected |= {"nnunet_export": 1, "nnunet_plan": 1, "nnunet_train": 5, "nnunet_predict": 1}
     expected |= {"fit_baseline": 1, "fit_pixel_cnn": 1}
     assert expected.items() <= jobs.items()
-    # U-Net, UNETR and projection-free RamanSeg by train_model; RamanSeg and the two other
-    # prototype counts of the sweep by train_prototype_model.
-    assert (jobs["train_model"], jobs["train_prototype_model"], jobs["predict_model"]) == (3, 3, 4)
+    # One training rule: U-Net, UNETR, RamanSeg with and without projection, and the two
+    # other prototype counts of the sweep.
+    assert (jobs["train_model"], jobs["predict_model"]) == (6, 4)
     assert jobs["sweep_summary"] == 1
     assert jobs["evaluate"] == jobs["interpret_nnunet"] == jobs["interpret_prototypes"] == 1
 
@@ -192,6 +192,11 @@ def test_tiny_demo_runs_every_rule(tmp_path):
         "--report", "report.html",
     )  # fmt: skip
     assert (workdir / "report.html").stat().st_size > 10_000
+    # The prototype figures' captions carry this run's measurements, into the report.
+    caption = workdir / "results" / "interpret" / "ramanseg" / "captions" / "kmeans_inertia.rst"
+    status = caption.read_text().splitlines()[0]
+    assert status.startswith(("**This run:**", "**PROTOTYPE COLLAPSE"))
+    assert "distinct source patches of" in (workdir / "report.html").read_text()
     # Nothing is left to do: a second invocation plans no job.
     again = snakemake(
         "--snakefile", str(REPO / "Snakefile"),
