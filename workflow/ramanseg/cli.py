@@ -43,6 +43,8 @@ COMMANDS = {
     "bench-losses": "ramanseg.benchmarks.losses",
     "bench-inference": "ramanseg.benchmarks.inference",
     "evaluate": "ramanseg.evaluate",
+    "mask-to-geojson": "ramanseg.qupath",
+    "overlay": "ramanseg.overlay",
     "interpret-nnunet": "ramanseg.interpret",
     "interpret-prototypes": "ramanseg.interpret",
     "spectra-synthetic": "ramanseg.spectra.cli",
