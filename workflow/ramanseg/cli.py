@@ -47,6 +47,8 @@ COMMANDS = {
     "overlay": "ramanseg.overlay",
     "interpret-nnunet": "ramanseg.interpret",
     "interpret-prototypes": "ramanseg.interpret",
+    "prototype-patches": "ramanseg.models.prototypes.patches",
+    "explain-slide": "ramanseg.interpret.slide_explanation",
     "spectra-synthetic": "ramanseg.spectra.cli",
     "spectra-run": "ramanseg.spectra.cli",
     "spectra-summary": "ramanseg.spectra.cli",
