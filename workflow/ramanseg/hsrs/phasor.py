@@ -48,6 +48,32 @@ MIN_VARIANCE = 1e-8
 
 
 @dataclass(frozen=True)
+class PhasorSettings:
+    """Settings of phasor segmentation of HSRS stacks (config section ``hsrs.phasor``).
+
+    Attributes:
+        harmonics: the harmonics of the phasor coordinates.
+        median_filter: passes of the 3 x 3 median filter on G and S (0: none).
+        cursor: the cursors' shape, ``elliptic`` or ``circular``.
+        sigma: the cursors' half-width in standard deviations.
+        seed: the seed of the Gaussian-mixture clustering.
+    """
+
+    harmonics: tuple[int, ...] = (1,)
+    median_filter: int = 1
+    cursor: CursorShape = "elliptic"
+    sigma: float = 3.0
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PhasorSettings:
+        """The settings from the validated workflow configuration (``hsrs.phasor``)."""
+        section = dict(config["hsrs"]["phasor"])
+        section["harmonics"] = tuple(section["harmonics"])
+        return cls(**section)
+
+
+@dataclass(frozen=True)
 class Phasor:
     """The phasor image of a stack.
 

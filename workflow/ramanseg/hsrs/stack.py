@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +141,23 @@ def write_hsrs_stack(path: str | Path, stack: HsrsStack) -> Path:
     Raises:
         ValueError: the stack is invalid (a programming error: our own writers build it).
     """
-    return write_files({path: _npz_bytes(stack.validate())})[0]
+    return write_hsrs_stacks({path: stack})[0]
+
+
+def write_hsrs_stacks(stacks: Mapping[str | Path, HsrsStack]) -> list[Path]:
+    """Validate several stacks, then write them, each atomically; if one write fails, those
+    already written are removed.
+
+    Args:
+        stacks: destination -> stack.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ValueError: a stack is invalid (nothing is written then).
+    """
+    return write_files({path: _npz_bytes(stack.validate()) for path, stack in stacks.items()})
 
 
 def read_hsrs_stack(path: str | Path, fix: str = "rewrite the stack") -> HsrsStack:
