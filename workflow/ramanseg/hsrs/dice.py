@@ -96,7 +96,7 @@ def summary_markdown(frame: pd.DataFrame) -> str:
         folds = rows["fold"].nunique()
         parts.append(
             f"## {dataset}\n\nDice (%) per class, mean ± std over {folds} folds.\n\n"
-            + pd.DataFrame(table).to_markdown(index=False)
+            + pd.DataFrame(table).to_markdown(index=False, disable_numparse=True)
             + "\n"
         )
     return "# HSRS segmentation: Dice per class\n\n" + "\n".join(parts)
