@@ -36,6 +36,11 @@ def test_round_trip(tmp_path):
     assert read.n_bands == 5 and read.shape == (4, 6)
 
 
+def test_the_same_stack_gives_the_same_bytes(tmp_path):
+    first = write_hsrs_stack(tmp_path / "a.npz", small_stack()).read_bytes()
+    assert write_hsrs_stack(tmp_path / "b.npz", small_stack()).read_bytes() == first
+
+
 def test_round_trip_without_labels_or_wavenumbers(tmp_path):
     stack = small_stack(labels=None, wavenumbers=None, class_names=())
     read = read_hsrs_stack(write_hsrs_stack(tmp_path / "s.npz", stack))

@@ -112,6 +112,8 @@ class HsrsStack:
 
 
 def _npz_bytes(stack: HsrsStack) -> bytes:
+    """The stack as ``.npz`` bytes, the same bytes for the same stack (NumPy's ``savez``
+    stamps each member with the current time; here every member has one fixed date)."""
     arrays = {
         "format": np.array(FORMAT),
         "version": np.array(VERSION),
@@ -124,7 +126,12 @@ def _npz_bytes(stack: HsrsStack) -> bytes:
     if stack.labels is not None:
         arrays["labels"] = stack.labels
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            member.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(member, "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
