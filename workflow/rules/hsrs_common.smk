@@ -24,6 +24,9 @@ if CELEGANS_DIR:
 #: The per-method Dice tables joined into results/hsrs/dice.*: the phasor methods' here;
 #: the trained models' Dice tables are appended to it, in ramanseg.hsrs.dice.COLUMNS.
 HSRS_DICE_TABLES = [HSRS / "phasor" / dataset / "dice.csv" for dataset in HSRS_DATASETS]
+#: Further outputs of `snakemake hsrs` (the trained models' figures, say), appended by the
+#: rule files that make them.
+HSRS_EXTRA_OUTPUTS = []
 
 
 def hsrs_stacks(dataset):
@@ -40,4 +43,5 @@ def hsrs_outputs():
             dataset=HSRS_DATASETS,
             name=["phasor_plot", "segmentation"],
         ),
+        *HSRS_EXTRA_OUTPUTS,
     ]

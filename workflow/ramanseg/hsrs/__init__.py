@@ -6,5 +6,9 @@ Modules:
     cells: the synthetic HSRS cell phantom with truth.
     celegans: the real C. elegans HSRS stack, labelled by phasor cursors.
     phasor: G and S of each pixel's spectrum, cursor and Gaussian-mixture segmentation.
-    figures: the phasor plot with its cursors.
+    analysis: phasor segmentation of a labelled dataset, scored per class and fold.
+    dice: the HSRS Dice table (one owner of its columns).
+    figures: the phasor plot with its cursors, the segmentations.
+    tumour: the phasor baseline of the tumour table (model ``phasor``).
+    cli: the stage's commands.
 """
