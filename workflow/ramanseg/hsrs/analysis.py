@@ -4,7 +4,10 @@ A dataset is a list of labelled :class:`~ramanseg.hsrs.stack.HsrsStack` (the pha
 fields, or the one C. elegans stack). Two methods, each scored per class and fold:
 
 * ``phasor_cursors``: cursors placed from the labels of the training part, applied to the
-  held-out part. With several stacks each stack is held out in turn (the others place
+  held-out part. With ``hsrs.phasor.background_threshold``, pixels whose mean intensity is
+  below Otsu's threshold of the training pixels' mean intensity are background first
+  (the usual first step of phasor analysis: such pixels' phasors are mostly noise). With
+  several stacks each stack is held out in turn (the others place
   the cursors); with one stack, its left and right halves (spatial blocks, so that the
   cursors never see the pixels they are scored on).
 * ``phasor_gmm``: a Gaussian mixture with one cluster per class on all pixels' phasors,
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from skimage.filters import threshold_otsu
 
 from ramanseg.hsrs.dice import dice_rows
 from ramanseg.hsrs.phasor import (
@@ -33,6 +37,8 @@ from ramanseg.hsrs.phasor import (
 from ramanseg.hsrs.stack import HsrsStack
 
 CURSORS_MODEL = "phasor_cursors"
+#: The class that pixels below the intensity threshold take, where a dataset has it.
+BACKGROUND = "background"
 GMM_MODEL = "phasor_gmm"
 
 
@@ -137,8 +143,15 @@ def analyse_dataset(
     for fold in folds:
         features, labels = _pixels(phasors, stacks, fold.train)
         cursors = fit_cursors(features, labels, class_names, settings.harmonics, **cursor_options)
+        threshold = None
+        if settings.background_threshold and BACKGROUND in class_names:
+            threshold = threshold_otsu(
+                np.concatenate([p.mean[m] for p, m in zip(phasors, fold.train, strict=True)])
+            )
         for phasor, mask, prediction in zip(phasors, fold.test, predictions, strict=True):
             predicted = cursors.classify(phasor.features()[mask.ravel()])
+            if threshold is not None:
+                predicted[phasor.mean[mask] < threshold] = class_names.index(BACKGROUND)
             prediction[CURSORS_MODEL][mask] = predicted
 
     all_masks = tuple(np.ones(s.shape, dtype=bool) for s in stacks)

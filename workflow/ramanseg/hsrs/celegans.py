@@ -163,7 +163,9 @@ def celegans_stack(folder: str | Path, settings: PhasorSettings) -> HsrsStack:
         settings: the phasor settings.
 
     Returns:
-        The stack: the cube as read (float32, dark level kept), no wavenumbers, labels.
+        The stack: the cube above the dark level (float32; counts minus the dark level, as
+        the labels were computed and as every method should see it), no wavenumbers,
+        labels.
 
     Raises:
         InputError: see :func:`read_celegans`.
@@ -171,9 +173,9 @@ def celegans_stack(folder: str | Path, settings: PhasorSettings) -> HsrsStack:
     cube, references = read_celegans(folder)
     labels, _, dark_level = label_celegans(cube, references, settings)
     return HsrsStack(
-        cube=cube,
+        cube=cube - np.float32(dark_level),
         wavenumbers=None,
         labels=labels,
         class_names=CLASS_NAMES,
-        source=f"{SOURCE}; labels: nearest reference phasor, dark level {dark_level:g}",
+        source=f"{SOURCE}; dark level {dark_level:g} subtracted; labels: nearest reference phasor",
     )

@@ -57,6 +57,8 @@ class PhasorSettings:
         cursor: the cursors' shape, ``elliptic`` or ``circular``.
         sigma: the cursors' half-width in standard deviations.
         seed: the seed of the Gaussian-mixture clustering.
+        background_threshold: label pixels below Otsu's threshold of the mean intensity
+            as the class ``background`` (where a dataset has it) before the cursors.
     """
 
     harmonics: tuple[int, ...] = (1,)
@@ -64,6 +66,7 @@ class PhasorSettings:
     cursor: CursorShape = "elliptic"
     sigma: float = 3.0
     seed: int = 0
+    background_threshold: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> PhasorSettings:
