@@ -10,7 +10,7 @@ elsewhere; the one owner of its format.
                                     seed, nnunet, models (training and each model's section)
     models/<model>/model.pt         our PyTorch models: the state dict (ramanseg.models.folder)
     models/<model>/model.json       ... what the weights are, validation Dice
-    models/<model>/prototypes.json  RamanSeg: its prototypes and their source patches
+    models/ramanseg/prototype_patches.npz  RamanSeg: its prototypes' source patches
     models/nnunet/plans.json        nnU-Net: a trained model folder nnU-Net's predictor reads
     models/nnunet/dataset.json
     models/nnunet/fold_<k>/checkpoint_final.pth   the network weights, no training state
@@ -53,10 +53,10 @@ SETTINGS_NAME = "settings.json"
 MODELS_FOLDER = "models"
 #: The configuration sections a package carries (what preprocessing and the models need).
 SETTINGS_KEYS = ("channels", "annotations", "preprocess", "seed", "nnunet")
-#: Files beside a PyTorch model's weights that travel with it where they exist: RamanSeg's
-#: prototypes and the source patches its per-slide explanation shows (their owners,
-#: ``ramanseg.models.prototypes.projection`` and ``...patches``, import torch).
-MODEL_EXTRA_FILES = ("prototypes.json", "prototype_patches.npz")
+#: Files beside a PyTorch model's weights that travel with it where they exist: the source
+#: patches RamanSeg's per-slide explanation shows (their owner,
+#: ``ramanseg.models.prototypes.patches``, imports torch).
+MODEL_EXTRA_FILES = ("prototype_patches.npz",)
 NNUNET_MODEL = "nnunet"
 NNUNET_CHECKPOINT = "checkpoint_final.pth"
 NNUNET_FOLDER_FILES = ("plans.json", "dataset.json")

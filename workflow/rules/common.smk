@@ -9,7 +9,7 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from ramanseg.catalog import EVALUATED_MODELS, PLAIN_TORCH_MODELS, TORCH_MODELS
+from ramanseg.catalog import EVALUATED_MODELS, TORCH_MODELS
 from ramanseg.config import ConfigError, check_config_semantics
 from ramanseg.errors import InputError
 from ramanseg.nnunet.settings import NnunetSettings
@@ -37,6 +37,8 @@ except ConfigError as error:
 RESULTS = Path("results")
 #: The paper's own numbers, shipped with the workflow (not in the working directory).
 PAPER_RESULTS = Path(workflow.basedir) / "resources" / "paper_results.csv"
+#: The report captions, shipped with the workflow.
+REPORT_TEMPLATES = Path(workflow.basedir) / "workflow" / "report"
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"
 PREPROCESSED = RESULTS / "preprocessed"
@@ -45,8 +47,6 @@ MODELS = RESULTS / "models"
 INTERPRET = RESULTS / "interpret"
 NNUNET_FIGURES = ["gradcam_folds", "gradcam_mean", "integrated_gradients", "feature_ablation"]
 PROTOTYPE_FIGURES = ["class_proportions", "kmeans_inertia"]
-#: Files RamanSeg with projection writes beside its weights.
-PROTOTYPE_FILES = ["prototypes.json", "prototype_gallery.png"]
 SWEEP_COUNTS = config["models"]["prototype_sweep"]["prototypes_per_class"]
 #: The trained models `snakemake package` bundles.
 PACKAGE_MODELS = config["package"]["models"]
@@ -204,11 +204,34 @@ def sweep_run(count):
     return MODELS / "sweep" / f"p{count}"
 
 
-def prototype_run_settings(run):
-    """Settings of one RamanSeg training run: `ramanseg`, or `sweep/p<count>` of the sweep."""
-    if run == "ramanseg":
-        return model_settings("ramanseg")
-    return model_settings("ramanseg", prototypes_per_class=int(run.removeprefix("sweep/p")))
+#: The training runs of `train_model`: each PyTorch model of the results table, and the
+#: prototype sweep's RamanSeg runs (`sweep/p<count>`).
+TRAINING_RUN = "|".join([*TORCH_MODELS, r"sweep/p\d+"])
+
+
+def run_model(run):
+    """The model a training run trains (`sweep/p<count>` trains RamanSeg)."""
+    return "ramanseg" if run.startswith("sweep/p") else run
+
+
+def run_settings(run):
+    """Settings of one training run: the model's own, with the sweep's prototype count."""
+    if run.startswith("sweep/p"):
+        count = int(run.removeprefix("sweep/p"))
+        return model_settings("ramanseg", prototypes_per_class=count)
+    return model_settings(run)
+
+
+# The prototype figures' report captions start with what this run measured (distinct
+# prototypes, purity, a collapse): interpret_prototypes writes them from the templates.
+PROTOTYPE_CAPTIONED = [*PROTOTYPE_FIGURES, "prototype_summary", "prototype_gallery"]
+PROTOTYPE_CAPTIONS = INTERPRET / "ramanseg" / "captions"
+
+
+def prototype_caption(name):
+    """The run's caption of a prototype figure (absolute: report() resolves a relative
+    caption against the rule file's folder)."""
+    return str((PROTOTYPE_CAPTIONS / f"{name}.rst").absolute())
 
 
 def training_inputs():
@@ -230,7 +253,6 @@ def package_inputs(wildcards):
         "metadata": [MODELS / model / "model.json" for model in PACKAGE_TORCH_MODELS],
     }
     if "ramanseg" in PACKAGE_TORCH_MODELS:
-        inputs["prototypes"] = MODELS / "ramanseg" / "prototypes.json"
         inputs["prototype_patches"] = MODELS / "ramanseg" / "prototype_patches.npz"
     if "nnunet" in PACKAGE_MODELS:
         inputs["folds"] = expand(

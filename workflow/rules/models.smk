@@ -1,36 +1,26 @@
-# Our PyTorch models (U-Net, UNETR, RamanSeg variants) and the per-pixel baseline.
+# Our PyTorch models (U-Net, UNETR, RamanSeg with and without projection, the prototype
+# sweep's RamanSeg runs) and the per-pixel baseline.
 
-# The models without prototype projection; RamanSeg with projection (its own run and the
-# prototype-count sweep's runs) also writes its prototypes, so it has a rule of its own.
 wildcard_constraints:
     model="|".join(TORCH_MODELS),
-    plain_model="|".join(PLAIN_TORCH_MODELS),
-    prototype_run=r"ramanseg|sweep/p\d+",
-
-
-TRAIN_COMMAND = (
-    "python -m ramanseg train-model --model {params.model} --stacks {input.stacks:q}"
-    " --masks {input.masks:q} --foregrounds {input.foregrounds:q} --split {input.split:q}"
-    " --outdir {params.outdir:q} --threads {threads} --no-progress"
-    " --settings {params.settings:q} > {log:q} 2>&1"
-)
+    run=TRAINING_RUN,
 
 
 rule train_model:
     input:
         **training_inputs(),
     output:
-        weights=MODELS / "{plain_model}" / "model.pt",
-        metadata=MODELS / "{plain_model}" / "model.json",
-        training_log=MODELS / "{plain_model}" / "training_log.csv",
+        weights=MODELS / "{run}" / "model.pt",
+        metadata=MODELS / "{run}" / "model.json",
+        training_log=MODELS / "{run}" / "training_log.csv",
     params:
-        model=lambda wildcards: wildcards.plain_model,
+        model=lambda wildcards: run_model(wildcards.run),
         outdir=lambda wildcards, output: Path(output.weights).parent,
-        settings=lambda wildcards: model_settings(wildcards.plain_model),
+        settings=lambda wildcards: run_settings(wildcards.run),
     log:
-        LOGS / "models" / "train_{plain_model}.log",
+        LOGS / "models" / "train_{run}.log",
     benchmark:
-        BENCHMARKS / "models" / "train_{plain_model}.tsv"
+        BENCHMARKS / "models" / "train_{run}.tsv"
     threads: rule_resources("train_model")["threads"]
     resources:
         mem_mb=rule_resources("train_model")["mem_mb"],
@@ -39,35 +29,10 @@ rule train_model:
     conda:
         "../../envs/torch.yaml"
     shell:
-        TRAIN_COMMAND
-
-
-rule train_prototype_model:
-    input:
-        **training_inputs(),
-    output:
-        weights=MODELS / "{prototype_run}" / "model.pt",
-        metadata=MODELS / "{prototype_run}" / "model.json",
-        training_log=MODELS / "{prototype_run}" / "training_log.csv",
-        prototypes=MODELS / "{prototype_run}" / "prototypes.json",
-        gallery=MODELS / "{prototype_run}" / "prototype_gallery.png",
-    params:
-        model="ramanseg",
-        outdir=lambda wildcards, output: Path(output.weights).parent,
-        settings=lambda wildcards: prototype_run_settings(wildcards.prototype_run),
-    log:
-        LOGS / "models" / "train_{prototype_run}.log",
-    benchmark:
-        BENCHMARKS / "models" / "train_{prototype_run}.tsv"
-    threads: rule_resources("train_prototype_model")["threads"]
-    resources:
-        mem_mb=rule_resources("train_prototype_model")["mem_mb"],
-        runtime=rule_resources("train_prototype_model")["runtime"],
-        gpu=rule_resources("train_prototype_model")["gpu"],
-    conda:
-        "../../envs/torch.yaml"
-    shell:
-        TRAIN_COMMAND
+        "python -m ramanseg train-model --model {params.model} --stacks {input.stacks:q}"
+        " --masks {input.masks:q} --foregrounds {input.foregrounds:q} --split {input.split:q}"
+        " --outdir {params.outdir:q} --threads {threads} --no-progress"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule sweep_summary:

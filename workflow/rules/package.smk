@@ -34,7 +34,6 @@ rule package:
 rule prototype_patches:
     input:
         stacks=training_inputs()["stacks"],
-        prototypes=MODELS / "ramanseg" / "prototypes.json",
         weights=MODELS / "ramanseg" / "model.pt",
     output:
         MODELS / "ramanseg" / "prototype_patches.npz",

@@ -35,11 +35,7 @@ import numpy as np
 
 from ramanseg.errors import InputError
 from ramanseg.fileio import write_files
-from ramanseg.models.prototypes.projection import (
-    PROJECTION_NAME,
-    PrototypeRecord,
-    read_projection_json,
-)
+from ramanseg.models.prototypes.projection import PrototypeRecord, read_projection
 from ramanseg.settings import ChannelLayout
 
 log = logging.getLogger(__name__)
@@ -291,7 +287,7 @@ def projection_records(model_dir: str | Path) -> list[PrototypeRecord]:
     Raises:
         InputError: the folder has no readable records (e.g. projection-free RamanSeg).
     """
-    return read_projection_json(Path(model_dir) / PROJECTION_NAME)
+    return read_projection(model_dir)[0]
 
 
 def add_commands(subparsers: Any) -> None:
