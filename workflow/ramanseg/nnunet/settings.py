@@ -33,6 +33,7 @@ class PredictionSettings:
             (nnU-Net's ``fold_<k>/validation/summary.json``; all where fewer are trained).
         perform_everything_on_device: keep the sliding-window sums on the GPU (nnU-Net
             ignores it on a CPU).
+        key: the section's dotted key, named in error messages (not compared).
     """
 
     mirroring: bool = True
