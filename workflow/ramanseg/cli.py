@@ -36,6 +36,7 @@ COMMANDS = {
     "nnunet-train": "ramanseg.nnunet.cli",
     "nnunet-predict": "ramanseg.nnunet.cli",
     "bench-nnunet": "ramanseg.benchmarks.nnunet",
+    "bench-nnunet-prediction": "ramanseg.benchmarks.nnunet",
     "train-model": "ramanseg.models.cli",
     "predict-model": "ramanseg.models.cli",
     "fit-baseline": "ramanseg.models.cli",
