@@ -30,6 +30,7 @@ COMMANDS = {
     "bench-preprocess": "ramanseg.benchmarks.preprocess",
     "qc-figure": "ramanseg.qc",
     "split": "ramanseg.split",
+    "fold-split": "ramanseg.split",
     "bottleneck": "ramanseg.bottleneck",
     "nnunet-export": "ramanseg.nnunet.cli",
     "nnunet-plan": "ramanseg.nnunet.cli",
