@@ -208,6 +208,9 @@ def markdown_results(
     level: float = 0.95,
     resamples: int | None = None,
     seed: int | None = None,
+    population: str = "test",
+    with_paper: bool = True,
+    comparisons_file: str = "results_comparisons.csv",
 ) -> str:
     """The results table as Markdown: ours and the paper's numbers side by side.
 
@@ -224,6 +227,10 @@ def markdown_results(
         level: the intervals' confidence level.
         resamples: the bootstrap replicates, named in the note.
         seed: the bootstrap seed, named in the note.
+        population: which samples the table is over (``test``; ``held-out`` for the
+            cross-validated table), named in the notes.
+        with_paper: give the paper's columns (the paper has no cross-validated table).
+        comparisons_file: where the notes say the p-values are.
     """
     with_intervals = "n_patients" in table.columns
     with_comparison = "reference" in table.columns
@@ -233,7 +240,8 @@ def markdown_results(
         header.append(f"{METRIC_LABELS[metric]} (ours)")
         if with_intervals:
             header.append(f"{METRIC_LABELS[metric]} {ci}")
-        header.append(f"{METRIC_LABELS[metric]} (paper)")
+        if with_paper:
+            header.append(f"{METRIC_LABELS[metric]} (paper)")
     reference_label = None
     if with_comparison:
         reference = table["reference"].iloc[0]
@@ -261,13 +269,15 @@ def markdown_results(
                 cells.append(
                     _interval_text(row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], n_patients)
                 )
-            cells.append(_pm(row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"]))
+            if with_paper:
+                cells.append(_pm(row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"]))
         if with_comparison:
             cells.append(_difference_text(row, level))
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
-        f"Mean ± standard deviation over the test samples, in percent; pixels counted: "
-        f"{pixels}. Paper: the RamanSeg paper's results table."
+        f"Mean ± standard deviation over the {population} samples, in percent; pixels "
+        f"counted: {pixels}."
+        + (" Paper: the RamanSeg paper's results table." if with_paper else "")
     ]
     if with_intervals:
         n_patients = int(table["n_patients"].max())
@@ -281,8 +291,8 @@ def markdown_results(
         )
         notes.append(
             f"{ci}: percentile interval of a bootstrap over the "
-            f"{_count(n_patients, 'test patient')} "
-            f"(patients drawn with replacement, each with all its test samples"
+            f"{_count(n_patients, f'{population} patient')} "
+            f"(patients drawn with replacement, each with all its {population} samples"
             + (f"; {how}" if how else "")
             + f"). With one patient no interval can be given ({DEGENERATE_TEXT}); with few "
             f"patients the interval is rough."
@@ -294,7 +304,7 @@ def markdown_results(
             f"Dice vs {reference_label}: mean per-sample difference in percentage points "
             f"with its paired patient bootstrap {ci}; * Wilcoxon signed-rank p < {alpha:g} "
             f"on the per-sample Dice, ns not significant (p-values in "
-            f"results_comparisons.csv)."
+            f"{comparisons_file})."
             + (
                 f" With {n} samples the smallest possible p is "
                 f"{smallest_wilcoxon_p(n):.4g}, so no difference can reach p < {alpha:g}."
