@@ -1,7 +1,7 @@
 """Cross-validated evaluation: every training sample predicted by models that never saw it.
 
 The results table (:mod:`ramanseg.evaluate`) rests on the few test samples. With
-``evaluate.cross_validation: true`` the workflow also trains every cross-validated model
+``cross_validation: true`` the workflow also trains every cross-validated model
 once per fold of ``split.json`` (the folds nnU-Net trains on, grouped by patient) and
 predicts the fold's own samples, which that training never saw:
 

@@ -449,6 +449,7 @@ def run_evaluate(
     out_prefix: str | Path,
     paper: str | Path | None = None,
     settings: EvaluationSettings | None = None,
+    sections: Sequence[str | Path] = (),
 ) -> pd.DataFrame:
     """Evaluate the models and write the per-sample metrics, the results table and the plots.
 
@@ -474,13 +475,16 @@ def run_evaluate(
         out_prefix: e.g. ``results/evaluation/results``.
         paper: ``resources/paper_results.csv`` (``None``: no paper columns' values).
         settings: the evaluation settings (default: the schema's defaults).
+        sections: Markdown files appended to ``<prefix>.md`` in this order (the
+            cross-validated and repeated-seed tables).
 
     Returns:
         The results table.
 
     Raises:
         ConfigError: a reference model that is not among ``models``.
-        InputError: missing or bad predictions, ground truth, split or sample sheet.
+        InputError: missing or bad predictions, ground truth, split or sample sheet, or
+            a missing section.
     """
     # The report module draws from this module's tables (and imports it).
     from ramanseg.evaluation_report import (
@@ -504,6 +508,14 @@ def run_evaluate(
     markdown = markdown_results(
         table, settings.pixels, settings.confidence_level, settings.resamples, settings.seed
     )
+    for section in map(Path, sections):
+        if not section.is_file():
+            raise InputError(
+                "a section of results.md does not exist",
+                path=section,
+                fix="run the rule that writes it (evaluate_cv, evaluate_seeds)",
+            )
+        markdown += "\n" + section.read_text(encoding="utf-8")
     files = {
         **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),
         **prefixed(out_prefix, table_bytes(table, markdown, float_format="%.4f")),
@@ -569,6 +581,14 @@ def add_commands(subparsers: Any) -> None:
     )
     parser.add_argument("--paper", type=Path, help="resources/paper_results.csv")
     parser.add_argument(
+        "--sections",
+        nargs="+",
+        type=Path,
+        default=(),
+        metavar="MD",
+        help="Markdown appended to <prefix>.md (results_cv.md, results_seeds.md)",
+    )
+    parser.add_argument(
         "--out-prefix",
         required=True,
         type=Path,
@@ -591,6 +611,7 @@ def add_commands(subparsers: Any) -> None:
             args.out_prefix,
             args.paper,
             settings,
+            args.sections,
         )
         return 0
 

@@ -15,8 +15,9 @@ from ramanseg.errors import InputError
 from ramanseg.nnunet.settings import NnunetSettings
 from ramanseg.phantom import phantom_samplesheet
 from ramanseg.predictions import MASK_SUFFIX, PROBABILITY_SUFFIX
+from ramanseg.repeats import CV_MODELS, SEED_MODELS, RepeatSettings
 from ramanseg.samplesheet import read_samplesheet
-from ramanseg.split import make_split
+from ramanseg.split import fold_split, make_split
 
 
 def stop(message):
@@ -80,6 +81,17 @@ SAMPLE_IDS = list(SAMPLES["sample_id"])
 SPLIT = make_split(SAMPLES[["sample_id", "patient_id"]], config)
 TEST_SAMPLES = list(SPLIT["test"])
 FOLDS = list(range(len(SPLIT["folds"])))
+
+# Repeated trainings (ramanseg.repeats): one run per cross-validation fold
+# (`cross_validation`) and one per extra seed (`seeds`). Like the split, each
+# fold's split is known when the workflow starts.
+try:
+    REPEATS = RepeatSettings.from_config(config)
+except ConfigError as error:
+    stop(str(error))
+FOLD_SPLITS = {fold: fold_split(SPLIT, fold) for fold in REPEATS.folds}
+#: The fold that holds out each training + validation sample (cross-validation on).
+HELD_OUT_FOLD = {sample: fold for fold, split in FOLD_SPLITS.items() for sample in split["test"]}
 
 
 wildcard_constraints:
@@ -189,16 +201,50 @@ def prototype_run_settings(run):
     return model_settings("ramanseg", prototypes_per_class=int(run.removeprefix("sweep/p")))
 
 
-def training_inputs():
+def training_inputs(run=None):
     """The files a model's training reads: the training and validation samples' stacks,
-    masks and foregrounds, and the split."""
-    samples = list(SPLIT["train"]) + list(SPLIT["val"])
+    masks and foregrounds, and the split (a fold's own for a `cv/fold<k>/` run)."""
+    split, split_json = run_split(run)
+    samples = list(split["train"]) + list(split["val"])
     return {
         "stacks": preprocessed("stack.ome.tif", samples),
         "masks": preprocessed("mask.tif", samples),
         "foregrounds": preprocessed("foreground.tif", samples),
-        "split": SPLIT_JSON,
+        "split": split_json,
     }
+
+
+def fold_split_json(fold):
+    """The split file of one cross-validation fold (`ramanseg fold-split`)."""
+    return RESULTS / "split" / "cv" / f"fold{fold}.json"
+
+
+def parse_run(run):
+    """(fold, seed, model) of a run name: `<model>`, `seed<k>/<model>`, `cv/fold<k>/<model>`
+    or the sweep's `sweep/p<count>` (model `ramanseg`); fold and seed None where absent."""
+    parts = str(run).split("/")
+    model = "ramanseg" if parts[0] == "sweep" else parts[-1]
+    fold = int(parts[1].removeprefix("fold")) if parts[0] == "cv" else None
+    seed = int(parts[0].removeprefix("seed")) if parts[0].startswith("seed") else None
+    return fold, seed, model
+
+
+def run_split(run):
+    """(split, split file) a run trains and predicts with: a fold's own for `cv/fold<k>/`."""
+    fold = parse_run(run)[0] if run is not None else None
+    if fold is None:
+        return SPLIT, SPLIT_JSON
+    return FOLD_SPLITS[fold], fold_split_json(fold)
+
+
+def run_settings(run):
+    """Settings of train-model / predict-model for one run: the model's, with the run's
+    seed for `seed<k>/` and the sweep's count for `sweep/p<count>`."""
+    _, seed, model = parse_run(run)
+    text = prototype_run_settings(run) if str(run).startswith("sweep/") else model_settings(model)
+    if seed is None:
+        return text
+    return json.dumps({**json.loads(text), "seed": seed})
 
 
 def paper_outputs():
@@ -217,6 +263,58 @@ def paper_outputs():
     ]
     if "ramanseg" in TORCH_MODELS:
         outputs += expand(INTERPRET / "ramanseg" / "{name}.png", name=PROTOTYPE_FIGURES)
+    return outputs + repeat_outputs()
+
+
+def held_out_predictions(model, kind="mask"):
+    """A model's predictions of every training + validation sample, each by its fold."""
+    suffix = {"mask": MASK_SUFFIX, "probability": PROBABILITY_SUFFIX}[kind]
+    return [
+        PREDICTIONS / REPEATS.fold_run(fold, model) / f"{sample}{suffix}"
+        for sample, fold in HELD_OUT_FOLD.items()
+    ]
+
+
+def cv_predict_command(wildcards, threads):
+    """predict-model once per fold: each fold's model on the fold's held-out samples."""
+    commands = []
+    for fold in REPEATS.folds:
+        run = REPEATS.fold_run(fold, wildcards.cv_model)
+        stacks = preprocessed("stack.ome.tif", FOLD_SPLITS[fold]["test"])
+        commands.append(
+            f"python -m ramanseg predict-model --model {wildcards.cv_model}"
+            f" --weights {shlex.quote(str(MODELS / run))} --stacks {shlex.join(stacks)}"
+            f" --split {shlex.quote(str(fold_split_json(fold)))}"
+            f" --outdir {shlex.quote(str(PREDICTIONS / run))}"
+            f" --timing {shlex.quote(str(PREDICTIONS / run / 'timing.json'))}"
+            f" --threads {threads} --settings {shlex.quote(run_settings(run))}"
+        )
+    return " && ".join(commands)
+
+
+def nnunet_validation_summary(fold):
+    """nnU-Net's summary of one fold's validation predictions (written by nnunet_train)."""
+    return NNUNET_MODEL / f"fold_{fold}" / "validation" / "summary.json"
+
+
+def nnunet_cv_command():
+    """nnunet-fold-predictions once per fold: its validation predictions in our format."""
+    return " && ".join(
+        "python -m ramanseg nnunet-fold-predictions"
+        f" --summary {shlex.quote(str(nnunet_validation_summary(fold)))}"
+        f" --split {shlex.quote(str(fold_split_json(fold)))}"
+        f" --outdir {shlex.quote(str(PREDICTIONS / REPEATS.fold_run(fold, 'nnunet')))}"
+        for fold in REPEATS.folds
+    )
+
+
+def repeat_outputs():
+    """The cross-validated and repeated-seed tables, where switched on."""
+    outputs = []
+    if REPEATS.cross_validation:
+        outputs += expand(RESULTS / "evaluation" / "results_cv.{ext}", ext=["csv", "md"])
+    if REPEATS.repeats_seeds:
+        outputs += expand(RESULTS / "evaluation" / "results_seeds.{ext}", ext=["csv", "md"])
     return outputs
 
 

@@ -2,10 +2,12 @@
 
 # The models without prototype projection; RamanSeg with projection (its own run and the
 # prototype-count sweep's runs) also writes its prototypes, so it has a rule of its own.
+# A run of a model on a cross-validation fold or with another seed (ramanseg.repeats)
+# is trained by the same rules, in results/models/cv/fold<k>/<model> or seed<k>/<model>.
 wildcard_constraints:
-    model="|".join(TORCH_MODELS),
-    plain_model="|".join(PLAIN_TORCH_MODELS),
-    prototype_run=r"ramanseg|sweep/p\d+",
+    model=rf"(?:seed\d+/)?(?:{'|'.join(TORCH_MODELS)})",
+    plain_model=rf"(?:seed\d+/|cv/fold\d+/)?(?:{'|'.join(PLAIN_TORCH_MODELS)})",
+    prototype_run=r"(?:(?:seed\d+|cv/fold\d+)/)?ramanseg|sweep/p\d+",
 
 
 TRAIN_COMMAND = (
@@ -18,15 +20,15 @@ TRAIN_COMMAND = (
 
 rule train_model:
     input:
-        **training_inputs(),
+        unpack(lambda wildcards: training_inputs(wildcards.plain_model)),
     output:
         weights=MODELS / "{plain_model}" / "model.pt",
         metadata=MODELS / "{plain_model}" / "model.json",
         training_log=MODELS / "{plain_model}" / "training_log.csv",
     params:
-        model=lambda wildcards: wildcards.plain_model,
+        model=lambda wildcards: parse_run(wildcards.plain_model)[2],
         outdir=lambda wildcards, output: Path(output.weights).parent,
-        settings=lambda wildcards: model_settings(wildcards.plain_model),
+        settings=lambda wildcards: run_settings(wildcards.plain_model),
     log:
         LOGS / "models" / "train_{plain_model}.log",
     benchmark:
@@ -44,7 +46,7 @@ rule train_model:
 
 rule train_prototype_model:
     input:
-        **training_inputs(),
+        unpack(lambda wildcards: training_inputs(wildcards.prototype_run)),
     output:
         weights=MODELS / "{prototype_run}" / "model.pt",
         metadata=MODELS / "{prototype_run}" / "model.json",
@@ -54,7 +56,7 @@ rule train_prototype_model:
     params:
         model="ramanseg",
         outdir=lambda wildcards, output: Path(output.weights).parent,
-        settings=lambda wildcards: prototype_run_settings(wildcards.prototype_run),
+        settings=lambda wildcards: run_settings(wildcards.prototype_run),
     log:
         LOGS / "models" / "train_{prototype_run}.log",
     benchmark:
@@ -119,7 +121,8 @@ rule predict_model:
     params:
         weights=lambda wildcards, input: Path(input.weights).parent,
         outdir=lambda wildcards, output: Path(output.timing).parent,
-        settings=lambda wildcards: model_settings(wildcards.model),
+        model=lambda wildcards: parse_run(wildcards.model)[2],
+        settings=lambda wildcards: run_settings(wildcards.model),
     log:
         LOGS / "models" / "predict_{model}.log",
     benchmark:
@@ -132,7 +135,7 @@ rule predict_model:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m ramanseg predict-model --model {wildcards.model} --weights {params.weights:q}"
+        "python -m ramanseg predict-model --model {params.model} --weights {params.weights:q}"
         " --stacks {input.stacks:q} --split {input.split:q} --outdir {params.outdir:q}"
         " --timing {output.timing:q} --threads {threads} --settings {params.settings:q}"
         " > {log:q} 2>&1"
