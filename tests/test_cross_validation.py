@@ -11,12 +11,14 @@ import pytest
 import tifffile
 
 from ramanseg.cli import main
+from ramanseg.config import ConfigError
 from ramanseg.cross_validation import HEADING as CV_HEADING
 from ramanseg.cross_validation import held_out_fold, run_evaluate_cv
 from ramanseg.errors import InputError
 from ramanseg.evaluate import EvaluationSettings
 from ramanseg.nnunet.validation import export_fold_predictions
 from ramanseg.predictions import read_prediction, write_prediction
+from ramanseg.repeats import RepeatSettings
 from ramanseg.seeds import HEADING as SEEDS_HEADING
 from ramanseg.seeds import run_evaluate_seeds
 
@@ -274,3 +276,26 @@ def test_seeds_need_one_seed_per_file_and_every_seed_of_every_model(data, capsys
     assert _seeds_cli(data, [path, other], [0, 1]) == 2
     assert "model 'unet' has no prediction" in capsys.readouterr().err
     assert not (data["root"] / "evaluation").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# The runs the workflow plans
+
+
+def _repeats(**keys) -> RepeatSettings:
+    config = {"cross_validation": False, "split": {"folds": 5}, "seeds": [0], "seed": 0}
+    return RepeatSettings.from_config({**config, **keys})
+
+
+def test_runs_of_folds_and_seeds():
+    assert list(_repeats().folds) == [] and _repeats().seed_runs("unet") == []
+    repeats = _repeats(cross_validation=True, seeds=[2, 0, 1])
+    assert list(repeats.folds) == [0, 1, 2, 3, 4]
+    # The global seed's run is the main run: no model is trained twice with one seed.
+    assert repeats.seed_runs("unet") == ["seed2/unet", "unet", "seed1/unet"]
+    assert repeats.fold_run(3, "unet") == "cv/fold3/unet"
+
+
+def test_cross_validation_without_folds_is_a_config_error():
+    with pytest.raises(ConfigError, match="cross_validation needs at least 2 folds"):
+        _repeats(cross_validation=True, split={"folds": 0})
