@@ -5,8 +5,9 @@ The results table (:mod:`ramanseg.evaluate`) rests on the few test samples. With
 once per fold of ``split.json`` (the folds nnU-Net trains on, grouped by patient) and
 predicts the fold's own samples, which that training never saw:
 
-* our PyTorch models train on the split of :func:`ramanseg.split.fold_split`: the fold's
-  samples are held out, the next fold's pick the epoch, the other folds' train;
+* our PyTorch models and the per-pixel baselines train on the split of
+  :func:`ramanseg.split.fold_split`: the fold's samples are held out, the next fold's
+  pick the epoch (the models that choose one), the other folds' train;
 * nnU-Net's folds are already this: its validation predictions of each fold
   (:mod:`ramanseg.nnunet.validation`).
 
@@ -150,10 +151,10 @@ def markdown_cv(
     how = (
         f"Every training and validation sample ({len(fold_of)}) is predicted by the models of "
         f"the one of {n_folds} patient-grouped folds (nnU-Net's `splits_final.json`) that "
-        "held it out. Our models train on the other folds but one, whose samples pick the "
-        "epoch; nnU-Net's numbers are its folds' own validation predictions (trained on "
-        "every other fold, last epoch). Each fold trains its own models, so the table "
-        "measures each training recipe rather than one trained model."
+        "held it out. Our models and the per-pixel baselines train on the other folds but "
+        "one, whose samples pick the epoch; nnU-Net's numbers are its folds' own validation "
+        "predictions (trained on every other fold, last epoch). Each fold trains its own "
+        "models, so the table measures each training recipe rather than one trained model."
     )
     return f"{HEADING}\n\n{body}\n{how}\n"
 

@@ -22,10 +22,9 @@ from typing import Any
 from ramanseg.catalog import EVALUATED_MODELS, TORCH_MODELS
 from ramanseg.config import ConfigError
 
-#: The models trained once per fold: ours, and nnU-Net, whose own folds already are.
-CV_MODELS: tuple[str, ...] = tuple(
-    model for model in EVALUATED_MODELS if model in TORCH_MODELS or model == "nnunet"
-)
+#: The models trained once per fold: every model of the results table (nnU-Net's own
+#: folds already are).
+CV_MODELS: tuple[str, ...] = EVALUATED_MODELS
 #: The models trained once per seed (see :mod:`ramanseg.seeds` for why only these).
 SEED_MODELS: tuple[str, ...] = TORCH_MODELS
 

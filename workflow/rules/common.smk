@@ -292,6 +292,41 @@ def cv_predict_command(wildcards, threads):
     return " && ".join(commands)
 
 
+def held_out_data():
+    """The preprocessed files of every training + validation sample (cross-validation)."""
+    samples = list(HELD_OUT_FOLD)
+    return {
+        "stacks": preprocessed("stack.ome.tif", samples),
+        "masks": preprocessed("mask.tif", samples),
+        "foregrounds": preprocessed("foreground.tif", samples),
+    }
+
+
+def per_fold_commands(model, command, threads, settings_json, **options):
+    """`command` once per fold, each with the held-out samples' files, the threads and
+    settings, and per option of `options` the fold's "split", "model_dir", "model_json"
+    or "predictions" (e.g. `{"--split": "split"}`)."""
+    files = held_out_data()
+    data = " ".join(
+        f"--{option} {shlex.join(str(path) for path in files[option])}" for option in files
+    )
+    commands = []
+    for fold in REPEATS.folds:
+        run = REPEATS.fold_run(fold, model)
+        where = {
+            "split": fold_split_json(fold),
+            "model_dir": MODELS / run,
+            "model_json": MODELS / run / "model.json",
+            "predictions": PREDICTIONS / run,
+        }
+        named = " ".join(f"{flag} {shlex.quote(str(where[key]))}" for flag, key in options.items())
+        commands.append(
+            f"python -m ramanseg {command} {data} {named} --threads {threads}"
+            f" --settings {shlex.quote(settings_json)}"
+        )
+    return " && ".join(commands)
+
+
 def nnunet_validation_summary(fold):
     """nnU-Net's summary of one fold's validation predictions (written by nnunet_train)."""
     return NNUNET_MODEL / f"fold_{fold}" / "validation" / "summary.json"

@@ -8,11 +8,6 @@ try:
     check_reference_model(config["evaluate"]["reference_model"], EVALUATED_MODELS)
 except ConfigError as error:
     stop(str(error))
-if REPEATS.cross_validation and config["evaluate"]["reference_model"] not in CV_MODELS:
-    stop(
-        f"evaluate.reference_model is {config['evaluate']['reference_model']!r}, which is not "
-        f"cross-validated; with cross_validation: true set it to one of {', '.join(CV_MODELS)}"
-    )
 
 #: The sections the cross-validated and repeated-seed evaluations add to results.md.
 RESULTS_SECTIONS = [path for path in repeat_outputs() if str(path).endswith(".md")]
@@ -106,9 +101,9 @@ rule fold_split:
     wildcard_constraints:
         fold=r"\d+",
     log:
-        LOGS / "split_fold{fold}.log",
+        LOGS / "split" / "fold{fold}.log",
     benchmark:
-        BENCHMARKS / "split_fold{fold}.tsv"
+        BENCHMARKS / "split" / "fold{fold}.tsv"
     threads: rule_resources("fold_split")["threads"]
     resources:
         mem_mb=rule_resources("fold_split")["mem_mb"],
@@ -170,6 +165,68 @@ rule nnunet_cv_predictions:
         gpu=rule_resources("nnunet_cv_predictions")["gpu"],
     conda:
         "../../envs/ramanseg.yaml"
+    shell:
+        "({params.commands}) > {log:q} 2>&1"
+
+
+rule fit_baseline_cv:
+    input:
+        **held_out_data(),
+        splits=[fold_split_json(fold) for fold in REPEATS.folds],
+    output:
+        models=[MODELS / REPEATS.fold_run(f, "logreg") / "model.json" for f in REPEATS.folds],
+        masks=held_out_predictions("logreg", "mask"),
+        probabilities=held_out_predictions("logreg", "probability"),
+    params:
+        commands=lambda wildcards, threads: per_fold_commands(
+            "logreg",
+            "fit-baseline",
+            threads,
+            settings("seed", "channels"),
+            **{"--split": "split", "--model-out": "model_json", "--outdir": "predictions"},
+        ),
+    log:
+        LOGS / "models" / "fit_baseline_cv.log",
+    benchmark:
+        BENCHMARKS / "models" / "fit_baseline_cv.tsv"
+    threads: rule_resources("fit_baseline")["threads"]
+    resources:
+        mem_mb=rule_resources("fit_baseline")["mem_mb"],
+        runtime=rule_resources("fit_baseline")["runtime"],
+        gpu=rule_resources("fit_baseline")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "({params.commands}) > {log:q} 2>&1"
+
+
+rule fit_pixel_cnn_cv:
+    input:
+        **held_out_data(),
+        splits=[fold_split_json(fold) for fold in REPEATS.folds],
+    output:
+        models=[MODELS / REPEATS.fold_run(f, "pixel_cnn") / "model.pt" for f in REPEATS.folds],
+        masks=held_out_predictions("pixel_cnn", "mask"),
+        probabilities=held_out_predictions("pixel_cnn", "probability"),
+    params:
+        commands=lambda wildcards, threads: per_fold_commands(
+            "pixel_cnn",
+            "spectra-pixel-model",
+            threads,
+            settings("seed", "channels", "spectra"),
+            **{"--split": "split", "--model-dir": "model_dir", "--outdir": "predictions"},
+        ),
+    log:
+        LOGS / "models" / "fit_pixel_cnn_cv.log",
+    benchmark:
+        BENCHMARKS / "models" / "fit_pixel_cnn_cv.tsv"
+    threads: rule_resources("fit_pixel_cnn")["threads"]
+    resources:
+        mem_mb=rule_resources("fit_pixel_cnn")["mem_mb"],
+        runtime=rule_resources("fit_pixel_cnn")["runtime"],
+        gpu=rule_resources("fit_pixel_cnn")["gpu"],
+    conda:
+        "../../envs/torch.yaml"
     shell:
         "({params.commands}) > {log:q} 2>&1"
 
