@@ -13,7 +13,7 @@ RamanSeg, projection-free RamanSeg). nnU-Net is not: its trainer takes no seed (
 ``nnUNetTrainer(plans, configuration, fold, dataset_json, device)``); our launcher seeds
 the global random generators with ``seed + fold`` before building it
 (:func:`ramanseg.nnunet.run.train_fold`), so repeating it would retrain all its folds per
-seed, and its test prediction is already the average of 5 differently trained networks.
+seed, and its test prediction already averages the networks of its folds.
 The per-pixel baselines are cheap but not repeated either: the logistic regression's only
 randomness is its pixel subsample.
 
@@ -172,7 +172,7 @@ def markdown_seeds(summary: pd.DataFrame, n_samples: int) -> str:
         "changes (initial weights, patches, augmentation); the split is the same. "
         'nnU-Net and the per-pixel baselines are not repeated (README, "Repeated seeds"): '
         "nnU-Net's trainer takes no seed of its own, and its test prediction already "
-        "averages 5 differently trained folds."
+        "averages the networks of its differently trained folds."
     )
     return f"{HEADING}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
 
