@@ -52,11 +52,11 @@ def test_dry_run_plans_the_demo():
     expected = {"all": 1, "phantom": 1, "preprocess": 32, "qc_figure": 32, "split": 1}
     expected |= {"bottleneck": 1}
     expected |= {"nnunet_export": 1, "nnunet_plan": 1, "nnunet_train": 5, "nnunet_predict": 1}
-    expected |= {"fit_baseline": 1, "fit_pixel_cnn": 1}
+    expected |= {"fit_baseline": 1, "fit_pixel_cnn": 1, "fit_phasor": 1}
     assert expected.items() <= jobs.items()
-    # U-Net, UNETR and projection-free RamanSeg by train_model; RamanSeg and the two other
-    # prototype counts of the sweep by train_prototype_model.
-    assert (jobs["train_model"], jobs["train_prototype_model"], jobs["predict_model"]) == (3, 3, 4)
+    # One training rule: U-Net, UNETR, RamanSeg with and without projection, and the two
+    # other prototype counts of the sweep.
+    assert (jobs["train_model"], jobs["predict_model"]) == (6, 4)
     assert jobs["sweep_summary"] == 1
     assert jobs["evaluate"] == jobs["interpret_nnunet"] == jobs["interpret_prototypes"] == 1
 
@@ -164,7 +164,16 @@ def test_tiny_demo_runs_every_rule(tmp_path):
     table = (workdir / "results" / "bottleneck" / "bottleneck.csv").read_text()
     assert table.count("\n") >= 4
     # The split the DAG was planned with is the one the split rule wrote.
-    for model in ("nnunet", "unet", "unetr", "ramanseg", "ramanseg_noproj", "logreg", "pixel_cnn"):
+    for model in (
+        "nnunet",
+        "unet",
+        "unetr",
+        "ramanseg",
+        "ramanseg_noproj",
+        "logreg",
+        "pixel_cnn",
+        "phasor",
+    ):
         written = sorted(
             p.name for p in (workdir / "results" / "predictions" / model).glob("*.tif")
         )
@@ -175,7 +184,16 @@ def test_tiny_demo_runs_every_rule(tmp_path):
     for name in ("results_comparisons.csv", "results_paired.png", "results_forest.png"):
         assert (workdir / "results" / "evaluation" / name).is_file()
     results = (workdir / "results" / "evaluation" / "results.csv").read_text()
-    for model in ("unet", "unetr", "nnunet", "ramanseg", "ramanseg_noproj", "logreg", "pixel_cnn"):
+    for model in (
+        "unet",
+        "unetr",
+        "nnunet",
+        "ramanseg",
+        "ramanseg_noproj",
+        "logreg",
+        "pixel_cnn",
+        "phasor",
+    ):
         assert model in results
     sweep = (workdir / "results" / "sweep" / "prototype_sweep.csv").read_text()
     assert sweep.count("\n") == 3  # header + two counts
@@ -192,6 +210,11 @@ def test_tiny_demo_runs_every_rule(tmp_path):
         "--report", "report.html",
     )  # fmt: skip
     assert (workdir / "report.html").stat().st_size > 10_000
+    # The prototype figures' captions carry this run's measurements, into the report.
+    caption = workdir / "results" / "interpret" / "ramanseg" / "captions" / "kmeans_inertia.rst"
+    status = caption.read_text().splitlines()[0]
+    assert status.startswith(("**This run:**", "**PROTOTYPE COLLAPSE"))
+    assert "distinct source patches of" in (workdir / "report.html").read_text()
     # Nothing is left to do: a second invocation plans no job.
     again = snakemake(
         "--snakefile", str(REPO / "Snakefile"),

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from ramanseg.catalog import EVALUATED_MODELS
 from tests.conftest import REPO
 from tests.test_workflow import planned_jobs, snakemake, tiny_config
 
@@ -32,22 +33,21 @@ def _config(tmp_path, **keys):
 def test_the_demo_plans_no_repeated_training():
     jobs = planned_jobs(snakemake("-n", "--forceall").stdout)
     assert not REPEAT_RULES & set(jobs)
-    assert (jobs["train_model"], jobs["train_prototype_model"], jobs["predict_model"]) == (3, 3, 4)
+    # The 4 models and the sweep's two other prototype counts; the 4 models' predictions.
+    assert (jobs["train_model"], jobs["predict_model"]) == (6, 4)
 
 
 def test_three_seeds_and_cross_validation_plan_every_run(tmp_path):
     config = _config(tmp_path, seeds=[0, 1, 2], cross_validation=True)
     result = snakemake("-n", "--forceall", "-p", "--configfile", config)
     jobs = planned_jobs(result.stdout)
-    # U-Net, UNETR and projection-free RamanSeg: the main run, seeds 1 and 2, 5 folds.
-    assert jobs["train_model"] == 3 * (1 + 2 + 5)
-    # RamanSeg the same, plus the sweep's two other prototype counts.
-    assert jobs["train_prototype_model"] == 1 + 2 + 5 + 2
+    # The 4 PyTorch models: the main run, seeds 1 and 2, 5 folds; the sweep's 2 other counts.
+    assert jobs["train_model"] == 4 * (1 + 2 + 5) + 2
     # The 4 PyTorch models' test predictions per seed; their held-out ones once per model.
     assert jobs["predict_model"] == 4 * 3 and jobs["predict_cv"] == 4
     assert jobs["fold_split"] == 5 and jobs["nnunet_train"] == 5
     assert jobs["nnunet_cv_predictions"] == jobs["evaluate_cv"] == jobs["evaluate_seeds"] == 1
-    assert jobs["fit_baseline_cv"] == jobs["fit_pixel_cnn_cv"] == 1
+    assert jobs["fit_baseline_cv"] == jobs["fit_pixel_cnn_cv"] == jobs["fit_phasor_cv"] == 1
     # Seed 1's U-Net trains with seed 1 on the main split; fold 3's with the fold's split.
     commands = [line for line in result.stdout.splitlines() if "train-model --model unet " in line]
     seed1 = next(c for c in commands if "--outdir results/models/seed1/unet " in c)
@@ -97,8 +97,7 @@ def test_tiny_cross_validated_run(tmp_path):
     assert all(
         held_out[s] == k for s, k in zip(per_sample["sample"], per_sample["fold"], strict=True)
     )
-    models = ["unet", "unetr", "nnunet", "ramanseg", "ramanseg_noproj", "logreg", "pixel_cnn"]
-    assert sorted(per_sample["model"].unique()) == sorted(models)
+    assert sorted(per_sample["model"].unique()) == sorted(EVALUATED_MODELS)
     assert per_sample.groupby("model").size().eq(len(held_out)).all()
     # Each fold's model trained without its held-out samples.
     for fold, samples in enumerate(fold["val"] for fold in split["folds"]):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,12 +16,15 @@ from ramanseg.errors import InputError
 from ramanseg.interpret.prototypes import (
     class_proportions,
     kmeans_inertia,
+    prototype_summary,
     read_prototype_vectors,
+    run_caption_files,
 )
+from ramanseg.models.folder import write_metadata
 from ramanseg.models.prototypes import (
     PrototypeRecord,
-    read_projection_json,
-    write_projection_json,
+    projection_metadata,
+    read_projection,
 )
 from tests.interpret import register_commands
 
@@ -136,30 +140,43 @@ def test_kmeans_inertia_repairs_an_increase(monkeypatch):
     assert np.all(np.diff(table["inertia"].to_numpy()) <= 0)
 
 
+def write_projection_model(folder: Path, records) -> None:
+    """A RamanSeg model folder's model.json with a projection record."""
+    folder.mkdir(parents=True, exist_ok=True)
+    metadata = {"model": "ramanseg", "architecture": {}, **projection_metadata(records)}
+    write_metadata(folder / "model.json", metadata)
+
+
 def test_reading_records_and_vectors(tmp_path):
     records = [record(0, 0, "S", (0, 2, 0, 2)), record(1, 1, "S", (2, 4, 2, 4))]
-    write_projection_json(records, tmp_path / "prototypes.json")
-    assert read_projection_json(tmp_path / "prototypes.json") == records
+    write_projection_model(tmp_path / "model", records)
+    assert read_projection(tmp_path / "model")[0] == records
+    assert read_projection(tmp_path / "model" / "model.json")[0] == records
     torch.save({"prototype_layer.prototypes": torch.ones(2, 3, 1, 1)}, tmp_path / "model.pt")
     assert read_prototype_vectors(tmp_path / "model.pt").shape == (2, 3, 1, 1)
     torch.save({"readout.weight": torch.ones(2, 2)}, tmp_path / "other.pt")
     with pytest.raises(InputError, match=r"prototype_layer\.prototypes"):
         read_prototype_vectors(tmp_path / "other.pt")
     with pytest.raises(InputError, match="train RamanSeg"):
-        read_projection_json(tmp_path / "missing.json")
+        read_projection(tmp_path / "missing")
+    write_metadata(tmp_path / "noproj" / "model.json", {"model": "unet", "architecture": {}})
+    with pytest.raises(InputError, match="'unet' was trained without prototype projection"):
+        read_projection(tmp_path / "noproj")
+    write_projection_model(tmp_path / "empty", [])
+    with pytest.raises(InputError, match="empty"):
+        read_projection(tmp_path / "empty")
 
 
 def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):
     register_commands(monkeypatch, "ramanseg.interpret")
     model_dir, preprocessed = tmp_path / "model", tmp_path / "preprocessed"
-    model_dir.mkdir()
     records = [
         record(0, 0, "S", (4, 8, 0, 4)),
         record(1, 0, "S", (2, 6, 0, 2)),
         record(2, 1, "S", (0, 4, 4, 8)),
         record(3, 1, "S", (0, 2, 0, 2)),
     ]
-    write_projection_json(records, model_dir / "prototypes.json")
+    write_projection_model(model_dir, records)
     prototypes = torch.arange(4 * 3, dtype=torch.float32).view(4, 3, 1, 1)
     torch.save({"prototype_layer.prototypes": prototypes}, model_dir / "model.pt")
     (preprocessed / "S").mkdir(parents=True)
@@ -210,10 +227,29 @@ def test_interpret_prototypes_command(tmp_path, monkeypatch, demo_config):
     ]
     assert main(argv) == 0
     assert {p.name: p.read_bytes() for p in sorted(outdir.iterdir())} == first
-    # With the training's gallery in the model folder, that one is copied.
-    (model_dir / "prototype_gallery.png").write_bytes(b"\x89PNG trained gallery")
-    assert main(argv) == 0
-    assert (outdir / "prototype_gallery.png").read_bytes() == b"\x89PNG trained gallery"
+
+
+def test_report_captions_start_with_what_the_run_measured(tmp_path):
+    template = tmp_path / "kmeans_inertia.rst"
+    template.write_text("The k-means inertia of {{ snakemake.config['seed'] }}.\n")
+    distinct = [record(p, p // 2, "S", (0, 4, 0, 4)) for p in range(4)]
+    collapsed = [record(p, p // 2, "S", (0, 4, 0, 4), where=(p // 2, 0)) for p in range(4)]
+    vectors = np.arange(4 * 3, dtype=np.float64).reshape(4, 3)
+    texts = {}
+    for name, records in (("distinct", distinct), ("collapsed", collapsed)):
+        proportions = class_proportions(records, {"S": class_map()}, NAMES, {"Tumor": 1})
+        summary = prototype_summary(proportions, vectors)
+        files = run_caption_files([template], tmp_path / name, summary)
+        assert list(files) == [tmp_path / name / "kmeans_inertia.rst"]
+        texts[name] = files[tmp_path / name / "kmeans_inertia.rst"].decode()
+        # The template follows unchanged (its Jinja is the report's to render).
+        assert texts[name].endswith("\n\nThe k-means inertia of {{ snakemake.config['seed'] }}.\n")
+    assert texts["distinct"].startswith("**This run:** ")
+    assert "2 distinct source patches of 2 prototypes" in texts["distinct"]
+    assert texts["collapsed"].startswith("**PROTOTYPE COLLAPSE (")
+    assert "1 distinct source patches of 2 prototypes" in texts["collapsed"]
+    with pytest.raises(InputError, match="caption template does not exist"):
+        run_caption_files([tmp_path / "missing.rst"], tmp_path / "out", summary)
 
 
 def test_file_names_match_ramanseg_training():
@@ -221,8 +257,6 @@ def test_file_names_match_ramanseg_training():
     from ramanseg.models import ramanseg_training
 
     assert prototypes.PROTOTYPES_KEY == ramanseg_training.PROTOTYPES_KEY
-    assert prototypes.PROJECTION_NAME == ramanseg_training.PROJECTION_NAME
-    assert prototypes.GALLERY_NAME == ramanseg_training.GALLERY_NAME
 
 
 def test_interpret_prototypes_warns_loudly_of_a_collapsed_model(tmp_path, monkeypatch, caplog):

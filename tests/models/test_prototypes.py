@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from ramanseg.models.prototypes import (
     DEFAULT_LOSS_WEIGHTS,
+    PROJECTION_KEY,
     PrototypeLayer,
     RamanSegLoss,
     activation_overlap_loss,
@@ -25,9 +27,9 @@ from ramanseg.models.prototypes import (
     last_layer_l1,
     log_similarity,
     project_prototypes,
+    projection_metadata,
     prototype_gallery,
     soft_dice_loss,
-    write_projection_json,
     xavier_prototype_bound,
 )
 from ramanseg.models.ramanseg import RamanSeg
@@ -564,6 +566,38 @@ def test_distinct_assignment_is_optimal_for_different_prototypes():
     assert sum(r.distance for r in members) == pytest.approx(best, rel=1e-4)
 
 
+def test_region_window_draws_the_box_on_the_training_patch_around_the_source():
+    torch.manual_seed(0)
+    model = tiny_model()
+    images, masks, ids = projection_set()
+
+    def project(window):
+        return project_prototypes(
+            copy.deepcopy(model), images, masks, ids, assignment="distinct", region_window=window
+        )
+
+    whole, windowed, larger = project(None), project(8), project(64)
+    for full, local in zip(whole, windowed, strict=True):
+        assert (full.sample_id, full.latent_y, full.latent_x) == (
+            local.sample_id,
+            local.latent_y,
+            local.latent_x,
+        )
+        height, width = local.image_size
+        top = min(max(0, local.image_y - 4), height - 8)
+        left = min(max(0, local.image_x - 4), width - 8)
+        y0, y1, x0, x1 = local.bbox
+        assert top <= y0 < y1 <= top + 8 and left <= x0 < x1 <= left + 8
+        region = masks[local.sample_index][y0:y1, x0:x1]
+        assert local.purity == pytest.approx(
+            float((region == local.prototype_class).float().mean())
+        )
+    # A window at least as large as the image is the whole image.
+    assert [r.bbox for r in larger] == [r.bbox for r in whole]
+    with pytest.raises(ValueError, match="region_window"):
+        project(0)
+
+
 def test_projection_records_purity_of_the_source_region():
     torch.manual_seed(0)
     model = tiny_model()
@@ -582,8 +616,7 @@ def test_records_json_and_gallery(tmp_path):
     model = tiny_model()
     images, masks, ids = projection_set()
     records = project_prototypes(model, images, masks, ids)
-    write_projection_json(records, tmp_path / "projection.json")
-    loaded = json.loads((tmp_path / "projection.json").read_text())["prototypes"]
+    loaded = projection_metadata(records)[PROJECTION_KEY]["prototypes"]
     assert loaded[0] == records[0].to_dict() and len(loaded) == 6
     out = tmp_path / "gallery.png"
 

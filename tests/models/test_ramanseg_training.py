@@ -20,20 +20,23 @@ import torch
 import torch.nn.functional as F
 
 from ramanseg.config import ConfigError
+from ramanseg.errors import InputError
 from ramanseg.models.cli import run_predict_model
 from ramanseg.models.data import load_samples
 from ramanseg.models.inference import foreground_probability
-from ramanseg.models.prototypes import downsample_labels, log_similarity
+from ramanseg.models.prototypes import (
+    PROJECTION_KEY,
+    downsample_labels,
+    log_similarity,
+    read_projection,
+)
 from ramanseg.models.ramanseg import RamanSeg, parameter_groups
 from ramanseg.models.ramanseg_training import (
     ENTRY,
-    GALLERY_NAME,
-    PROJECTION_NAME,
     PROTOTYPE_CLASS_KEY,
     PROTOTYPES_KEY,
     PhaseSchedule,
     RamanSegStrategy,
-    gallery_channel_name,
     ramanseg_strategy,
 )
 from ramanseg.models.training import (
@@ -141,8 +144,6 @@ def run(config: dict, name: str, samples, outdir: Path, kill_epoch: int | None =
         base.criterion,
         base.schedule,
         base.learning_rates,
-        gallery_channel=base.gallery_channel,
-        channel_names=base.channel_names,
         joint_lr_schedule=base.joint_lr_schedule,
         kill_epoch=kill_epoch,
     )
@@ -207,15 +208,6 @@ def test_phase_schedule():
         PhaseSchedule(0, 0, 5, projection=True)
     with pytest.raises(ValueError, match=r"epochs\.joint must be a non-negative integer"):
         PhaseSchedule(1, -1, 0, projection=False)
-
-
-def test_gallery_channel_is_the_raman_band_nearest_2930(demo_config):
-    assert gallery_channel_name(demo_config["channels"]) == "Raman 2933"
-    assert gallery_channel_name(tiny_config()["channels"]) == "Raman 2850"
-    no_wavenumbers = [{"name": "TPEF", "role": "tpef"}, {"name": "R", "role": "raman"}]
-    assert gallery_channel_name(no_wavenumbers) == "R"
-    assert gallery_channel_name([{"name": "SHG", "role": "shg"}]) == "SHG"
-    assert gallery_channel_name([]) is None
 
 
 def test_registry_serves_both_variants_from_their_sections(demo_config):
@@ -304,8 +296,9 @@ def test_projected_prototypes_equal_latent_patches_of_their_class(projection_run
     prototypes = state[PROTOTYPES_KEY]
     assert prototypes.shape == (4, 4, 3, 3)
     assert state[PROTOTYPE_CLASS_KEY].tolist() == [0, 0, 1, 1]
-    records = json.loads((outdir / PROJECTION_NAME).read_text())["prototypes"]
+    records = metadata[PROJECTION_KEY]["prototypes"]
     assert [r["prototype"] for r in records] == [0, 1, 2, 3]
+    assert [r.to_dict() for r in read_projection(outdir)[0]] == records
     images = {s.sample_id: s for s in dataset["samples"][0]}
     for record in records:
         sample = images[record["sample_id"]]  # a training image
@@ -330,9 +323,10 @@ def test_projected_prototypes_equal_latent_patches_of_their_class(projection_run
     assert float(output.distances[where]) < 1e-5
     top = float(log_similarity(torch.tensor(0.0), model.prototype_layer.epsilon))
     assert float(output.similarities[where]) == pytest.approx(top, rel=1e-2)
-    gallery = (outdir / GALLERY_NAME).read_bytes()
-    assert gallery[:8] == b"\x89PNG\r\n\x1a\n" and len(gallery) > 1000
-    assert not (outdir / CHECKPOINT_NAME).exists()
+    # The training writes the same three files as every model's.
+    assert sorted(p.name for p in outdir.iterdir()) == sorted(
+        [WEIGHTS_NAME, METADATA_NAME, LOG_NAME]
+    )
 
 
 @pytest.mark.parametrize("kill_epoch", [3, 4], ids=["before-projection", "after-projection"])
@@ -346,15 +340,13 @@ def test_resume_across_the_projection_matches_an_uninterrupted_run(
     assert checkpoint["epoch"] == kill_epoch - 1
     # The checkpoint after the projection epoch holds the projection records.
     assert len(checkpoint["strategy"]["records"]) == (4 if kill_epoch == 4 else 0)
-    assert not (outdir / PROJECTION_NAME).exists()
+    assert not (outdir / METADATA_NAME).exists()
     resumed, _ = run(tiny_config(), "ramanseg", dataset["samples"], outdir)
     assert resumed.resumed_from == kill_epoch - 1
     full = projection_run["outdir"]
     a = torch.load(full / WEIGHTS_NAME, weights_only=True)
     b = torch.load(outdir / WEIGHTS_NAME, weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    assert (outdir / PROJECTION_NAME).read_text() == (full / PROJECTION_NAME).read_text()
-    assert (outdir / GALLERY_NAME).read_bytes() == (full / GALLERY_NAME).read_bytes()
     assert read_log(outdir / LOG_NAME) == read_log(full / LOG_NAME)
     assert json.loads((outdir / METADATA_NAME).read_text()) == json.loads(
         (full / METADATA_NAME).read_text()
@@ -367,7 +359,9 @@ def test_projection_free_variant_keeps_the_best_epoch_and_writes_no_prototypes(n
     assert len(dice) == 3 and result.selected_epoch == int(np.argmax(dice)) + 1
     metadata = json.loads((outdir / METADATA_NAME).read_text())
     assert metadata["selection"] == "best" and metadata["val_dice"] == max(dice)
-    assert not (outdir / PROJECTION_NAME).exists() and not (outdir / GALLERY_NAME).exists()
+    assert PROJECTION_KEY not in metadata
+    with pytest.raises(InputError, match="without prototype projection"):
+        read_projection(outdir)
     assert [s["trains"]["features"] for s in noproj_run["strategy"].seen] == [
         {False}, {True}, {True},
     ]  # fmt: skip

@@ -20,7 +20,7 @@ class ModelInfo:
         name: the model's name: its config section ``models.<name>`` (our PyTorch models),
             its folders ``results/models/<name>`` and ``results/predictions/<name>``.
         label: its name in tables and figures (the paper's, where the paper has it).
-        trained_by: the rule that trains it (``train_model``, ``train_prototype_model``),
+        trained_by: the rule that trains it (``train_model``, for every PyTorch model),
             or ``None`` when another chain of rules produces its predictions.
         predicted_by: the rule that writes its test-set predictions.
         entry: for our PyTorch models, ``"module:attribute"`` naming its
@@ -49,7 +49,7 @@ MODELS: tuple[ModelInfo, ...] = (
     ModelInfo(
         "ramanseg",
         "RamanSeg",
-        "train_prototype_model",
+        "train_model",
         "predict_model",
         "ramanseg.models.ramanseg_training:ENTRY",
     ),
@@ -63,14 +63,14 @@ MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("logreg", "Per-pixel logistic regression", None, "fit_baseline"),
     # The skin-cancer paper's 1D-CNN on each pixel's Raman spectrum (ramanseg.spectra.pixel).
     ModelInfo("pixel_cnn", "Per-pixel 1D-CNN (spectrum only)", None, "fit_pixel_cnn"),
+    # Spectral phasor cursors on each pixel's Raman bands, training-free (ramanseg.hsrs.tumour).
+    ModelInfo("phasor", "Spectral phasor cursors (spectrum only)", None, "fit_phasor"),
 )
 MODELS_BY_NAME = {model.name: model for model in MODELS}
 #: The models of the results table, in table order.
 EVALUATED_MODELS = tuple(model.name for model in MODELS)
 #: Our PyTorch models (trained by the harness, predicted by ``predict-model``).
 TORCH_MODELS = tuple(model.name for model in MODELS if model.is_torch_model)
-#: The PyTorch models trained by ``train_model`` (no prototype files to write).
-PLAIN_TORCH_MODELS = tuple(m.name for m in MODELS if m.trained_by == "train_model")
 
 
 def model_label(name: str) -> str:

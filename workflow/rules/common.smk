@@ -9,7 +9,7 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from ramanseg.catalog import EVALUATED_MODELS, PLAIN_TORCH_MODELS, TORCH_MODELS
+from ramanseg.catalog import EVALUATED_MODELS, TORCH_MODELS
 from ramanseg.config import ConfigError, check_config_semantics
 from ramanseg.errors import InputError
 from ramanseg.nnunet.settings import NnunetSettings
@@ -38,6 +38,8 @@ except ConfigError as error:
 RESULTS = Path("results")
 #: The paper's own numbers, shipped with the workflow (not in the working directory).
 PAPER_RESULTS = Path(workflow.basedir) / "resources" / "paper_results.csv"
+#: The report captions, shipped with the workflow.
+REPORT_TEMPLATES = Path(workflow.basedir) / "workflow" / "report"
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"
 PREPROCESSED = RESULTS / "preprocessed"
@@ -46,8 +48,6 @@ MODELS = RESULTS / "models"
 INTERPRET = RESULTS / "interpret"
 NNUNET_FIGURES = ["gradcam_folds", "gradcam_mean", "integrated_gradients", "feature_ablation"]
 PROTOTYPE_FIGURES = ["class_proportions", "kmeans_inertia"]
-#: Files RamanSeg with projection writes beside its weights.
-PROTOTYPE_FILES = ["prototypes.json", "prototype_gallery.png"]
 SWEEP_COUNTS = config["models"]["prototype_sweep"]["prototypes_per_class"]
 SPLIT_JSON = RESULTS / "split" / "split.json"
 NNUNET = RESULTS / "nnunet"
@@ -194,11 +194,52 @@ def sweep_run(count):
     return MODELS / "sweep" / f"p{count}"
 
 
-def prototype_run_settings(run):
-    """Settings of one RamanSeg training run: `ramanseg`, or `sweep/p<count>` of the sweep."""
-    if run == "ramanseg":
-        return model_settings("ramanseg")
-    return model_settings("ramanseg", prototypes_per_class=int(run.removeprefix("sweep/p")))
+#: The runs `predict_model` predicts the test samples of: each PyTorch model of the
+#: results table, also trained with another seed (`seed<k>/<model>`, ramanseg.repeats).
+PREDICTED_RUN = rf"(?:seed\d+/)?(?:{'|'.join(TORCH_MODELS)})"
+#: The training runs of `train_model`: those, each model on a cross-validation fold
+#: (`cv/fold<k>/<model>`), and the prototype sweep's RamanSeg runs (`sweep/p<count>`).
+TRAINING_RUN = rf"(?:(?:seed\d+|cv/fold\d+)/)?(?:{'|'.join(TORCH_MODELS)})|sweep/p\d+"
+
+
+def parse_run(run):
+    """(fold, seed, model) of a run name: `<model>`, `seed<k>/<model>`, `cv/fold<k>/<model>`
+    or the sweep's `sweep/p<count>` (model `ramanseg`); fold and seed None where absent."""
+    parts = str(run).split("/")
+    model = "ramanseg" if parts[0] == "sweep" else parts[-1]
+    fold = int(parts[1].removeprefix("fold")) if parts[0] == "cv" else None
+    seed = int(parts[0].removeprefix("seed")) if parts[0].startswith("seed") else None
+    return fold, seed, model
+
+
+def run_model(run):
+    """The model a training run trains (`sweep/p<count>` trains RamanSeg)."""
+    return parse_run(run)[2]
+
+
+def run_settings(run):
+    """Settings of one training run: the model's own, with the sweep's prototype count or
+    the run's seed (`seed<k>/<model>`)."""
+    if run.startswith("sweep/p"):
+        count = int(run.removeprefix("sweep/p"))
+        return model_settings("ramanseg", prototypes_per_class=count)
+    _, seed, model = parse_run(run)
+    settings_json = model_settings(model)
+    if seed is None:
+        return settings_json
+    return json.dumps({**json.loads(settings_json), "seed": seed})
+
+
+# The prototype figures' report captions start with what this run measured (distinct
+# prototypes, purity, a collapse): interpret_prototypes writes them from the templates.
+PROTOTYPE_CAPTIONED = [*PROTOTYPE_FIGURES, "prototype_summary", "prototype_gallery"]
+PROTOTYPE_CAPTIONS = INTERPRET / "ramanseg" / "captions"
+
+
+def prototype_caption(name):
+    """The run's caption of a prototype figure (absolute: report() resolves a relative
+    caption against the rule file's folder)."""
+    return str((PROTOTYPE_CAPTIONS / f"{name}.rst").absolute())
 
 
 def training_inputs(run=None):
@@ -219,32 +260,12 @@ def fold_split_json(fold):
     return RESULTS / "split" / "cv" / f"fold{fold}.json"
 
 
-def parse_run(run):
-    """(fold, seed, model) of a run name: `<model>`, `seed<k>/<model>`, `cv/fold<k>/<model>`
-    or the sweep's `sweep/p<count>` (model `ramanseg`); fold and seed None where absent."""
-    parts = str(run).split("/")
-    model = "ramanseg" if parts[0] == "sweep" else parts[-1]
-    fold = int(parts[1].removeprefix("fold")) if parts[0] == "cv" else None
-    seed = int(parts[0].removeprefix("seed")) if parts[0].startswith("seed") else None
-    return fold, seed, model
-
-
 def run_split(run):
     """(split, split file) a run trains and predicts with: a fold's own for `cv/fold<k>/`."""
     fold = parse_run(run)[0] if run is not None else None
     if fold is None:
         return SPLIT, SPLIT_JSON
     return FOLD_SPLITS[fold], fold_split_json(fold)
-
-
-def run_settings(run):
-    """Settings of train-model / predict-model for one run: the model's, with the run's
-    seed for `seed<k>/` and the sweep's count for `sweep/p<count>`."""
-    _, seed, model = parse_run(run)
-    text = prototype_run_settings(run) if str(run).startswith("sweep/") else model_settings(model)
-    if seed is None:
-        return text
-    return json.dumps({**json.loads(text), "seed": seed})
 
 
 def paper_outputs():
@@ -303,9 +324,9 @@ def held_out_data():
 
 
 def per_fold_commands(model, command, threads, settings_json, **options):
-    """`command` once per fold, each with the held-out samples' files, the threads and
-    settings, and per option of `options` the fold's "split", "model_dir", "model_json"
-    or "predictions" (e.g. `{"--split": "split"}`)."""
+    """`command` once per fold, each with the held-out samples' files, the threads (None:
+    a command without `--threads`) and settings, and per option of `options` the fold's
+    "split", "model_dir", "model_json" or "predictions" (e.g. `{"--split": "split"}`)."""
     files = held_out_data()
     data = " ".join(
         f"--{option} {shlex.join(str(path) for path in files[option])}" for option in files
@@ -320,8 +341,9 @@ def per_fold_commands(model, command, threads, settings_json, **options):
             "predictions": PREDICTIONS / run,
         }
         named = " ".join(f"{flag} {shlex.quote(str(where[key]))}" for flag, key in options.items())
+        threads_option = "" if threads is None else f" --threads {threads}"
         commands.append(
-            f"python -m ramanseg {command} {data} {named} --threads {threads}"
+            f"python -m ramanseg {command} {data} {named}{threads_option}"
             f" --settings {shlex.quote(settings_json)}"
         )
     return " && ".join(commands)

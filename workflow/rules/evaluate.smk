@@ -231,6 +231,37 @@ rule fit_pixel_cnn_cv:
         "({params.commands}) > {log:q} 2>&1"
 
 
+rule fit_phasor_cv:
+    input:
+        **held_out_data(),
+        splits=[fold_split_json(fold) for fold in REPEATS.folds],
+    output:
+        models=[MODELS / REPEATS.fold_run(f, "phasor") / "model.json" for f in REPEATS.folds],
+        masks=held_out_predictions("phasor", "mask"),
+        probabilities=held_out_predictions("phasor", "probability"),
+    params:
+        commands=per_fold_commands(
+            "phasor",
+            "fit-phasor",
+            None,
+            settings("seed", "channels", "hsrs"),
+            **{"--split": "split", "--model-out": "model_json", "--outdir": "predictions"},
+        ),
+    log:
+        LOGS / "models" / "fit_phasor_cv.log",
+    benchmark:
+        BENCHMARKS / "models" / "fit_phasor_cv.tsv"
+    threads: rule_resources("fit_phasor")["threads"]
+    resources:
+        mem_mb=rule_resources("fit_phasor")["mem_mb"],
+        runtime=rule_resources("fit_phasor")["runtime"],
+        gpu=rule_resources("fit_phasor")["gpu"],
+    conda:
+        "../../envs/ramanseg.yaml"
+    shell:
+        "({params.commands}) > {log:q} 2>&1"
+
+
 rule evaluate_cv:
     input:
         masks=[path for model in CV_MODELS for path in held_out_predictions(model)],

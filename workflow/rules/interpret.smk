@@ -55,15 +55,15 @@ rule interpret_nnunet:
 rule interpret_prototypes:
     input:
         weights=MODELS / "ramanseg" / "model.pt",
-        prototypes=MODELS / "ramanseg" / "prototypes.json",
-        gallery=MODELS / "ramanseg" / "prototype_gallery.png",
+        metadata=MODELS / "ramanseg" / "model.json",
         stacks=preprocessed("stack.ome.tif"),
         classes=preprocessed("classes.tif"),
+        caption_templates=[REPORT_TEMPLATES / f"{name}.rst" for name in PROTOTYPE_CAPTIONED],
     output:
         figures=[
             report(
                 INTERPRET / "ramanseg" / f"{name}.png",
-                caption=f"../report/{name}.rst",
+                caption=prototype_caption(name),
                 category="4. Interpretability",
                 subcategory="RamanSeg",
             )
@@ -73,19 +73,21 @@ rule interpret_prototypes:
         tables=expand(INTERPRET / "ramanseg" / "{name}.csv", name=PROTOTYPE_FIGURES),
         summary=report(
             INTERPRET / "ramanseg" / "prototype_summary.csv",
-            caption="../report/prototype_summary.rst",
+            caption=prototype_caption("prototype_summary"),
             category="4. Interpretability",
             subcategory="RamanSeg",
         ),
         gallery=report(
             INTERPRET / "ramanseg" / "prototype_gallery.png",
-            caption="../report/prototype_gallery.rst",
+            caption=prototype_caption("prototype_gallery"),
             category="4. Interpretability",
             subcategory="RamanSeg",
         ),
+        captions=expand(PROTOTYPE_CAPTIONS / "{name}.rst", name=PROTOTYPE_CAPTIONED),
     params:
         model_dir=lambda wildcards, input: Path(input.weights).parent,
         outdir=lambda wildcards, output: Path(output.gallery).parent,
+        captions_dir=PROTOTYPE_CAPTIONS,
         settings=settings("seed", "channels", "annotations", "interpret"),
     log:
         LOGS / "interpret" / "prototypes.log",
@@ -101,4 +103,6 @@ rule interpret_prototypes:
     shell:
         "python -m ramanseg interpret-prototypes --model-dir {params.model_dir:q}"
         " --stacks {input.stacks:q} --classes {input.classes:q} --outdir {params.outdir:q}"
+        " --caption-templates {input.caption_templates:q}"
+        " --captions-dir {params.captions_dir:q}"
         " --settings {params.settings:q} > {log:q} 2>&1"

@@ -1,38 +1,28 @@
-# Our PyTorch models (U-Net, UNETR, RamanSeg variants) and the per-pixel baseline.
+# Our PyTorch models (U-Net, UNETR, RamanSeg with and without projection, the prototype
+# sweep's RamanSeg runs) and the per-pixel baseline.
 
-# The models without prototype projection; RamanSeg with projection (its own run and the
-# prototype-count sweep's runs) also writes its prototypes, so it has a rule of its own.
-# A run of a model on a cross-validation fold or with another seed (ramanseg.repeats)
-# is trained by the same rules, in results/models/cv/fold<k>/<model> or seed<k>/<model>.
+# A run on a cross-validation fold or with another seed (ramanseg.repeats) is trained
+# and predicted by the same rules: results/models/cv/fold<k>/<model>, seed<k>/<model>.
 wildcard_constraints:
-    model=rf"(?:seed\d+/)?(?:{'|'.join(TORCH_MODELS)})",
-    plain_model=rf"(?:seed\d+/|cv/fold\d+/)?(?:{'|'.join(PLAIN_TORCH_MODELS)})",
-    prototype_run=r"(?:(?:seed\d+|cv/fold\d+)/)?ramanseg|sweep/p\d+",
-
-
-TRAIN_COMMAND = (
-    "python -m ramanseg train-model --model {params.model} --stacks {input.stacks:q}"
-    " --masks {input.masks:q} --foregrounds {input.foregrounds:q} --split {input.split:q}"
-    " --outdir {params.outdir:q} --threads {threads} --no-progress"
-    " --settings {params.settings:q} > {log:q} 2>&1"
-)
+    model=PREDICTED_RUN,
+    run=TRAINING_RUN,
 
 
 rule train_model:
     input:
-        unpack(lambda wildcards: training_inputs(wildcards.plain_model)),
+        unpack(lambda wildcards: training_inputs(wildcards.run)),
     output:
-        weights=MODELS / "{plain_model}" / "model.pt",
-        metadata=MODELS / "{plain_model}" / "model.json",
-        training_log=MODELS / "{plain_model}" / "training_log.csv",
+        weights=MODELS / "{run}" / "model.pt",
+        metadata=MODELS / "{run}" / "model.json",
+        training_log=MODELS / "{run}" / "training_log.csv",
     params:
-        model=lambda wildcards: parse_run(wildcards.plain_model)[2],
+        model=lambda wildcards: run_model(wildcards.run),
         outdir=lambda wildcards, output: Path(output.weights).parent,
-        settings=lambda wildcards: run_settings(wildcards.plain_model),
+        settings=lambda wildcards: run_settings(wildcards.run),
     log:
-        LOGS / "models" / "train_{plain_model}.log",
+        LOGS / "models" / "train_{run}.log",
     benchmark:
-        BENCHMARKS / "models" / "train_{plain_model}.tsv"
+        BENCHMARKS / "models" / "train_{run}.tsv"
     threads: rule_resources("train_model")["threads"]
     resources:
         mem_mb=rule_resources("train_model")["mem_mb"],
@@ -41,35 +31,10 @@ rule train_model:
     conda:
         "../../envs/torch.yaml"
     shell:
-        TRAIN_COMMAND
-
-
-rule train_prototype_model:
-    input:
-        unpack(lambda wildcards: training_inputs(wildcards.prototype_run)),
-    output:
-        weights=MODELS / "{prototype_run}" / "model.pt",
-        metadata=MODELS / "{prototype_run}" / "model.json",
-        training_log=MODELS / "{prototype_run}" / "training_log.csv",
-        prototypes=MODELS / "{prototype_run}" / "prototypes.json",
-        gallery=MODELS / "{prototype_run}" / "prototype_gallery.png",
-    params:
-        model="ramanseg",
-        outdir=lambda wildcards, output: Path(output.weights).parent,
-        settings=lambda wildcards: run_settings(wildcards.prototype_run),
-    log:
-        LOGS / "models" / "train_{prototype_run}.log",
-    benchmark:
-        BENCHMARKS / "models" / "train_{prototype_run}.tsv"
-    threads: rule_resources("train_prototype_model")["threads"]
-    resources:
-        mem_mb=rule_resources("train_prototype_model")["mem_mb"],
-        runtime=rule_resources("train_prototype_model")["runtime"],
-        gpu=rule_resources("train_prototype_model")["gpu"],
-    conda:
-        "../../envs/torch.yaml"
-    shell:
-        TRAIN_COMMAND
+        "python -m ramanseg train-model --model {params.model} --stacks {input.stacks:q}"
+        " --masks {input.masks:q} --foregrounds {input.foregrounds:q} --split {input.split:q}"
+        " --outdir {params.outdir:q} --threads {threads} --no-progress"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule sweep_summary:
@@ -121,7 +86,7 @@ rule predict_model:
     params:
         weights=lambda wildcards, input: Path(input.weights).parent,
         outdir=lambda wildcards, output: Path(output.timing).parent,
-        model=lambda wildcards: parse_run(wildcards.model)[2],
+        model=lambda wildcards: run_model(wildcards.model),
         settings=lambda wildcards: run_settings(wildcards.model),
     log:
         LOGS / "models" / "predict_{model}.log",

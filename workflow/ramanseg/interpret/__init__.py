@@ -230,24 +230,39 @@ def add_commands(subparsers: Any) -> None:
         help="class proportions and k-means inertia of RamanSeg's prototypes (section 4.1.2)",
         description="Tabulate and plot the annotation classes inside each projected "
         "prototype's source region and the k-means inertia of the prototype vectors for every "
-        "k, and copy the prototype gallery. Writes class_proportions and kmeans_inertia "
-        "(.png .pdf .csv) and prototype_gallery.png to --outdir.",
+        "k, and draw the prototype gallery. Writes class_proportions and kmeans_inertia "
+        "(.png .pdf .csv), prototype_summary.csv and prototype_gallery.png to --outdir.",
     )
     parser.add_argument(
         "--model-dir",
         required=True,
         type=Path,
-        help="results/models/ramanseg (prototypes.json, model.pt, prototype_gallery.png)",
+        help="results/models/ramanseg (model.json with its projection record, model.pt)",
     )
     _files_arguments(parser, "samples'", ("--stacks", "--classes"))
     parser.add_argument("--outdir", required=True, type=Path, help="results/interpret/ramanseg")
+    parser.add_argument(
+        "--caption-templates",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="report captions (workflow/report/*.rst) to write after this run's measurements",
+    )
+    parser.add_argument("--captions-dir", type=Path, help="where to write them")
     add_settings_arguments(parser)
 
     def run_prototypes(args: Any) -> int:
         from ramanseg.interpret.prototypes import run_interpret_prototypes
 
+        if args.caption_templates and args.captions_dir is None:
+            parser.error("--caption-templates needs --captions-dir")
         run_interpret_prototypes(
-            args.model_dir, _files(args), args.outdir, settings_from_args(args)
+            args.model_dir,
+            _files(args),
+            args.outdir,
+            settings_from_args(args),
+            args.caption_templates,
+            args.captions_dir,
         )
         return 0
 

@@ -2,7 +2,7 @@
 
 * **Class proportions.** Each projected prototype has a source region: the bounding box
   ``(y0, y1, x0, x1)`` (half-open, image pixels) of ProtoPNet's high-activation region in its
-  source sample, recorded in ``prototypes.json`` by the projection
+  source sample, recorded in ``model.json`` (key ``projection``) by the projection
   (:class:`ramanseg.models.prototypes.PrototypeRecord`). Indexing the source sample's class
   map (``classes.tif``) with it gives the proportion of each annotation class inside, plus
   the unannotated share, so the proportions of a prototype sum to 1. Prototypes are grouped
@@ -55,7 +55,8 @@ from ramanseg.interpret import (
     read_class_map,
     read_stack,
 )
-from ramanseg.models.prototypes.projection import PROJECTION_NAME, read_projection_json
+from ramanseg.models.folder import METADATA_NAME
+from ramanseg.models.prototypes.projection import read_projection
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,51 @@ def collapse_warning(summary: pd.DataFrame) -> str | None:
         if row.collapsed
     ]
     return "PROTOTYPE COLLAPSE (" + "; ".join(parts) + ")" if parts else None
+
+
+def run_caption(summary: pd.DataFrame, warning: str | None) -> str:
+    """What this run measured, in reStructuredText: the first paragraph of the report
+    captions of the prototype figures, so that a collapse is in the caption itself.
+
+    Args:
+        summary: :func:`prototype_summary`.
+        warning: :func:`collapse_warning` of it.
+    """
+    classes = "; ".join(
+        f"{row.prototype_class_name}: {row.distinct_patches} distinct source patches of "
+        f"{row.prototypes} prototypes, mean purity {row.mean_purity:.0%}"
+        for row in summary.itertuples()
+    )
+    if warning:
+        return (
+            f"**{warning} in this run.** {classes}. Prototypes that share a source patch "
+            "are drawn once; the figures describe fewer prototypes than the model has.\n"
+        )
+    return f"**This run:** {classes}; no prototypes share a source patch.\n"
+
+
+def run_caption_files(
+    templates: Sequence[str | Path], outdir: str | Path, summary: pd.DataFrame
+) -> dict[Path, bytes]:
+    """Each caption template, under its own name in ``outdir``, after this run's
+    :func:`run_caption` (the templates' Jinja is left for the report to render).
+
+    Args:
+        templates: the caption files of the prototype figures (``workflow/report``).
+        outdir: the folder of the run's captions.
+        summary: :func:`prototype_summary`.
+    """
+    first = run_caption(summary, collapse_warning(summary))
+    files = {}
+    for template in map(Path, templates):
+        if not template.is_file():
+            raise InputError(
+                "the report caption template does not exist",
+                path=template,
+                fix="run the workflow from a complete checkout",
+            )
+        files[Path(outdir) / template.name] = (first + "\n" + template.read_text()).encode()
+    return files
 
 
 def kmeans_inertia(vectors: np.ndarray, seed: int = 0, n_init: int = 10) -> pd.DataFrame:
@@ -401,11 +447,13 @@ def run_interpret_prototypes(
     preprocessed: str | Path,
     outdir: str | Path,
     config: Mapping[str, Any],
+    caption_templates: Sequence[str | Path] = (),
+    captions_dir: str | Path | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Class proportions, the k-means inertia curve and the gallery of a RamanSeg model.
 
-    Reads ``model_dir/prototypes.json``, ``model_dir/model.pt`` and, if present,
-    ``model_dir/prototype_gallery.png``; writes into ``outdir``
+    Reads the projection record of ``model_dir/model.json`` and the prototype vectors of
+    ``model_dir/model.pt``; writes into ``outdir``
     ``class_proportions.png/.pdf/.csv``, ``kmeans_inertia.png/.pdf/.csv``,
     ``prototype_summary.csv`` and ``prototype_gallery.png``.
 
@@ -414,6 +462,9 @@ def run_interpret_prototypes(
         preprocessed: ``results/preprocessed``.
         outdir: ``results/interpret/ramanseg``.
         config: the configuration (``channels``, ``annotations``, ``interpret``, ``seed``).
+        caption_templates: report captions to write to ``captions_dir`` after this run's
+            measurements (:func:`run_caption_files`).
+        captions_dir: where; required with ``caption_templates``.
 
     Returns:
         ``{"class_proportions": ..., "kmeans_inertia": ..., "prototype_summary": ...}``.
@@ -428,11 +479,11 @@ def run_interpret_prototypes(
     channels = channel_names(config)
     display = display_channel_index(config, settings.display_channel)
     model_dir = Path(model_dir)
-    records = read_projection_json(model_dir / PROJECTION_NAME)
+    records, _ = read_projection(model_dir)
     vectors = read_prototype_vectors(model_dir / "model.pt")
     if vectors.shape[0] != len(records):
         raise InputError(
-            f"model.pt holds {vectors.shape[0]} prototypes, prototypes.json {len(records)}",
+            f"model.pt holds {vectors.shape[0]} prototypes, model.json {len(records)}",
             path=model_dir,
             fix="retrain RamanSeg so both come from the same run",
         )
@@ -444,7 +495,7 @@ def run_interpret_prototypes(
     except ValueError as error:
         raise InputError(
             str(error),
-            path=model_dir / PROJECTION_NAME,
+            path=model_dir / METADATA_NAME,
             fix="retrain RamanSeg on the current preprocessing",
         ) from None
     summary = prototype_summary(proportions, vectors)
@@ -476,25 +527,25 @@ def run_interpret_prototypes(
             figure_bytes(inertia_figure(inertia, settings.seed, settings.kmeans_n_init, warning)),
         ),
     }
-    trained_gallery = model_dir / GALLERY_NAME
-    if trained_gallery.is_file():  # written by the training's projection: copy it
-        files[outdir / GALLERY_NAME] = trained_gallery.read_bytes()
-    else:  # a model folder from before galleries were written: draw it
-        stacks: dict[str, np.ndarray] = {}
+    stacks: dict[str, np.ndarray] = {}
 
-        def load(sample: str) -> np.ndarray:
-            if sample not in stacks:
-                stacks[sample] = read_stack(preprocessed, sample, len(channels))
-            return stacks[sample]
+    def load(sample: str) -> np.ndarray:
+        if sample not in stacks:
+            stacks[sample] = read_stack(preprocessed, sample, len(channels))
+        return stacks[sample]
 
-        files[outdir / GALLERY_NAME] = lambda path: prototype_gallery(
-            records,
-            load,
-            path,
-            channel=display,
-            channel_name=channels[display],
-            class_names=list(PROTOTYPE_CLASS_NAMES),
-        )
+    files[outdir / GALLERY_NAME] = lambda path: prototype_gallery(
+        records,
+        load,
+        path,
+        channel=display,
+        channel_name=channels[display],
+        class_names=list(PROTOTYPE_CLASS_NAMES),
+    )
+    if caption_templates:
+        if captions_dir is None:
+            raise ValueError("caption_templates need a captions_dir")
+        files.update(run_caption_files(caption_templates, captions_dir, summary))
     write_files(files)
     log.info("prototype analyses of %d prototypes written to %s", len(records), outdir)
     return {

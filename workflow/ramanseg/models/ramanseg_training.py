@@ -37,16 +37,16 @@ of every phase (and before and after projection) the prototypes' diversity is me
 the training images (:func:`~ramanseg.models.prototypes.diagnostics.diversity_diagnostics`)
 and logged.
 
-A projection model's training folder also holds ``prototypes.json`` (one record per
-prototype: source sample, latent and image location, distance, source region and its
-purity, see :class:`~ramanseg.models.prototypes.PrototypeRecord`; per class the distinct
-count and mean purity, ``summary``; the measurements, ``diagnostics``) and
-``prototype_gallery.png`` (one tile per distinct source region, in the figures' display
-channel, :func:`ramanseg.config.display_channel_index`). Records and measurements are
-strategy state, saved in every checkpoint, so a run resumed after the projection epoch
-writes the same files as an uninterrupted one. The final prototype vectors are the state-dict entry
-:data:`PROTOTYPES_KEY` of ``model.pt`` (shape ``(P, D, k, k)``; their classes are
-:data:`PROTOTYPE_CLASS_KEY`).
+A projection model's ``model.json`` also holds its projection record, key
+:data:`~ramanseg.models.prototypes.PROJECTION_KEY` (one record per prototype: source
+sample, latent and image location, distance, source region and its purity, see
+:class:`~ramanseg.models.prototypes.PrototypeRecord`; per class the distinct count and
+mean purity, ``summary``; the measurements, ``diagnostics``), read with
+:func:`~ramanseg.models.prototypes.read_projection`; the interpretation draws the gallery
+from it. Records and measurements are strategy state, saved in every checkpoint, so a run
+resumed after the projection epoch writes the same files as an uninterrupted one. The final
+prototype vectors are the state-dict entry :data:`PROTOTYPES_KEY` of ``model.pt`` (shape
+``(P, D, k, k)``; their classes are :data:`PROTOTYPE_CLASS_KEY`).
 """
 
 from __future__ import annotations
@@ -58,18 +58,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ramanseg.config import display_channel_index, require
-from ramanseg.models.data import Sample
+from ramanseg.config import require
 from ramanseg.models.prototypes import (
     PROJECTION_ASSIGNMENTS,
-    PROJECTION_NAME,
     REGION_METHODS,
     PrototypeRecord,
     RamanSegLoss,
     init_prototypes_from_latents_,
     project_prototypes,
-    prototype_gallery,
-    write_projection_json,
+    projection_metadata,
 )
 from ramanseg.models.prototypes.diagnostics import (
     class_summary,
@@ -92,23 +89,19 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CLASS_NAMES",
     "ENTRY",
-    "GALLERY_NAME",
     "JOINT_LR_SCHEDULES",
     "OPTIONAL_ARCHITECTURE_KEYS",
-    "PROJECTION_NAME",
     "PROTOTYPES_KEY",
     "PROTOTYPE_CLASS_KEY",
     "PROTOTYPE_INITS",
+    "REGION_SCOPES",
     "WEIGHT_DECAY",
     "PhaseSchedule",
     "RamanSegStrategy",
-    "gallery_channel_name",
     "ramanseg_architecture",
     "ramanseg_strategy",
 ]
 
-#: The prototype gallery written next to ``model.pt`` by projection models.
-GALLERY_NAME = "prototype_gallery.png"
 #: ``model.pt`` key of the prototype vectors, shape ``(P, D, k, k)``.
 PROTOTYPES_KEY = "prototype_layer.prototypes"
 #: ``model.pt`` key of the prototypes' classes, shape ``(P,)``.
@@ -118,6 +111,9 @@ WEIGHT_DECAY = 1e-3
 #: How prototypes start (``prototype_init``): the paper's Xavier-style draw, or random latent
 #: windows of their class (:func:`~ramanseg.models.prototypes.init_prototypes_from_latents_`).
 PROTOTYPE_INITS = ("xavier", "class_latents")
+#: Where a prototype's source region is drawn (``region_scope``): on the training patch
+#: around its source (``patch``, ``models.training.patch_size``) or the whole image.
+REGION_SCOPES = ("patch", "image")
 #: Learning-rate schedules of the joint phase (``joint_lr_schedule``).
 JOINT_LR_SCHEDULES = ("cosine", "constant")
 #: Class names of the binary task, by label.
@@ -137,18 +133,6 @@ ARCHITECTURE_DEFAULTS: dict[str, Any] = {
 }
 
 
-def gallery_channel_name(channels: Sequence[Mapping[str, Any]]) -> str | None:
-    """The channel the prototype gallery shows: the figures' display channel
-    (:func:`ramanseg.config.display_channel_index`); None for an empty list.
-
-    Args:
-        channels: ``config["channels"]``: dicts with ``name``, ``role``, ``wavenumber``.
-    """
-    if not channels:
-        return None
-    return str(channels[display_channel_index({"channels": list(channels)})]["name"])
-
-
 def _record_from_dict(data: Mapping[str, Any]) -> PrototypeRecord:
     values = {
         key: tuple(value) if isinstance(value, list) else value for key, value in data.items()
@@ -166,13 +150,12 @@ class RamanSegStrategy(TrainingStrategy):
         learning_rates: ``features``, ``addon``, ``prototypes``, ``last_layer`` (and
             optionally ``head``; the add-on rate otherwise).
         weight_decay: weight decay of the convolutional groups.
-        gallery_channel: name of the channel the gallery shows (None: the first channel).
-        channel_names: the configuration's channel names in file order, used to find the
-            gallery channel in stacks without channel names.
-        class_names: names of the classes, by label, for the gallery.
+        class_names: names of the classes, by label, for the projection summary.
         percentile: the source-region percentile of projection (ProtoPNet: 95).
         region: how the source region is drawn (``protopnet`` or ``peak_component``, see
             :func:`~ramanseg.models.prototypes.high_activation_bbox`).
+        region_window: the side of the square around each prototype's source the region
+            is drawn in (the training patch size), or None for the whole image.
         assignment: ``paper`` (each prototype takes its nearest patch) or ``distinct``
             (the prototypes of a class take different patches), see
             :func:`~ramanseg.models.prototypes.project_prototypes`.
@@ -196,11 +179,10 @@ class RamanSegStrategy(TrainingStrategy):
         learning_rates: Mapping[str, float],
         *,
         weight_decay: float = WEIGHT_DECAY,
-        gallery_channel: str | None = None,
-        channel_names: Sequence[str] = (),
         class_names: Sequence[str] = CLASS_NAMES,
         percentile: float = 95.0,
         region: str = "protopnet",
+        region_window: int | None = None,
         assignment: str = "paper",
         prototype_init: str = "xavier",
         seed: int = 0,
@@ -232,11 +214,10 @@ class RamanSegStrategy(TrainingStrategy):
         self.schedule = schedule
         self.learning_rates = dict(learning_rates)
         self.weight_decay = float(weight_decay)
-        self.gallery_channel = gallery_channel
-        self.channel_names = tuple(channel_names)
         self.class_names = tuple(class_names)
         self.percentile = float(percentile)
         self.region = region
+        self.region_window = region_window
         self.assignment = assignment
         self.prototype_init = prototype_init
         self.seed = int(seed)
@@ -275,13 +256,7 @@ class RamanSegStrategy(TrainingStrategy):
         return None
 
     def on_epoch_start(self, context: EpochContext) -> None:
-        """Freeze everything but the parameters of the epoch's phase.
-
-        A projection model also checks here that the gallery channel can be found, so that
-        a bad channel list fails in the first epoch rather than after training.
-        """
-        if self.schedule.projection:
-            self.gallery_channel_index(context.train_samples)
+        """Freeze everything but the parameters of the epoch's phase."""
         if context.epoch == 1 and self.prototype_init == "class_latents":
             samples = list(context.train_samples)
             init_prototypes_from_latents_(
@@ -351,6 +326,7 @@ class RamanSegStrategy(TrainingStrategy):
             assignment=self.assignment,
             percentile=self.percentile,
             region=self.region,
+            region_window=self.region_window,
             device=context.device,
         )
         distances = [r.distance for r in self.records]
@@ -371,72 +347,30 @@ class RamanSegStrategy(TrainingStrategy):
             )
         )
 
-    def gallery_channel_index(self, samples: Sequence[Sample]) -> tuple[int, str | None]:
-        """Index and name of the gallery channel in the samples' stacks.
-
-        Args:
-            samples: the samples (their ``channel_names``).
-
-        Returns:
-            ``(index, name)``; ``(0, first name or None)`` without a gallery channel.
-
-        Raises:
-            ValueError: the gallery channel is not among the stacks' channel names, or the
-                stacks have no names and the configuration's channel list does not fit them.
-        """
-        names = tuple(samples[0].channel_names) if samples else ()
-        if self.gallery_channel is None:
-            return 0, names[0] if names else None
-        if names:
-            if self.gallery_channel not in names:
-                raise ValueError(
-                    f"the gallery channel {self.gallery_channel!r} is not a channel of the "
-                    f"training stacks {list(names)}"
-                )
-            return names.index(self.gallery_channel), self.gallery_channel
-        channels = samples[0].image.shape[0] if samples else 0
-        if self.gallery_channel in self.channel_names and len(self.channel_names) == channels:
-            return self.channel_names.index(self.gallery_channel), self.gallery_channel
-        raise ValueError(
-            f"the training stacks have no channel names and {channels} channels; the "
-            f"configured channels {list(self.channel_names)} do not locate the gallery "
-            f"channel {self.gallery_channel!r}"
-        )
-
-    def on_train_end(self, context: TrainEndContext) -> None:
-        """Write ``prototypes.json`` and ``prototype_gallery.png`` for a projection model.
+    def on_train_end(self, context: TrainEndContext) -> dict[str, Any]:
+        """The projection record of a projection model, for its ``model.json``.
 
         Raises:
             RuntimeError: a projection model without projection records.
         """
         if not self.schedule.projection:
-            return
+            return {}
         if not self.records:
             raise RuntimeError(
                 "RamanSeg was trained with projection but holds no projection records"
             )
-        samples = {s.sample_id: s.image for s in context.train_samples}
-        channel, name = self.gallery_channel_index(list(context.train_samples))
         vectors = context.model.prototype_layer.prototypes.detach().cpu()
-        write_projection_json(
+        return projection_metadata(
             self.records,
-            context.outdir / PROJECTION_NAME,
             summary=class_summary(self.records, vectors, self.class_names),
             diagnostics=self.diagnostics,
             settings={
                 "assignment": self.assignment,
                 "prototype_init": self.prototype_init,
                 "region": self.region,
+                "region_window": self.region_window,
                 "percentile": self.percentile,
             },
-        )
-        prototype_gallery(
-            self.records,
-            samples,
-            context.outdir / GALLERY_NAME,
-            channel=channel,
-            channel_name=name,
-            class_names=self.class_names,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -489,7 +423,7 @@ def ramanseg_strategy(config: Mapping[str, Any], name: str, model: nn.Module) ->
     Args:
         config: the configuration (``models.<name>`` with ``projection``, ``epochs``,
             ``learning_rates``, ``loss_weights``, ``diversity_loss`` and optionally
-            ``joint_lr_schedule``, default ``cosine``; ``channels`` for the gallery channel).
+            ``joint_lr_schedule``, default ``cosine``).
         name: the model name.
         model: the model built from :func:`ramanseg_architecture`.
 
@@ -508,17 +442,20 @@ def ramanseg_strategy(config: Mapping[str, Any], name: str, model: nn.Module) ->
         criterion = RamanSegLoss.from_config(entry)
     except ValueError as error:
         raise ValueError(f"{section}: {error}") from None
-    channels = config.get("channels") or []
+    # `patch`: the box is drawn on the training patch around the prototype's source.
+    scope = entry.get("region_scope", "image")
+    if scope not in REGION_SCOPES:
+        raise ValueError(f"{section}.region_scope must be one of {list(REGION_SCOPES)}")
+    window = int(require(config, "models.training.patch_size")) if scope == "patch" else None
     try:
         return RamanSegStrategy(
             model,
             criterion,
             schedule,
             learning_rates,
-            gallery_channel=gallery_channel_name(channels),
-            channel_names=[str(c["name"]) for c in channels],
             percentile=entry.get("region_percentile", 95.0),
             region=entry.get("region", "protopnet"),
+            region_window=window,
             assignment=entry.get("projection_assignment", "paper"),
             prototype_init=entry.get("prototype_init", "xavier"),
             seed=int(config.get("seed", 0)),

@@ -286,16 +286,20 @@ class TrainingStrategy:
             context: the epoch.
         """
 
-    def on_train_end(self, context: TrainEndContext) -> None:
-        """Run once after the last epoch, before ``model.pt`` and ``model.json`` are written
-        (e.g. write the model's own outputs to ``context.outdir``).
+    def on_train_end(self, context: TrainEndContext) -> dict[str, Any]:
+        """Run once after the last epoch, before ``model.pt`` and ``model.json`` are written.
 
         Also run when a resumed run finds every epoch done; a kill during it is repaired by
         the rerun, which resumes from the last checkpoint and calls it again.
 
         Args:
             context: the trained model and the output folder.
+
+        Returns:
+            Entries the model adds to its ``model.json`` (RamanSeg: its projection
+            record), so that every model's training writes the same three files.
         """
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """Strategy state the hooks built up and a resume must restore (e.g. projection

@@ -23,7 +23,7 @@ last layer). Everything else is the harness's:
   :func:`load_trained_model`);
 * strategy state (:meth:`TrainingStrategy.state_dict`, e.g. RamanSeg's projection records)
   kept in the checkpoint, and a last hook (:meth:`TrainingStrategy.on_train_end`) that
-  writes a model's own outputs (RamanSeg's ``prototypes.json`` and gallery) to ``outdir``;
+  returns a model's own ``model.json`` entries (RamanSeg's projection record);
 * device choice (``auto``, ``cpu``, ``cuda``, ``cuda:N``), float16 mixed precision on CUDA
   only, seeds (Python, NumPy, PyTorch) and a deterministic mode.
 
@@ -459,11 +459,15 @@ def _finish(
     else:
         weights, selected = cpu_state_dict(model), run.epochs
     selected_dice = float(history[selected - 1]["val_dice"]) if history else math.nan
-    run.strategy.on_train_end(
+    own_metadata = run.strategy.on_train_end(
         TrainEndContext(model, run.device, outdir, selected, run.train_samples, run.val_samples)
     )
     weights_path, metadata_path = outdir / WEIGHTS_NAME, outdir / METADATA_NAME
     metadata = _model_metadata(run, selected, selected_dice)
+    clash = sorted(set(own_metadata) & set(metadata))
+    if clash:
+        raise RuntimeError(f"the training strategy's model.json entries {clash} clash")
+    metadata.update(own_metadata)
     save_atomically(weights, weights_path)
     write_metadata(metadata_path, metadata)
     log_path = outdir / LOG_NAME

@@ -48,21 +48,21 @@ from ramanseg.models.prototypes.losses import (
 )
 from ramanseg.models.prototypes.projection import (
     PROJECTION_ASSIGNMENTS,
-    PROJECTION_NAME,
+    PROJECTION_KEY,
     REGION_METHODS,
     PrototypeRecord,
     high_activation_bbox,
     init_prototypes_from_latents_,
     project_prototypes,
-    read_projection_json,
-    write_projection_json,
+    projection_metadata,
+    read_projection,
 )
 
 __all__ = [
     "DEFAULT_LOSS_WEIGHTS",
     "DIVERSITY_LOSSES",
     "PROJECTION_ASSIGNMENTS",
-    "PROJECTION_NAME",
+    "PROJECTION_KEY",
     "REGION_METHODS",
     "LossTerms",
     "PrototypeLayer",
@@ -80,10 +80,10 @@ __all__ = [
     "last_layer_l1",
     "log_similarity",
     "project_prototypes",
+    "projection_metadata",
     "prototype_gallery",
-    "read_projection_json",
+    "read_projection",
     "soft_dice_loss",
-    "write_projection_json",
     "xavier_prototype_bound",
     "xavier_prototype_init_",
 ]

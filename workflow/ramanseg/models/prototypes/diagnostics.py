@@ -8,7 +8,8 @@
 * :func:`diversity_diagnostics`: per class, the pairwise distances of the prototype vectors,
   the overlap (Pearson correlation) of their similarity maps on a set of images, and what
   the activation overlap loss contributes next to the cross-entropy (loss values and
-  gradient norms on the prototypes), for the training's log and ``prototypes.json``.
+  gradient norms on the prototypes), for the training's log and the projection record in
+  ``model.json``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 from collections.abc import Iterable, Sequence
@@ -18,7 +17,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from ramanseg.errors import InputError
-from ramanseg.fileio import write_json
+from ramanseg.models.folder import METADATA_NAME, read_metadata
 from ramanseg.models.prototypes.layer import PrototypeLayer, l2_distance_map, log_similarity
 from ramanseg.models.prototypes.losses import downsample_labels
 
@@ -212,6 +211,7 @@ def project_prototypes(
     include_border: bool = False,
     percentile: float = 95.0,
     region: str = "protopnet",
+    region_window: int | None = None,
     device: torch.device | str | None = None,
 ) -> list[PrototypeRecord]:
     """Replace each prototype by a latent patch of its own class (ProtoPNet's push).
@@ -233,7 +233,11 @@ def project_prototypes(
     The source region of each prototype is then taken from the *projected* prototype's
     similarity map on its source image, upsampled bilinearly to the image size (see
     :func:`high_activation_bbox`), and its purity is the fraction of the region whose ground
-    truth is the prototype's class.
+    truth is the prototype's class. With ``region_window`` the box is drawn on the
+    ``region_window``-pixel square of that map centred on the prototype's source (shifted to
+    lie inside the image): the training input the prototype's patch belongs to, as in
+    ProtoPNet, whose inputs are its training images. A whole slide holds many places a
+    prototype fires on, and a box around all of them is not the prototype's region.
 
     Args:
         model: a :class:`~ramanseg.models.ramanseg.RamanSeg` (its prototypes are updated).
@@ -244,6 +248,8 @@ def project_prototypes(
         include_border: also consider windows overlapping the padding (k > 1 only).
         percentile: the source-region threshold percentile.
         region: ``protopnet`` or ``peak_component`` (see :data:`REGION_METHODS`).
+        region_window: the side of the square the box is drawn on (the training patch
+            size), or None for the whole image.
         device: where to compute; the model's device by default.
 
     Returns:
@@ -255,6 +261,8 @@ def project_prototypes(
     """
     # Checked before anything changes: the prototypes are replaced before the boxes are drawn.
     _check_options(assignment, percentile, region)
+    if region_window is not None and region_window < 1:
+        raise ValueError(f"region_window must be a positive pixel count, got {region_window}")
     layer: PrototypeLayer = model.prototype_layer
     if device is None:
         device = layer.prototypes.device
@@ -389,11 +397,20 @@ def project_prototypes(
             mode="bilinear",
             align_corners=False,
         )[0, 0].numpy()
-        bbox = high_activation_bbox(activation, percentile, region)
+        scale_y, scale_x = height / h, width / w
+        image_y = min(height - 1, int((y + 0.5) * scale_y))
+        image_x = min(width - 1, int((x + 0.5) * scale_x))
+        top = left = 0
+        if region_window is not None:
+            side_y, side_x = min(region_window, height), min(region_window, width)
+            top = min(max(0, image_y - side_y // 2), height - side_y)
+            left = min(max(0, image_x - side_x // 2), width - side_x)
+            activation = activation[top : top + side_y, left : left + side_x]
+        y0, y1, x0, x1 = high_activation_bbox(activation, percentile, region)
+        bbox = (y0 + top, y1 + top, x0 + left, x1 + left)
         truth = np.asarray(_as_tensor(masks[index], torch.int64))[
             bbox[0] : bbox[1], bbox[2] : bbox[3]
         ]
-        scale_y, scale_x = height / h, width / w
         records.append(
             PrototypeRecord(
                 prototype=j,
@@ -402,8 +419,8 @@ def project_prototypes(
                 sample_index=index,
                 latent_y=y,
                 latent_x=x,
-                image_y=min(height - 1, int((y + 0.5) * scale_y)),
-                image_x=min(width - 1, int((x + 0.5) * scale_x)),
+                image_y=image_y,
+                image_x=image_x,
                 distance=float(best_distance[j]),
                 bbox=bbox,
                 patch_box=(
@@ -420,39 +437,50 @@ def project_prototypes(
     return records
 
 
-#: The projection records' file, beside ``model.pt`` of a RamanSeg model with projection.
-PROJECTION_NAME = "prototypes.json"
+#: ``model.json`` key of a projection model's projection record: ``{"prototypes": [one
+#: record per prototype], "summary": ..., "diagnostics": ..., "settings": ...}``.
+PROJECTION_KEY = "projection"
 
 
-def write_projection_json(
-    records: Sequence[PrototypeRecord], path: str | Path, **extra: Any
-) -> None:
-    """Write projection records as JSON ``{"prototypes": [...], **extra}``, atomically.
+def projection_metadata(records: Sequence[PrototypeRecord], **extra: Any) -> dict[str, Any]:
+    """The ``model.json`` entry of a projection model: ``{PROJECTION_KEY: {...}}``.
 
     Args:
         records: the records of :func:`project_prototypes`.
-        path: the output file.
-        extra: further JSON-serialisable entries (the training writes ``summary``,
+        extra: further JSON-serialisable entries (the training adds ``summary``,
             ``diagnostics`` and ``settings``).
     """
-    payload = {"prototypes": [record.to_dict() for record in records], **extra}
-    write_json(path, payload)
+    return {PROJECTION_KEY: {"prototypes": [record.to_dict() for record in records], **extra}}
 
 
-def read_projection_json(path: str | Path) -> list[PrototypeRecord]:
-    """The projection records of ``prototypes.json`` (:func:`write_projection_json`) as
-    ``PrototypeRecord`` objects: the one reader of that file.
+def read_projection(model_dir: str | Path) -> tuple[list[PrototypeRecord], dict[str, Any]]:
+    """The projection record of a trained RamanSeg model: the one reader of it.
+
+    Args:
+        model_dir: the model's folder (``results/models/ramanseg``), or its ``model.json``.
+
+    Returns:
+        ``(records, record)``: one :class:`PrototypeRecord` per prototype, and the whole
+        record (``summary``, ``diagnostics``, ``settings`` beside ``prototypes``).
 
     Raises:
-        InputError: a missing or unreadable file, or records lacking fields.
+        InputError: a missing or unreadable ``model.json``, a model trained without
+            projection, or records lacking fields.
     """
-    path = Path(path)
-    fix = "train RamanSeg with prototype projection (rule train_prototype_model)"
-    if not path.is_file():
-        raise InputError("the prototype projection records do not exist", path=path, fix=fix)
+    fix = "train RamanSeg with prototype projection (rule train_model, model ramanseg)"
+    metadata = read_metadata(model_dir, fix=fix)
+    path = Path(model_dir)
+    path = path if path.name == METADATA_NAME else path / METADATA_NAME
+    record = metadata.get(PROJECTION_KEY)
+    if not isinstance(record, dict):
+        raise InputError(
+            f"model.json has no {PROJECTION_KEY!r} record: the model "
+            f"{metadata.get('model')!r} was trained without prototype projection",
+            path=path,
+            fix=fix,
+        )
     known = {field.name for field in dataclasses.fields(PrototypeRecord)}
     try:
-        entries = json.loads(path.read_text())["prototypes"]
         records = [
             PrototypeRecord(
                 **{
@@ -461,9 +489,9 @@ def read_projection_json(path: str | Path) -> list[PrototypeRecord]:
                     if k in known
                 }
             )
-            for entry in entries
+            for entry in record["prototypes"]
         ]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (KeyError, TypeError, AttributeError) as error:
         raise InputError(
             f"the prototype records cannot be read ({type(error).__name__}: {error})",
             path=path,
@@ -471,7 +499,7 @@ def read_projection_json(path: str | Path) -> list[PrototypeRecord]:
         ) from None
     if not records:
         raise InputError("the prototype records are empty", path=path, fix=fix)
-    return records
+    return records, record
 
 
 @torch.no_grad()

@@ -1,0 +1,42 @@
+"""The `hsrs` target: what it plans with and without the C. elegans stack, and a wrong
+`hsrs.celegans_dir` stopping the workflow before any job."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.hsrs.test_celegans import write_folder
+from tests.test_workflow import planned_jobs, snakemake
+
+pytestmark = pytest.mark.workflow
+
+
+def celegans(folder) -> str:
+    return "hsrs=" + json.dumps({"celegans_dir": str(folder)})
+
+
+def test_the_hsrs_target_plans_the_phantom_only_by_default():
+    jobs = planned_jobs(snakemake("-n", "--forceall", "hsrs").stdout)
+    assert jobs == {"hsrs": 1, "hsrs_cells": 1, "hsrs_phasor": 1, "hsrs_dice": 1}
+
+
+def test_the_hsrs_target_adds_the_celegans_stack_when_configured(tmp_path):
+    folder = write_folder(tmp_path / "ce")
+    result = snakemake("-n", "--forceall", "hsrs", "--config", celegans(folder))
+    jobs = planned_jobs(result.stdout)
+    assert jobs == {
+        "hsrs": 1,
+        "hsrs_cells": 1,
+        "hsrs_celegans": 1,
+        "hsrs_phasor": 2,
+        "hsrs_dice": 1,
+    }
+
+
+def test_a_wrong_celegans_dir_stops_the_workflow(tmp_path):
+    result = snakemake("-n", "hsrs", "--config", celegans(tmp_path), check=False)
+    assert result.returncode == 2
+    assert "hsrs.celegans_dir" in result.stderr and "celegans_srs_cube.npy" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,278 @@
+"""RamanSeg's "this looks like that" per slide, and the prototypes' source patches.
+
+A tiny RamanSeg (see tests/models/test_ramanseg_training) trained with projection on the
+tiny synthetic data; its residual head is on (two layers), so the head's part of the
+tumour logit is not zero.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+import torch
+import torch.nn.functional as F
+
+from ramanseg.cli import main
+from ramanseg.errors import InputError
+from ramanseg.interpret.slide_explanation import explain, explain_slide, tumour_regions
+from ramanseg.models.inference import sliding_window_probability
+from ramanseg.models.prototypes.patches import (
+    PATCHES_NAME,
+    projection_records,
+    read_prototype_patches,
+    write_prototype_patches,
+)
+from ramanseg.models.registry import load_trained_model
+from ramanseg.models.unet import UNet
+from ramanseg.preprocessed import read_stack
+from ramanseg.settings import ChannelLayout
+from tests.interpret import register_commands
+from tests.models.test_ramanseg_training import run, tiny_config
+from tests.models.test_training import (  # noqa: F401 (fixture)
+    CHANNELS,
+    single_thread,
+    write_dataset,
+)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+#: The display band of the tiny layout: the Raman band nearest 2930 cm-1.
+DISPLAY = "Raman 2850"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny RamanSeg with projection, its source patches written beside it."""
+    root = tmp_path_factory.mktemp("slide")
+    write_dataset(root, n_train=3, n_val=1, n_test=1)
+    from ramanseg.models.data import load_samples
+
+    preprocessed = root / "preprocessed"
+    samples = (
+        load_samples(preprocessed, ["tr0", "tr1", "tr2"]),
+        load_samples(preprocessed, ["va0"]),
+    )
+    model_dir = root / "ramanseg"
+    config = tiny_config()
+    run(config, "ramanseg", samples, model_dir)
+    stacks = {s: preprocessed / s / "stack.ome.tif" for s in ("tr0", "tr1", "tr2")}
+    layout = ChannelLayout.from_config(config)
+    write_prototype_patches(model_dir / PATCHES_NAME, projection_records(model_dir), stacks, layout)
+    return {"root": root, "model_dir": model_dir, "preprocessed": preprocessed, "config": config}
+
+
+def slide_mask(shape=(32, 48)) -> np.ndarray:
+    """Two tumour regions (10 x 10 and 6 x 5 px) and a 2-pixel speck."""
+    mask = np.zeros(shape, np.uint8)
+    mask[3:13, 30:40] = 1
+    mask[20:26, 5:10] = 1
+    mask[28, 44:46] = 1
+    return mask
+
+
+# --- the source patches -----------------------------------------------------------------------
+
+
+def test_source_patches_are_the_display_band_around_each_source_region(trained):
+    model_dir, preprocessed = trained["model_dir"], trained["preprocessed"]
+    records = projection_records(model_dir)
+    patches = read_prototype_patches(model_dir / PATCHES_NAME)
+    assert patches.channel == DISPLAY and len(patches) == len(records) == 4
+    band = CHANNELS.index(DISPLAY)
+    for record, patch in zip(records, patches.patches, strict=True):
+        assert (patch.prototype, patch.prototype_class) == (
+            record.prototype,
+            record.prototype_class,
+        )
+        assert patch.sample_id == record.sample_id and patch.bbox == record.bbox
+        stack, _ = read_stack(preprocessed / record.sample_id / "stack.ome.tif", record.sample_id)
+        y0, y1, x0, x1 = patch.crop_box
+        np.testing.assert_allclose(patch.crop, stack[band, y0:y1, x0:x1], atol=1e-3)
+        by0, by1, bx0, bx1 = patch.box_in_crop
+        assert 0 <= by0 < by1 <= patch.crop.shape[0] and 0 <= bx0 < bx1 <= patch.crop.shape[1]
+        assert patch.purity == pytest.approx(record.purity)
+
+
+def test_prototype_patches_command_and_its_bad_inputs(trained, tmp_path, monkeypatch):
+    register_commands(monkeypatch, "ramanseg.models.prototypes.patches")
+    model_dir, preprocessed = trained["model_dir"], trained["preprocessed"]
+    settings = json.dumps({"channels": trained["config"]["channels"], "interpret": {}})
+    stacks = [str(preprocessed / s / "stack.ome.tif") for s in ("tr0", "tr1", "tr2", "va0")]
+    out = tmp_path / PATCHES_NAME
+    argv = ["prototype-patches", "--model-dir", str(model_dir), "--out", str(out)]
+    assert main([*argv, "--stacks", *stacks, "--settings", settings]) == 0
+    assert out.read_bytes() == (model_dir / PATCHES_NAME).read_bytes()
+    # The configured display channel is the one cropped.
+    tpef = json.dumps(
+        {"channels": trained["config"]["channels"], "interpret": {"display_channel": "TPEF"}}
+    )
+    assert main([*argv, "--stacks", *stacks, "--settings", tpef]) == 0
+    assert read_prototype_patches(out).channel == "TPEF"
+    # A source sample's stack missing: exit 2, naming it, nothing written.
+    sources = {r.sample_id for r in projection_records(model_dir)}
+    others = [s for s in stacks if s.split("/")[-2] not in sources]
+    out.unlink()
+    assert main([*argv, "--stacks", *others, "--settings", settings]) == 2
+    assert not out.exists()
+    # Projection-free RamanSeg (no records): exit 2.
+    empty = tmp_path / "noproj"
+    empty.mkdir()
+    assert (
+        main([*argv[:2], str(empty), *argv[3:], "--stacks", *stacks, "--settings", settings]) == 2
+    )
+    assert not out.exists()
+
+
+def test_source_patches_refuse_stacks_of_another_size_and_damaged_files(trained, tmp_path):
+    records = projection_records(trained["model_dir"])
+    layout = ChannelLayout.from_config(trained["config"])
+    small = {r.sample_id: np.zeros((4, 16, 16), np.float32) for r in records}
+    with pytest.raises(InputError, match="projected onto a 32 x 48 px image"):
+        write_prototype_patches(tmp_path / PATCHES_NAME, records, small, layout)
+    assert not (tmp_path / PATCHES_NAME).exists()
+    (tmp_path / PATCHES_NAME).write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="cannot be read"):
+        read_prototype_patches(tmp_path / PATCHES_NAME)
+    np.savez(tmp_path / "partial.npz", prototype=np.arange(2))
+    with pytest.raises(InputError, match="cannot be read"):
+        read_prototype_patches(tmp_path / "partial.npz")
+
+
+# --- regions and contributions ----------------------------------------------------------------
+
+
+def test_regions_are_numbered_by_area_and_specks_skipped():
+    labels, skipped = tumour_regions(slide_mask(), min_area=16)
+    assert skipped == 1
+    assert [int((labels == r).sum()) for r in (1, 2)] == [100, 30] and labels.max() == 2
+    assert labels[28, 44] == 0
+    # Diagonal neighbours are one region (8-connectivity).
+    diagonal = np.zeros((6, 6), np.uint8)
+    diagonal[1, 1] = diagonal[2, 2] = 1
+    assert tumour_regions(diagonal, 1)[0].max() == 1
+
+
+def blended(model, image, patch_size, window_map):
+    """``window_map(output, logits-sized tensor)`` blended as the prediction blends
+    probabilities: the independent reference of the closed form."""
+
+    def predict(batch):
+        latent = model.latent(batch)
+        _, similarities = model.prototype_layer(latent)
+        output = model(batch)
+        value = window_map(output, similarities)
+        size = tuple(batch.shape[2:])
+        return F.interpolate(value[:, None], size=size, mode="bilinear", align_corners=False)
+
+    with torch.no_grad():
+        return sliding_window_probability(predict, image, patch_size).astype(np.float64)
+
+
+def test_contributions_add_up_to_each_regions_tumour_logit(trained):
+    model, metadata = load_trained_model(trained["model_dir"])
+    patch_size = metadata["patch_size"]
+    patches = read_prototype_patches(trained["model_dir"] / PATCHES_NAME)
+    image, _ = read_stack(trained["preprocessed"] / "te0" / "stack.ome.tif", "te0")
+    explanation = explain(model, image, slide_mask(), patch_size, patches, sample_id="te0")
+    regions, table = explanation.regions, explanation.contributions
+    assert regions["region"].tolist() == [1, 2] and regions["area_px"].tolist() == [100, 30]
+    assert explanation.skipped == 1 and explanation.min_area == model.stride**2
+    # The closed form: the tumour logit, blended over the windows, summed over the region.
+    logit = blended(model, image, patch_size, lambda out, s: out.latent_logits[:, 1])
+    weight = model.readout.weight[1, :, 0, 0]
+    for region in regions.itertuples():
+        inside = explanation.labels == region.region
+        rows = table[table["region"] == region.region]
+        assert rows["rank"].tolist() == [1, 2, 3, 4]
+        assert rows["contribution"].is_monotonic_decreasing
+        assert rows["prototype"].is_unique and len(rows) == model.prototype_layer.num_prototypes
+        total = rows["contribution"].sum() + region.head_correction
+        assert total == pytest.approx(region.tumour_evidence, rel=1e-9)
+        assert region.tumour_evidence == pytest.approx(logit[inside].sum(), rel=1e-4, abs=1e-4)
+        # Each contribution on its own: similarity x last-layer weight, blended and summed.
+        top = int(rows.iloc[0]["prototype"])
+        own = blended(model, image, patch_size, lambda out, s, j=top: weight[j] * s[:, j])
+        assert rows.iloc[0]["contribution"] == pytest.approx(own[inside].sum(), rel=1e-4)
+    assert (regions["head_correction"] != 0).all()  # the head is on: its part is reported
+
+
+def test_explain_slide_writes_the_figure_and_table(trained, tmp_path, monkeypatch):
+    register_commands(monkeypatch, "ramanseg.interpret.slide_explanation")
+    stack = trained["preprocessed"] / "te0" / "stack.ome.tif"
+    tifffile.imwrite(tmp_path / "te0.mask.tif", slide_mask())
+    argv = [
+        "explain-slide", "--model-dir", str(trained["model_dir"]), "--stack", str(stack),
+        "--mask", str(tmp_path / "te0.mask.tif"), "--out", str(tmp_path / "te0.png"),
+        "--table", str(tmp_path / "te0.csv"), "--top-k", "2",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    figure = (tmp_path / "te0.png").read_bytes()
+    assert figure.startswith(PNG) and len(figure) > 5000
+    table = pd.read_csv(tmp_path / "te0.csv")
+    assert set(table["region"]) == {1, 2} and set(table["sample_id"]) == {"te0"}
+    sums = table.groupby("region").agg(
+        contribution=("contribution", "sum"),
+        head=("head_correction", "first"),
+        evidence=("tumour_evidence", "first"),
+    )
+    np.testing.assert_allclose(sums["contribution"] + sums["head"], sums["evidence"], rtol=1e-5)
+    assert main(argv) == 0 and (tmp_path / "te0.png").read_bytes() == figure  # deterministic
+
+
+def test_a_slide_without_tumour_says_so(trained, tmp_path, caplog):
+    stack = trained["preprocessed"] / "te0" / "stack.ome.tif"
+    speck = np.zeros((32, 48), np.uint8)
+    speck[5, 5] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", speck)
+    with caplog.at_level("INFO"):
+        explanation = explain_slide(
+            trained["model_dir"], stack, tmp_path / "mask.tif", tmp_path / "none.png",
+            table=tmp_path / "none.csv",
+        )  # fmt: skip
+    assert explanation.regions.empty and explanation.contributions.empty
+    assert explanation.skipped == 1
+    assert "no tumour region" in caplog.text
+    assert (tmp_path / "none.png").read_bytes().startswith(PNG)
+    assert pd.read_csv(tmp_path / "none.csv").empty
+
+
+def test_explain_slide_bad_inputs(trained, tmp_path, monkeypatch):
+    register_commands(monkeypatch, "ramanseg.interpret.slide_explanation")
+    model_dir = trained["model_dir"]
+    stack = trained["preprocessed"] / "te0" / "stack.ome.tif"
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((16, 16), np.uint8))
+    tifffile.imwrite(tmp_path / "mask.tif", slide_mask())
+    out = tmp_path / "x.png"
+
+    def explain_cli(model=model_dir, stack=stack, mask=tmp_path / "mask.tif"):
+        argv = ["explain-slide", "--model-dir", str(model), "--stack", str(stack)]
+        return main([*argv, "--mask", str(mask), "--out", str(out)])
+
+    assert explain_cli(mask=tmp_path / "small.tif") == 2  # another size than the slide
+    # A stack of other channels than the model's.
+    other = tmp_path / "other" / "stack.ome.tif"
+    other.parent.mkdir()
+    tifffile.imwrite(other, np.zeros((3, 32, 48), np.float32))
+    assert explain_cli(stack=other) == 2
+    # A model folder without its source patches (projection-free RamanSeg, say).
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("model.json", "model.pt"):
+        (bare / name).write_bytes((model_dir / name).read_bytes())
+    assert explain_cli(model=bare) == 2
+    # Another model than RamanSeg: no prototypes to show.
+    unet = tmp_path / "unet"
+    unet.mkdir()
+    architecture = {"in_channels": 4, "out_channels": 1, "levels": 2, "base_channels": 4}
+    torch.save(UNet(**architecture).state_dict(), unet / "model.pt")
+    metadata = {"model": "unet", "architecture": architecture, "patch_size": 16}
+    (unet / "model.json").write_text(json.dumps(metadata))
+    assert explain_cli(model=unet) == 2
+    with pytest.raises(InputError, match="not RamanSeg"):
+        explain_slide(unet, stack, tmp_path / "mask.tif", out)
+    assert not out.exists()
+    with pytest.raises(InputError, match="source patches do not exist"):
+        explain_slide(bare, stack, tmp_path / "mask.tif", out)
