@@ -13,8 +13,9 @@ predicts the fold's own samples, which that training never saw:
 
 Each training + validation sample is then held out by exactly one fold, so the table is
 over all of them (27 samples of 8 patients at the paper's split instead of 5 of 2), with
-the same statistics as the test-split table (:func:`ramanseg.evaluate.table_with_statistics`:
-patient bootstrap intervals and the paired comparison with ``evaluate.reference_model``).
+the same statistics as the test-split table
+(:func:`ramanseg.evaluation_report.table_with_statistics`: patient bootstrap intervals and
+the paired comparison with ``evaluate.reference_model``).
 The folds' models differ (each fold trains its own), so the table measures the training
 recipe, not one trained model; that is what cross-validation estimates.
 
@@ -43,7 +44,6 @@ from ramanseg.evaluate import (
     evaluate_models,
     evaluation_settings,
     read_patients,
-    table_with_statistics,
 )
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
@@ -211,6 +211,8 @@ def run_evaluate_cv(
     )
     per_sample.insert(2, "fold", [fold_of[sample] for sample in per_sample["sample"]])
     per_sample.insert(3, "patient", [patient_of[sample] for sample in per_sample["sample"]])
+    from ramanseg.evaluation_report import table_with_statistics
+
     table, comparisons = table_with_statistics(per_sample, patient_of, settings)
     table = table[[column for column in table.columns if not column.startswith("paper_")]]
     markdown = markdown_cv(table, fold_of, settings)

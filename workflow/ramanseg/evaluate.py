@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from ramanseg import statistics
-from ramanseg.catalog import model_label, producing_rule
+from ramanseg.catalog import producing_rule
 from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
 from ramanseg.figures import figure_bytes, table_bytes
@@ -399,47 +399,6 @@ def read_patients(
     return patient_of
 
 
-def table_with_statistics(
-    per_sample: pd.DataFrame,
-    patient_of: Mapping[str, str],
-    settings: EvaluationSettings,
-    paper_table: pd.DataFrame | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The results table of per-sample metrics, with the patient bootstrap statistics.
-
-    Shared by the test-split table and the cross-validated one
-    (:mod:`ramanseg.cross_validation`), so both have the same intervals and comparisons.
-
-    Args:
-        per_sample: the output of :func:`evaluate_models`.
-        patient_of: each sample's patient (the bootstrap's clusters).
-        settings: the evaluation settings (resamples, level, seed, reference model).
-        paper_table: the paper's numbers (:func:`ramanseg.evaluation_report.read_paper_results`),
-            or ``None``.
-
-    Returns:
-        ``(table, comparisons)``: the results table
-        (:func:`ramanseg.evaluation_report.results_table`) and each model's Dice against the
-        reference (:func:`ramanseg.statistics.paired_comparisons`, with a ``label`` column).
-    """
-    from ramanseg.evaluation_report import results_table, summarise
-
-    bootstrap = {
-        "resamples": settings.resamples,
-        "seed": settings.seed,
-        "level": settings.confidence_level,
-    }
-    intervals = statistics.metric_intervals(per_sample, patient_of, METRICS, **bootstrap)
-    comparisons = statistics.paired_comparisons(
-        per_sample, patient_of, settings.reference_model, "dice", **bootstrap
-    )
-    table = results_table(
-        summarise(per_sample), paper_table, intervals, comparisons, settings.reference_model
-    )
-    comparisons.insert(1, "label", [model_label(model) for model in comparisons["model"]])
-    return table, comparisons
-
-
 def run_evaluate(
     predictions: Mapping[str, Mapping[str, Path]],
     models: Sequence[str],
@@ -493,6 +452,7 @@ def run_evaluate(
         markdown_results,
         paired_figure,
         read_paper_results,
+        table_with_statistics,
     )
     from ramanseg.split import read_split
 

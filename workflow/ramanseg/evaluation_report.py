@@ -2,7 +2,8 @@
 
 * :func:`summarise`, :func:`results_table`: the per-sample metrics summarised per model,
   beside the paper's numbers (:func:`read_paper_results`) and the statistics of
-  :mod:`ramanseg.statistics`;
+  :mod:`ramanseg.statistics` (:func:`table_with_statistics`, shared by the test-split and
+  the cross-validated tables);
 * :func:`markdown_results`: ours beside the paper's numbers, with the patient bootstrap
   intervals and the paired comparison with the reference model;
 * :func:`dice_figure`: mean Dice per model, ours beside the paper's;
@@ -15,15 +16,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ramanseg import statistics
 from ramanseg.catalog import model_label
 from ramanseg.errors import InputError
-from ramanseg.evaluate import METRICS
+from ramanseg.evaluate import METRICS, EvaluationSettings
 from ramanseg.figures import new_figure
 from ramanseg.statistics import smallest_wilcoxon_p
 
@@ -158,6 +161,44 @@ def results_table(
             ]
     # The statistics come last: the columns the table has always had keep their places.
     return table[[c for c in table.columns if c not in statistics_columns] + statistics_columns]
+
+
+def table_with_statistics(
+    per_sample: pd.DataFrame,
+    patient_of: Mapping[str, str],
+    settings: EvaluationSettings,
+    paper_table: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The results table of per-sample metrics, with the patient bootstrap statistics.
+
+    Shared by the test-split table and the cross-validated one
+    (:mod:`ramanseg.cross_validation`), so both have the same intervals and comparisons.
+
+    Args:
+        per_sample: the output of :func:`evaluate_models`.
+        patient_of: each sample's patient (the bootstrap's clusters).
+        settings: the evaluation settings (resamples, level, seed, reference model).
+        paper_table: the paper's numbers (:func:`read_paper_results`), or ``None``.
+
+    Returns:
+        ``(table, comparisons)``: the results table
+        (:func:`ramanseg.evaluation_report.results_table`) and each model's Dice against the
+        reference (:func:`ramanseg.statistics.paired_comparisons`, with a ``label`` column).
+    """
+    bootstrap = {
+        "resamples": settings.resamples,
+        "seed": settings.seed,
+        "level": settings.confidence_level,
+    }
+    intervals = statistics.metric_intervals(per_sample, patient_of, METRICS, **bootstrap)
+    comparisons = statistics.paired_comparisons(
+        per_sample, patient_of, settings.reference_model, "dice", **bootstrap
+    )
+    table = results_table(
+        summarise(per_sample), paper_table, intervals, comparisons, settings.reference_model
+    )
+    comparisons.insert(1, "label", [model_label(model) for model in comparisons["model"]])
+    return table, comparisons
 
 
 def _pm(mean: float, std: float, n: int | None = None, total: int | None = None) -> str:
