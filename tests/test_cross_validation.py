@@ -204,6 +204,24 @@ def test_nnunet_validation_of_other_folds_or_labels_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_nnunet_fold_predictions(tmp_path, capsys):
+    summary = _nnunet_fold(tmp_path, {"A": _truth(), "B": _truth()})
+    split = tmp_path / "fold0.json"
+    split.write_text(json.dumps({"train": ["C"], "val": [], "test": ["A", "B"], "folds": []}))
+    outdir = tmp_path / "predictions" / "cv" / "fold0" / "nnunet"
+    args = ["nnunet-fold-predictions", "--split", str(split), "--outdir", str(outdir)]
+    assert main([*args, "--summary", str(summary)]) == 0
+    assert sorted(path.name for path in outdir.iterdir()) == [
+        "A.mask.tif", "A.probability.tif", "B.mask.tif", "B.probability.tif"
+    ]  # fmt: skip
+    # A fold that never finished: exit 2 naming the summary and the fix, no traceback.
+    missing = tmp_path / "fold_1" / "validation" / "summary.json"
+    assert main([*args, "--summary", str(missing)]) == 2
+    error = capsys.readouterr().err
+    assert "validation summary does not exist" in error and "fold_1" in error
+    assert "Traceback" not in error
+
+
 # --------------------------------------------------------------------------------------------
 # Repeated seeds
 
