@@ -125,7 +125,9 @@ rule predict_cv:
     output:
         masks=held_out_predictions("{cv_model}", "mask"),
         probabilities=held_out_predictions("{cv_model}", "probability"),
-        timing=[PREDICTIONS / REPEATS.fold_run(f, "{cv_model}") / "timing.json" for f in REPEATS.folds],
+        timing=[
+            PREDICTIONS / REPEATS.fold_run(f, "{cv_model}") / "timing.json" for f in REPEATS.folds
+        ],
     wildcard_constraints:
         cv_model="|".join(TORCH_MODELS),
     params:
