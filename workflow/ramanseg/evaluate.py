@@ -381,7 +381,7 @@ def read_patients(
     missing = [sample for sample in samples if sample not in table.index]
     if missing:
         raise InputError(
-            f"{len(missing)} test sample(s) of the split are not in the sample sheet "
+            f"{len(missing)} evaluated sample(s) of the split are not in the sample sheet "
             f"({', '.join(missing)}), so their patients are unknown",
             sample=missing[0],
             path=sheet,
