@@ -130,6 +130,11 @@ def test_every_training_sample_is_evaluated_once_by_the_fold_that_held_it_out(da
     assert markdown.startswith(CV_HEADING)
     assert "over the held-out samples" in markdown and "(paper)" not in markdown
     assert "results_cv_comparisons.csv" in markdown
+    folds = pd.read_csv(out / "results_cv_folds.csv").set_index("model")
+    # unet: fold 0 holds out A (Dice 2/3) and B (1), fold 1 C and D (1 each).
+    assert folds.loc["unet", "dice_fold0"] == pytest.approx(100 * (2 / 3 + 1) / 2)
+    assert folds.loc["unet", "dice_fold1"] == pytest.approx(100.0)
+    assert "| U-Net | 83.3 | 100.0 |" in markdown
     first = {path.name: path.read_bytes() for path in out.iterdir()}
     assert _cv_cli(data, paths) == 0
     assert {path.name: path.read_bytes() for path in out.iterdir()} == first

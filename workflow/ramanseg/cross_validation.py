@@ -37,6 +37,7 @@ from typing import Any
 
 import pandas as pd
 
+from ramanseg.catalog import model_label
 from ramanseg.errors import InputError
 from ramanseg.evaluate import (
     EvaluationSettings,
@@ -131,10 +132,49 @@ def cv_predictions_by_model(
     return grouped
 
 
+def fold_table(per_sample: pd.DataFrame) -> pd.DataFrame:
+    """Each model's mean Dice per fold (percent): how much the folds' models differ.
+
+    Args:
+        per_sample: the cross-validated per-sample metrics (with ``fold``).
+
+    Returns:
+        One row per model (in first-appearance order): ``model``, ``label`` and
+        ``dice_fold<k>`` per fold.
+    """
+    rows = []
+    for model in dict.fromkeys(per_sample["model"]):
+        group = per_sample[per_sample["model"] == model]
+        row: dict[str, Any] = {"model": model, "label": model_label(model)}
+        for fold in sorted(set(group["fold"])):
+            row[f"dice_fold{fold}"] = 100.0 * float(group.loc[group["fold"] == fold, "dice"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def markdown_folds(folds: pd.DataFrame) -> str:
+    """:func:`fold_table` as Markdown."""
+    columns = [column for column in folds.columns if column.startswith("dice_fold")]
+    header = ["Model", *(f"fold {column.removeprefix('dice_fold')}" for column in columns)]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] + ["---:"] * len(columns)) + "|",
+    ]
+    for row in folds.to_dict("records"):
+        lines.append(
+            "| " + " | ".join([str(row["label"]), *(f"{row[c]:.1f}" for c in columns)]) + " |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown_cv(
-    table: pd.DataFrame, fold_of: Mapping[str, int], settings: EvaluationSettings
+    table: pd.DataFrame,
+    fold_of: Mapping[str, int],
+    settings: EvaluationSettings,
+    folds: pd.DataFrame | None = None,
 ) -> str:
-    """The cross-validated table as a section of results.md (a heading, the table, notes)."""
+    """The cross-validated table as a section of results.md (a heading, the table, notes,
+    and with ``folds`` (:func:`fold_table`) each model's Dice per fold)."""
     from ramanseg.evaluation_report import markdown_results
 
     n_folds = len(set(fold_of.values()))
@@ -156,7 +196,13 @@ def markdown_cv(
         "predictions (trained on every other fold, last epoch). Each fold trains its own "
         "models, so the table measures each training recipe rather than one trained model."
     )
-    return f"{HEADING}\n\n{body}\n{how}\n"
+    text = f"{HEADING}\n\n{body}\n{how}\n"
+    if folds is not None:
+        text += (
+            "\nDice per fold (mean over the fold's held-out samples, percent; "
+            "results_cv_folds.csv):\n\n" + markdown_folds(folds)
+        )
+    return text
 
 
 def run_evaluate_cv(
@@ -173,8 +219,9 @@ def run_evaluate_cv(
     Writes, all after everything is computed: ``<prefix>.csv`` / ``.parquet`` / ``.md``
     (the cross-validated table, percent, with patient bootstrap intervals and the paired
     comparison with the reference model), ``<prefix>_per_sample.csv`` / ``.parquet`` (one
-    row per model and sample, with its fold and patient) and ``<prefix>_comparisons.csv`` /
-    ``.parquet``.
+    row per model and sample, with its fold and patient), ``<prefix>_comparisons.csv`` /
+    ``.parquet`` and ``<prefix>_folds.csv`` / ``.parquet`` (each model's mean Dice per
+    fold, :func:`fold_table`).
 
     Args:
         predictions: every model's masks of its folds' held-out samples
@@ -215,10 +262,12 @@ def run_evaluate_cv(
 
     table, comparisons = table_with_statistics(per_sample, patient_of, settings)
     table = table[[column for column in table.columns if not column.startswith("paper_")]]
-    markdown = markdown_cv(table, fold_of, settings)
+    folds = fold_table(per_sample)
+    markdown = markdown_cv(table, fold_of, settings, folds)
     write_files(
         {
             **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),
+            **prefixed(with_suffix(out_prefix, "_folds"), table_bytes(folds)),
             **prefixed(out_prefix, table_bytes(table, markdown, float_format="%.4f")),
             **prefixed(with_suffix(out_prefix, "_comparisons"), table_bytes(comparisons)),
         }
@@ -264,8 +313,8 @@ def add_commands(subparsers: Any) -> None:
         "--out-prefix",
         required=True,
         type=Path,
-        help="output path without extension (writes .csv .parquet .md, _per_sample and "
-        "_comparisons as .csv .parquet)",
+        help="output path without extension (writes .csv .parquet .md, _per_sample, "
+        "_comparisons and _folds as .csv .parquet)",
     )
     add_settings_arguments(parser)
 

@@ -284,6 +284,8 @@ rule evaluate_cv:
         per_sample_parquet=RESULTS / "evaluation" / "results_cv_per_sample.parquet",
         comparisons=RESULTS / "evaluation" / "results_cv_comparisons.csv",
         comparisons_parquet=RESULTS / "evaluation" / "results_cv_comparisons.parquet",
+        folds=RESULTS / "evaluation" / "results_cv_folds.csv",
+        folds_parquet=RESULTS / "evaluation" / "results_cv_folds.parquet",
     params:
         models=CV_MODELS,
         prefix=RESULTS / "evaluation" / "results_cv",
