@@ -108,3 +108,5 @@ def test_tiny_cross_validated_run(tmp_path):
         )
         assert not set(samples) & set(trained["train_samples"] + trained["val_samples"])
     assert (evaluation / "results_cv.md").read_text().startswith("## Cross-validated evaluation")
+    folds = pd.read_csv(evaluation / "results_cv_folds.csv")
+    assert list(folds.columns[2:]) == ["dice_fold0", "dice_fold1"]
