@@ -200,6 +200,15 @@ def write_model_folder(
     return folder
 
 
+def write_validation_summaries(model_dir: Path, dice: dict[int, float]) -> None:
+    """Write each fold's validation summary as nnU-Net does (its foreground mean Dice), by
+    which the best folds are chosen."""
+    for fold, value in dice.items():
+        folder = model_dir / f"fold_{fold}" / "validation"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": value}}))
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread; the command's deterministic mode is switched back afterwards."""

@@ -38,6 +38,7 @@ COMMANDS = {
     "nnunet-predict": "ramanseg.nnunet.cli",
     "nnunet-fold-predictions": "ramanseg.nnunet.validation",
     "bench-nnunet": "ramanseg.benchmarks.nnunet",
+    "bench-nnunet-prediction": "ramanseg.benchmarks.nnunet",
     "train-model": "ramanseg.models.cli",
     "predict-model": "ramanseg.models.cli",
     "fit-baseline": "ramanseg.models.cli",

@@ -128,13 +128,33 @@ def _interpret_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _nnunet_prediction_problems(config: Mapping[str, Any]) -> list[str]:
+    """Prediction folds (``nnunet.prediction.folds``, ``nnunet.fast_prediction.folds``)
+    beyond the ``split.folds`` cross-validation folds that are trained."""
+    nnunet, split = config.get("nnunet"), config.get("split")
+    if not isinstance(nnunet, Mapping) or not isinstance(split, Mapping):
+        return []
+    count = split.get("folds", 5)
+    problems = []
+    for section in ("prediction", "fast_prediction"):
+        folds = (nnunet.get(section) or {}).get("folds")
+        beyond = [fold for fold in folds if fold >= count] if isinstance(folds, list) else []
+        if beyond:
+            problems.append(
+                f"nnunet.{section}.folds lists folds {beyond}, but split.folds trains "
+                f"{count} folds (0 to {count - 1})"
+            )
+    return problems
+
+
 def check_config_semantics(config: Mapping[str, Any]) -> None:
     """Check what the schema cannot express: relations between values of a valid config.
 
     Each ``[low, high]`` pair of :data:`ORDERED_PAIR_KEYS` that is present must have
     ``low < high`` (with ``low >= high`` every preprocessing job would fail, after the dry
     run had passed); the ``interpret`` section must name a configured class and channel,
-    and a target pixel only with its sample. Keys that are absent (a partial
+    and a target pixel only with its sample; nnU-Net's prediction folds must be trained
+    ones (below ``split.folds``). Keys that are absent (a partial
     ``--settings``) are not checked.
 
     Args:
@@ -153,6 +173,7 @@ def check_config_semantics(config: Mapping[str, Any]) -> None:
             if not low < high:
                 problems.append(f"  {dotted_key}: low {low:g} must be below high {high:g}")
     problems += [f"  {problem}" for problem in _interpret_problems(config)]
+    problems += [f"  {problem}" for problem in _nnunet_prediction_problems(config)]
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 

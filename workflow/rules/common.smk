@@ -117,6 +117,19 @@ def settings(*keys):
     return json.dumps({key: config[key] for key in keys})
 
 
+def nnunet_settings(*prediction_sections):
+    """The nnU-Net rules' settings (`nnunet`, `channels`, `seed`, `deterministic`,
+    `device`) with only the predictor sections a rule reads (`prediction`,
+    `fast_prediction`), so that changing the predictor's settings retrains nothing."""
+    nnunet = {
+        key: value
+        for key, value in config["nnunet"].items()
+        if key not in ("prediction", "fast_prediction") or key in prediction_sections
+    }
+    rest = json.loads(settings("channels", "seed", "deterministic", "device"))
+    return json.dumps({"nnunet": nnunet, **rest})
+
+
 def rule_resources(rule_name):
     """Threads, mem_mb, runtime and gpu of a rule: its entry in `resources.rules` over
     `resources.default`."""

@@ -1,7 +1,5 @@
 # nnU-Net v2: raw dataset with our folds, ResEnc planning, one job per fold, the ensemble.
 
-NNUNET_SETTINGS = ("nnunet", "channels", "seed", "deterministic", "device")
-
 
 rule nnunet_export:
     input:
@@ -13,7 +11,7 @@ rule nnunet_export:
         splits=NNUNET_RAW / "splits_final.json",
     params:
         nnunet=NNUNET,
-        settings=settings(*NNUNET_SETTINGS),
+        settings=nnunet_settings(),
     log:
         LOGS / "nnunet" / "export.log",
     benchmark:
@@ -41,7 +39,7 @@ rule nnunet_plan:
         splits=NNUNET_PREPROCESSED / "splits_final.json",
     params:
         nnunet=NNUNET,
-        settings=settings(*NNUNET_SETTINGS),
+        settings=nnunet_settings(),
     log:
         LOGS / "nnunet" / "plan.log",
     benchmark:
@@ -68,7 +66,7 @@ rule nnunet_train:
         summary=NNUNET_MODEL / "fold_{fold}" / "validation" / "summary.json",
     params:
         nnunet=NNUNET,
-        settings=settings(*NNUNET_SETTINGS),
+        settings=nnunet_settings(),
     log:
         LOGS / "nnunet" / "train_fold_{fold}.log",
     benchmark:
@@ -99,7 +97,7 @@ rule nnunet_predict:
     params:
         nnunet=NNUNET,
         outdir=lambda wildcards, output: Path(output.timing).parent,
-        settings=settings(*NNUNET_SETTINGS),
+        settings=nnunet_settings("prediction"),
     log:
         LOGS / "nnunet" / "predict.log",
     benchmark:

@@ -100,16 +100,23 @@ def trained_model_dir(nnunet: NnunetSettings) -> Path:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from ramanseg.nnunet.run import predict_ensemble
+    from ramanseg.nnunet.run import ensemble_folds, predict_ensemble
     from ramanseg.runtime import resolve_device
 
     _, nnunet = configure_command(args)
+    prediction = nnunet.fast_prediction if args.fast else nnunet.prediction
     split = read_split(args.split)
-    folds = list(range(len(split["folds"])))
+    model_dir = trained_model_dir(nnunet)
+    folds = ensemble_folds(model_dir, range(len(split["folds"])), prediction)
     files = files_by_sample(stacks=args.stacks)
     stacks = {sample: files_of(files, sample).path("stack", "--stacks") for sample in split["test"]}
     timing = predict_ensemble(
-        trained_model_dir(nnunet), folds, stacks, args.outdir, resolve_device(nnunet.device)
+        model_dir,
+        folds,
+        stacks,
+        args.outdir,
+        resolve_device(nnunet.device),
+        prediction,
     )
     write_json(args.timing, timing)
     return 0
@@ -147,11 +154,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_train)
 
     parser = subparsers.add_parser(
-        "nnunet-predict", help="predict the test samples with the ensemble of all folds"
+        "nnunet-predict",
+        help="predict the test samples with the fold ensemble (settings: nnunet.prediction)",
     )
     add_common_arguments(parser)
     _files_argument(parser, "--stacks", "stack.ome.tif of the test samples")
     parser.add_argument("--split", required=True, type=Path, help="the split JSON")
     parser.add_argument("--outdir", required=True, type=Path, help="results/predictions/nnunet")
     parser.add_argument("--timing", required=True, type=Path, help="JSON file for the timing")
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="predict with the fast preset nnunet.fast_prediction instead of "
+        "nnunet.prediction (nnU-Net's default predictor)",
+    )
     parser.set_defaults(func=_predict)

@@ -17,15 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
 from ramanseg.nnunet.dataset import dataset_name
 from ramanseg.nnunet.planners import planner_class, plans_identifier
-from ramanseg.nnunet.settings import model_folder_name
+from ramanseg.nnunet.settings import PredictionSettings, model_folder_name
 from ramanseg.predictions import write_prediction
 from ramanseg.preprocessed import read_stack
 from ramanseg.runtime import configure_reproducibility
 
 log = logging.getLogger(__name__)
+
+#: nnU-Net's default predictor: mirroring, half-patch tile steps, every fold.
+NNUNET_DEFAULT_PREDICTION = PredictionSettings()
 
 
 def preprocessed_dataset_dir(dataset_id: int) -> Path:
@@ -177,18 +181,77 @@ def validation_dice(fold_dir: str | Path) -> float:
     return float(summary["foreground_mean"]["Dice"])
 
 
-def load_ensemble(model_dir: str | Path, folds: Sequence[int], device: torch.device):
+def fold_validation_dice(model_dir: str | Path, folds: Sequence[int]) -> dict[int, float]:
+    """Each fold's foreground Dice on its validation cases (nnU-Net's summaries).
+
+    Args:
+        model_dir: the trained model folder (holding ``fold_<k>``).
+        folds: the folds.
+
+    Raises:
+        InputError: a fold without ``validation/summary.json``.
+    """
+    dice = {}
+    for fold in folds:
+        fold_dir = Path(model_dir) / f"fold_{fold}"
+        summary = fold_dir / "validation" / "summary.json"
+        if not summary.is_file():
+            raise InputError(
+                f"fold {fold} has no validation summary, by which the best folds are chosen",
+                path=summary,
+                fix="train the fold to its end (nnU-Net validates it then), or list the "
+                "folds to ensemble in nnunet.prediction.folds / nnunet.fast_prediction.folds",
+            )
+        dice[fold] = validation_dice(fold_dir)
+    return dice
+
+
+def ensemble_folds(
+    model_dir: str | Path, trained: Sequence[int], prediction: PredictionSettings
+) -> list[int]:
+    """The folds ``prediction`` ensembles out of the ``trained`` ones (see
+    :meth:`PredictionSettings.select_folds`; the best ``k`` by validation Dice where its
+    ``folds`` is a number).
+
+    Args:
+        model_dir: the trained model folder.
+        trained: the trained folds.
+        prediction: the predictor's settings.
+
+    Raises:
+        ConfigError: folds the model does not have.
+        InputError: a fold without its validation summary, where the best are chosen.
+    """
+    dice = fold_validation_dice(model_dir, trained) if prediction.needs_validation_dice else None
+    return prediction.select_folds(trained, dice)
+
+
+def load_ensemble(
+    model_dir: str | Path,
+    folds: Sequence[int],
+    device: torch.device,
+    prediction: PredictionSettings = NNUNET_DEFAULT_PREDICTION,
+):
     """An ``nnUNetPredictor`` holding every fold's weights (``predictor.list_of_parameters``).
 
-    Sliding windows with Gaussian weighting and half-patch steps, mirroring as trained.
+    Sliding windows with Gaussian weighting; the tile step and mirroring as ``prediction``
+    says (by default nnU-Net's: half-patch steps, mirroring as trained).
+
+    Args:
+        model_dir: the trained model folder (holding ``fold_<k>``).
+        folds: the folds to load (``prediction.folds`` is not consulted here: the caller
+            chose them with :func:`ensemble_folds`).
+        device: the torch device.
+        prediction: the predictor's settings.
     """
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     predictor = nnUNetPredictor(
-        tile_step_size=0.5,
+        tile_step_size=prediction.tile_step_size,
         use_gaussian=True,
-        use_mirroring=True,
-        perform_everything_on_device=device.type == "cuda",
+        use_mirroring=prediction.mirroring,
+        perform_everything_on_device=prediction.perform_everything_on_device
+        and device.type == "cuda",
         device=device,
         verbose=False,
         allow_tqdm=False,
@@ -199,14 +262,32 @@ def load_ensemble(model_dir: str | Path, folds: Sequence[int], device: torch.dev
     return predictor
 
 
+def predict_probability(predictor, stack: np.ndarray) -> np.ndarray:
+    """The ensemble's foreground probability of one preprocessed stack.
+
+    Args:
+        predictor: from :func:`load_ensemble`.
+        stack: (C, Y, X) float32.
+
+    Returns:
+        (Y, X) float32 in [0, 1].
+    """
+    # nnU-Net's 2-D layout: (channels, 1, Y, X) with a dummy first spatial axis.
+    _, probabilities = predictor.predict_single_npy_array(
+        stack[:, None], {"spacing": [999.0, 1.0, 1.0]}, None, None, True
+    )
+    return np.clip(probabilities[1][0], 0.0, 1.0).astype(np.float32)
+
+
 def predict_ensemble(
     model_dir: str | Path,
     folds: Sequence[int],
     stacks: Mapping[str, str | Path],
     outdir: str | Path,
     device: torch.device,
+    prediction: PredictionSettings = NNUNET_DEFAULT_PREDICTION,
 ) -> dict:
-    """Predict samples with the ensemble of all folds, in the shared prediction format.
+    """Predict samples with the ensemble of ``folds``, in the shared prediction format.
 
     Args:
         model_dir: the trained model folder (holding ``fold_<k>``).
@@ -214,23 +295,22 @@ def predict_ensemble(
         stacks: sample id -> preprocessed ``stack.ome.tif``.
         outdir: ``results/predictions/nnunet``.
         device: the torch device.
+        prediction: the predictor's settings (mirroring, tile step).
 
     Returns:
-        Timing: total seconds of prediction, megapixels, seconds per megapixel.
+        Timing: total seconds of prediction, megapixels, seconds per megapixel, and the
+        settings it ran with.
     """
-    predictor = load_ensemble(model_dir, folds, device)
+    predictor = load_ensemble(model_dir, folds, device, prediction)
     seconds = 0.0
     pixels = 0
     for sample, path in stacks.items():
         stack, _ = read_stack(path, sample)
         start = time.perf_counter()
-        # nnU-Net's 2-D layout: (channels, 1, Y, X) with a dummy first spatial axis.
-        _, probabilities = predictor.predict_single_npy_array(
-            stack[:, None], {"spacing": [999.0, 1.0, 1.0]}, None, None, True
-        )
+        probability = predict_probability(predictor, stack)
         seconds += time.perf_counter() - start
         pixels += stack.shape[1] * stack.shape[2]
-        write_prediction(outdir, sample, np.clip(probabilities[1][0], 0.0, 1.0))
+        write_prediction(outdir, sample, probability)
     megapixels = pixels / 1e6
     return {
         "seconds": seconds,
@@ -239,4 +319,6 @@ def predict_ensemble(
         "folds": list(folds),
         "samples": len(stacks),
         "device": str(device),
+        "mirroring": prediction.mirroring,
+        "tile_step_size": prediction.tile_step_size,
     }
