@@ -21,6 +21,7 @@ from ramanseg.evaluate import (
     evaluation_settings,
     metrics,
     read_patients,
+    run_evaluate,
 )
 from ramanseg.evaluation_report import (
     markdown_results,
@@ -492,3 +493,24 @@ def test_the_dry_run_refuses_a_reference_model_that_is_not_evaluated():
     assert result.returncode == 2
     assert "evaluate.reference_model is 'unet2'" in result.stderr and "nnunet" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_sections_are_appended_to_results_md(fake_run, tmp_path):
+    # The cross-validated and repeated-seed tables become sections of results.md.
+    section = tmp_path / "results_cv.md"
+    section.write_text("## Cross-validated evaluation\n\n| a |\n")
+    run_evaluate(
+        _masks(fake_run), ["nnunet", "logreg"], fake_run["preprocessed"], fake_run["split"],
+        fake_run["sheet"], fake_run["out"], PAPER, EvaluationSettings(resamples=10),
+        sections=[section],
+    )  # fmt: skip
+    markdown = (fake_run["out"].parent / "results.md").read_text()
+    assert markdown.endswith("\n\n## Cross-validated evaluation\n\n| a |\n")
+    assert markdown.index("| nnU-Net |") < markdown.index("## Cross-validated")
+    with pytest.raises(InputError, match=r"a section of results\.md does not exist"):
+        run_evaluate(
+            _masks(fake_run), ["nnunet"], fake_run["preprocessed"], fake_run["split"],
+            fake_run["sheet"], tmp_path / "other" / "results", PAPER,
+            EvaluationSettings(resamples=10), sections=[tmp_path / "missing.md"],
+        )  # fmt: skip
+    assert not (tmp_path / "other").exists()

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from ramanseg.cli import main
 from ramanseg.samplesheet import read_samplesheet
-from ramanseg.split import SPLITS, cross_validation_folds, make_split, split_by_patient
+from ramanseg.split import (
+    SPLITS,
+    cross_validation_folds,
+    fold_split,
+    make_split,
+    read_split,
+    split_by_patient,
+)
 
 #: The paper's 32 samples of 10 patients.
 PAPER_PATIENT_SIZES = [5, 4, 4, 3, 3, 3, 3, 3, 2, 2]
@@ -239,3 +246,65 @@ def test_cli_split_reads_the_sheet_as_the_workflow_does(tmp_path):
     assert result == planned
     ids = sorted(result["train"] + result["val"] + result["test"])
     assert ids == sorted(sample_table(PAPER_PATIENT_SIZES)["sample_id"])
+
+
+def test_fold_splits_hold_out_every_training_sample_once():
+    # Cross-validated evaluation: each fold's samples are its test set, the next fold's
+    # pick the epoch, so every train + val sample is predicted by a model that never saw it.
+    table = sample_table(PAPER_PATIENT_SIZES)
+    split = make_split(table, {"split": {"train": 19, "val": 8, "test": 5, "folds": 5, "seed": 0}})
+    owner = patient_of(table)
+    held_out = []
+    for fold in range(5):
+        result = fold_split(split, fold)
+        assert result["test"] == split["folds"][fold]["val"]
+        assert result["val"] == split["folds"][(fold + 1) % 5]["val"]
+        assert result["unused"] == split["test"] and result["folds"] == []
+        subsets = [{owner[s] for s in result[name]} for name in SPLITS]
+        assert all(not a & b for a, b in itertools.combinations(subsets, 2))
+        assert sorted(result["train"] + result["val"] + result["test"]) == sorted(
+            split["train"] + split["val"]
+        )
+        held_out += result["test"]
+    assert sorted(held_out) == sorted(split["train"] + split["val"])
+
+
+def test_fold_split_of_two_folds_has_no_validation_set():
+    table = sample_table([3, 3, 2])
+    split = make_split(table, {"split": {"train": 5, "val": 1, "test": 2, "folds": 2, "seed": 0}})
+    result = fold_split(split, 1)
+    assert result["val"] == [] and result["train"] == split["folds"][0]["val"]
+
+
+@pytest.mark.parametrize(
+    ("folds", "fold", "match"),
+    [
+        ([], 0, "at least 2 folds"),
+        ([{"train": ["b"], "val": ["a"]}, {"train": ["a"], "val": ["b"]}], 2, "not one of"),
+        ([{"train": [], "val": ["a"]}, {"train": [], "val": ["a"]}], 0, "twice: a"),
+    ],
+)
+def test_fold_split_rejects_bad_folds(folds, fold, match):
+    split = {"train": ["a", "b"], "val": [], "test": [], "folds": folds}
+    with pytest.raises(ValueError, match=match):
+        fold_split(split, fold)
+
+
+def test_cli_fold_split(tmp_path, capsys):
+    sheet = tmp_path / "samples.tsv"
+    _write_sheet(sheet, PAPER_PATIENT_SIZES)
+    split_path = tmp_path / "split.json"
+    settings_ = json.dumps({"split": {"train": 19, "val": 8, "test": 5, "folds": 5, "seed": 0}})
+    assert (
+        main(["split", "--samples", str(sheet), "--out", str(split_path), "--settings", settings_])
+        == 0
+    )
+    out = tmp_path / "cv" / "fold3.json"
+    assert main(["fold-split", "--split", str(split_path), "--fold", "3", "--out", str(out)]) == 0
+    assert read_split(out) == fold_split(read_split(split_path), 3)
+    # A fold that does not exist: exit 2, a message naming the split file, nothing written.
+    bad = tmp_path / "cv" / "fold9.json"
+    assert main(["fold-split", "--split", str(split_path), "--fold", "9", "--out", str(bad)]) == 2
+    error = capsys.readouterr().err
+    assert "fold 9 is not one of the split's folds 0..4" in error and "split.json" in error
+    assert not bad.exists()

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from ramanseg import statistics
-from ramanseg.catalog import model_label, producing_rule
+from ramanseg.catalog import producing_rule
 from ramanseg.config import ConfigError
 from ramanseg.errors import InputError
 from ramanseg.figures import figure_bytes, table_bytes
@@ -381,7 +381,7 @@ def read_patients(
     missing = [sample for sample in samples if sample not in table.index]
     if missing:
         raise InputError(
-            f"{len(missing)} test sample(s) of the split are not in the sample sheet "
+            f"{len(missing)} evaluated sample(s) of the split are not in the sample sheet "
             f"({', '.join(missing)}), so their patients are unknown",
             sample=missing[0],
             path=sheet,
@@ -408,6 +408,7 @@ def run_evaluate(
     out_prefix: str | Path,
     paper: str | Path | None = None,
     settings: EvaluationSettings | None = None,
+    sections: Sequence[str | Path] = (),
 ) -> pd.DataFrame:
     """Evaluate the models and write the per-sample metrics, the results table and the plots.
 
@@ -433,13 +434,16 @@ def run_evaluate(
         out_prefix: e.g. ``results/evaluation/results``.
         paper: ``resources/paper_results.csv`` (``None``: no paper columns' values).
         settings: the evaluation settings (default: the schema's defaults).
+        sections: Markdown files appended to ``<prefix>.md`` in this order (the
+            cross-validated and repeated-seed tables).
 
     Returns:
         The results table.
 
     Raises:
         ConfigError: a reference model that is not among ``models``.
-        InputError: missing or bad predictions, ground truth, split or sample sheet.
+        InputError: missing or bad predictions, ground truth, split or sample sheet, or
+            a missing section.
     """
     # The report module draws from this module's tables (and imports it).
     from ramanseg.evaluation_report import (
@@ -448,8 +452,7 @@ def run_evaluate(
         markdown_results,
         paired_figure,
         read_paper_results,
-        results_table,
-        summarise,
+        table_with_statistics,
     )
     from ramanseg.split import read_split
 
@@ -461,22 +464,18 @@ def run_evaluate(
     paper_table = read_paper_results(paper) if paper is not None else None
     per_sample = evaluate_models(predictions, models, truth, samples, settings.pixels)
     per_sample.insert(2, "patient", [patient_of[sample] for sample in per_sample["sample"]])
-    bootstrap = {
-        "resamples": settings.resamples,
-        "seed": settings.seed,
-        "level": settings.confidence_level,
-    }
-    intervals = statistics.metric_intervals(per_sample, patient_of, METRICS, **bootstrap)
-    comparisons = statistics.paired_comparisons(
-        per_sample, patient_of, settings.reference_model, "dice", **bootstrap
-    )
-    table = results_table(
-        summarise(per_sample), paper_table, intervals, comparisons, settings.reference_model
-    )
-    comparisons.insert(1, "label", [model_label(model) for model in comparisons["model"]])
+    table, comparisons = table_with_statistics(per_sample, patient_of, settings, paper_table)
     markdown = markdown_results(
         table, settings.pixels, settings.confidence_level, settings.resamples, settings.seed
     )
+    for section in map(Path, sections):
+        if not section.is_file():
+            raise InputError(
+                "a section of results.md does not exist",
+                path=section,
+                fix="run the rule that writes it (evaluate_cv, evaluate_seeds)",
+            )
+        markdown += "\n" + section.read_text(encoding="utf-8")
     files = {
         **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),
         **prefixed(out_prefix, table_bytes(table, markdown, float_format="%.4f")),
@@ -542,6 +541,14 @@ def add_commands(subparsers: Any) -> None:
     )
     parser.add_argument("--paper", type=Path, help="resources/paper_results.csv")
     parser.add_argument(
+        "--sections",
+        nargs="+",
+        type=Path,
+        default=(),
+        metavar="MD",
+        help="Markdown appended to <prefix>.md (results_cv.md, results_seeds.md)",
+    )
+    parser.add_argument(
         "--out-prefix",
         required=True,
         type=Path,
@@ -564,6 +571,7 @@ def add_commands(subparsers: Any) -> None:
             args.out_prefix,
             args.paper,
             settings,
+            args.sections,
         )
         return 0
 

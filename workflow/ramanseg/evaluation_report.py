@@ -2,7 +2,8 @@
 
 * :func:`summarise`, :func:`results_table`: the per-sample metrics summarised per model,
   beside the paper's numbers (:func:`read_paper_results`) and the statistics of
-  :mod:`ramanseg.statistics`;
+  :mod:`ramanseg.statistics` (:func:`table_with_statistics`, shared by the test-split and
+  the cross-validated tables);
 * :func:`markdown_results`: ours beside the paper's numbers, with the patient bootstrap
   intervals and the paired comparison with the reference model;
 * :func:`dice_figure`: mean Dice per model, ours beside the paper's;
@@ -15,15 +16,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ramanseg import statistics
 from ramanseg.catalog import model_label
 from ramanseg.errors import InputError
-from ramanseg.evaluate import METRICS
+from ramanseg.evaluate import METRICS, EvaluationSettings
 from ramanseg.figures import new_figure
 from ramanseg.statistics import smallest_wilcoxon_p
 
@@ -160,6 +163,44 @@ def results_table(
     return table[[c for c in table.columns if c not in statistics_columns] + statistics_columns]
 
 
+def table_with_statistics(
+    per_sample: pd.DataFrame,
+    patient_of: Mapping[str, str],
+    settings: EvaluationSettings,
+    paper_table: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The results table of per-sample metrics, with the patient bootstrap statistics.
+
+    Shared by the test-split table and the cross-validated one
+    (:mod:`ramanseg.cross_validation`), so both have the same intervals and comparisons.
+
+    Args:
+        per_sample: the output of :func:`evaluate_models`.
+        patient_of: each sample's patient (the bootstrap's clusters).
+        settings: the evaluation settings (resamples, level, seed, reference model).
+        paper_table: the paper's numbers (:func:`read_paper_results`), or ``None``.
+
+    Returns:
+        ``(table, comparisons)``: the results table
+        (:func:`ramanseg.evaluation_report.results_table`) and each model's Dice against the
+        reference (:func:`ramanseg.statistics.paired_comparisons`, with a ``label`` column).
+    """
+    bootstrap = {
+        "resamples": settings.resamples,
+        "seed": settings.seed,
+        "level": settings.confidence_level,
+    }
+    intervals = statistics.metric_intervals(per_sample, patient_of, METRICS, **bootstrap)
+    comparisons = statistics.paired_comparisons(
+        per_sample, patient_of, settings.reference_model, "dice", **bootstrap
+    )
+    table = results_table(
+        summarise(per_sample), paper_table, intervals, comparisons, settings.reference_model
+    )
+    comparisons.insert(1, "label", [model_label(model) for model in comparisons["model"]])
+    return table, comparisons
+
+
 def _pm(mean: float, std: float, n: int | None = None, total: int | None = None) -> str:
     if not math.isfinite(mean):
         return "n/a"
@@ -208,6 +249,9 @@ def markdown_results(
     level: float = 0.95,
     resamples: int | None = None,
     seed: int | None = None,
+    population: str = "test",
+    with_paper: bool = True,
+    comparisons_file: str = "results_comparisons.csv",
 ) -> str:
     """The results table as Markdown: ours and the paper's numbers side by side.
 
@@ -224,6 +268,10 @@ def markdown_results(
         level: the intervals' confidence level.
         resamples: the bootstrap replicates, named in the note.
         seed: the bootstrap seed, named in the note.
+        population: which samples the table is over (``test``; ``held-out`` for the
+            cross-validated table), named in the notes.
+        with_paper: give the paper's columns (the paper has no cross-validated table).
+        comparisons_file: where the notes say the p-values are.
     """
     with_intervals = "n_patients" in table.columns
     with_comparison = "reference" in table.columns
@@ -233,7 +281,8 @@ def markdown_results(
         header.append(f"{METRIC_LABELS[metric]} (ours)")
         if with_intervals:
             header.append(f"{METRIC_LABELS[metric]} {ci}")
-        header.append(f"{METRIC_LABELS[metric]} (paper)")
+        if with_paper:
+            header.append(f"{METRIC_LABELS[metric]} (paper)")
     reference_label = None
     if with_comparison:
         reference = table["reference"].iloc[0]
@@ -261,13 +310,15 @@ def markdown_results(
                 cells.append(
                     _interval_text(row[f"{metric}_ci_low"], row[f"{metric}_ci_high"], n_patients)
                 )
-            cells.append(_pm(row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"]))
+            if with_paper:
+                cells.append(_pm(row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"]))
         if with_comparison:
             cells.append(_difference_text(row, level))
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
-        f"Mean ± standard deviation over the test samples, in percent; pixels counted: "
-        f"{pixels}. Paper: the RamanSeg paper's results table."
+        f"Mean ± standard deviation over the {population} samples, in percent; pixels "
+        f"counted: {pixels}."
+        + (" Paper: the RamanSeg paper's results table." if with_paper else "")
     ]
     if with_intervals:
         n_patients = int(table["n_patients"].max())
@@ -281,8 +332,8 @@ def markdown_results(
         )
         notes.append(
             f"{ci}: percentile interval of a bootstrap over the "
-            f"{_count(n_patients, 'test patient')} "
-            f"(patients drawn with replacement, each with all its test samples"
+            f"{_count(n_patients, f'{population} patient')} "
+            f"(patients drawn with replacement, each with all its {population} samples"
             + (f"; {how}" if how else "")
             + f"). With one patient no interval can be given ({DEGENERATE_TEXT}); with few "
             f"patients the interval is rough."
@@ -294,7 +345,7 @@ def markdown_results(
             f"Dice vs {reference_label}: mean per-sample difference in percentage points "
             f"with its paired patient bootstrap {ci}; * Wilcoxon signed-rank p < {alpha:g} "
             f"on the per-sample Dice, ns not significant (p-values in "
-            f"results_comparisons.csv)."
+            f"{comparisons_file})."
             + (
                 f" With {n} samples the smallest possible p is "
                 f"{smallest_wilcoxon_p(n):.4g}, so no difference can reach p < {alpha:g}."

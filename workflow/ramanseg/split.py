@@ -274,6 +274,62 @@ def cross_validation_folds(
     return folds
 
 
+def fold_split(split: Mapping[str, Any], fold: int) -> dict[str, Any]:
+    """The split of one cross-validation fold, in ``split.json``'s shape.
+
+    The fold's own samples (its ``val`` in ``folds``, nnU-Net's validation cases) become
+    the ``test`` samples: they are held out, predicted and evaluated. The next fold's
+    samples (``(fold + 1) % n_folds``) become the ``val`` samples that pick a model's
+    epoch, and the other folds' samples the ``train`` samples. Our models select their
+    epoch on a validation set, which must not be the held-out fold (its Dice would then be
+    biased upwards), so they train on one fold fewer than nnU-Net, which keeps its last
+    epoch and trains on every other fold. With 2 folds there is no fold left to train on
+    beside the validation fold, so ``val`` stays empty (the last epoch is kept).
+
+    Args:
+        split: the split (:func:`read_split`) with at least 2 ``folds``.
+        fold: the held-out fold's index.
+
+    Returns:
+        ``{"seed", "fold", "n_folds", "train", "val", "test", "unused", "folds": []}``
+        with sorted sample ids; the test split's samples are ``unused`` (no fold holds
+        them). It records no patients: the sample sheet has them.
+
+    Raises:
+        ValueError: fewer than 2 folds, a fold index out of range, or folds whose held-out
+            samples overlap.
+    """
+    folds = list(split.get("folds") or [])
+    if len(folds) < 2:
+        raise ValueError(
+            f"cross-validation needs at least 2 folds (`split.folds`), the split has {len(folds)}"
+        )
+    if not 0 <= fold < len(folds):
+        raise ValueError(f"fold {fold} is not one of the split's folds 0..{len(folds) - 1}")
+    held_out = [set(f["val"]) for f in folds]
+    seen: set[str] = set()
+    for members in held_out:
+        if members & seen:
+            raise ValueError(
+                f"the split's folds hold out samples twice: {', '.join(sorted(members & seen))}"
+            )
+        seen |= members
+    test = sorted(held_out[fold])
+    val = sorted(held_out[(fold + 1) % len(folds)]) if len(folds) > 2 else []
+    train = sorted(seen - set(test) - set(val))
+    result: dict[str, Any] = {
+        "seed": split.get("seed"),
+        "fold": int(fold),
+        "n_folds": len(folds),
+        "train": train,
+        "val": val,
+        "test": test,
+        "unused": sorted((set(split["test"]) | set(split.get("unused", []))) - seen),
+        "folds": [],
+    }
+    return result
+
+
 def read_split(path: str | Path) -> dict[str, Any]:
     """Read ``split.json`` as written by :func:`write_split`: the one reader of the split.
 
@@ -393,3 +449,35 @@ def add_commands(subparsers: Any) -> None:
         return 0
 
     parser.set_defaults(func=run)
+
+    fold_parser = subparsers.add_parser(
+        "fold-split",
+        help="the split of one cross-validation fold (its samples held out as the test set)",
+        description="Write the split of one cross-validation fold of split.json: the fold's "
+        "samples as the test set, the next fold's as the validation set, the other folds' as "
+        "the training set (cross-validated evaluation, evaluate.cross_validation).",
+    )
+    fold_parser.add_argument("--split", required=True, type=Path, help="results/split/split.json")
+    fold_parser.add_argument("--fold", required=True, type=int, help="the held-out fold")
+    fold_parser.add_argument("--out", required=True, help="output JSON")
+
+    def run_fold(args: Any) -> int:
+        split = read_split(args.split)
+        try:
+            result = fold_split(split, args.fold)
+        except ValueError as error:
+            raise InputError(
+                str(error),
+                path=args.split,
+                fix="set `split.folds` to at least 2 and rerun the split",
+            ) from error
+        write_split(args.out, result)
+        log.info(
+            "fold %d of %d: %s train / val / test samples",
+            args.fold,
+            result["n_folds"],
+            "/".join(str(len(result[name])) for name in SPLITS),
+        )
+        return 0
+
+    fold_parser.set_defaults(func=run_fold)

@@ -15,8 +15,9 @@ from ramanseg.errors import InputError
 from ramanseg.nnunet.settings import NnunetSettings
 from ramanseg.phantom import phantom_samplesheet
 from ramanseg.predictions import MASK_SUFFIX, PROBABILITY_SUFFIX
+from ramanseg.repeats import CV_MODELS, SEED_MODELS, RepeatSettings
 from ramanseg.samplesheet import read_samplesheet
-from ramanseg.split import make_split
+from ramanseg.split import fold_split, make_split
 
 
 def stop(message):
@@ -89,6 +90,19 @@ if not PREDICTING:
     SPLIT = make_split(SAMPLES[["sample_id", "patient_id"]], config)
     TEST_SAMPLES = list(SPLIT["test"])
     FOLDS = list(range(len(SPLIT["folds"])))
+
+    # Repeated trainings (ramanseg.repeats): one run per cross-validation fold
+    # (`cross_validation`) and one per extra seed (`seeds`). Like the split, each
+    # fold's split is known when the workflow starts.
+    try:
+        REPEATS = RepeatSettings.from_config(config)
+    except ConfigError as error:
+        stop(str(error))
+    FOLD_SPLITS = {fold: fold_split(SPLIT, fold) for fold in REPEATS.folds}
+    #: The fold that holds out each training + validation sample (cross-validation on).
+    HELD_OUT_FOLD = {
+        sample: fold for fold, split in FOLD_SPLITS.items() for sample in split["test"]
+    }
 
 
 wildcard_constraints:
@@ -204,22 +218,40 @@ def sweep_run(count):
     return MODELS / "sweep" / f"p{count}"
 
 
-#: The training runs of `train_model`: each PyTorch model of the results table, and the
-#: prototype sweep's RamanSeg runs (`sweep/p<count>`).
-TRAINING_RUN = "|".join([*TORCH_MODELS, r"sweep/p\d+"])
+#: The runs `predict_model` predicts the test samples of: each PyTorch model of the
+#: results table, also trained with another seed (`seed<k>/<model>`, ramanseg.repeats).
+PREDICTED_RUN = rf"(?:seed\d+/)?(?:{'|'.join(TORCH_MODELS)})"
+#: The training runs of `train_model`: those, each model on a cross-validation fold
+#: (`cv/fold<k>/<model>`), and the prototype sweep's RamanSeg runs (`sweep/p<count>`).
+TRAINING_RUN = rf"(?:(?:seed\d+|cv/fold\d+)/)?(?:{'|'.join(TORCH_MODELS)})|sweep/p\d+"
+
+
+def parse_run(run):
+    """(fold, seed, model) of a run name: `<model>`, `seed<k>/<model>`, `cv/fold<k>/<model>`
+    or the sweep's `sweep/p<count>` (model `ramanseg`); fold and seed None where absent."""
+    parts = str(run).split("/")
+    model = "ramanseg" if parts[0] == "sweep" else parts[-1]
+    fold = int(parts[1].removeprefix("fold")) if parts[0] == "cv" else None
+    seed = int(parts[0].removeprefix("seed")) if parts[0].startswith("seed") else None
+    return fold, seed, model
 
 
 def run_model(run):
     """The model a training run trains (`sweep/p<count>` trains RamanSeg)."""
-    return "ramanseg" if run.startswith("sweep/p") else run
+    return parse_run(run)[2]
 
 
 def run_settings(run):
-    """Settings of one training run: the model's own, with the sweep's prototype count."""
+    """Settings of one training run: the model's own, with the sweep's prototype count or
+    the run's seed (`seed<k>/<model>`)."""
     if run.startswith("sweep/p"):
         count = int(run.removeprefix("sweep/p"))
         return model_settings("ramanseg", prototypes_per_class=count)
-    return model_settings(run)
+    _, seed, model = parse_run(run)
+    settings_json = model_settings(model)
+    if seed is None:
+        return settings_json
+    return json.dumps({**json.loads(settings_json), "seed": seed})
 
 
 # The prototype figures' report captions start with what this run measured (distinct
@@ -234,15 +266,16 @@ def prototype_caption(name):
     return str((PROTOTYPE_CAPTIONS / f"{name}.rst").absolute())
 
 
-def training_inputs():
+def training_inputs(run=None):
     """The files a model's training reads: the training and validation samples' stacks,
-    masks and foregrounds, and the split."""
-    samples = list(SPLIT["train"]) + list(SPLIT["val"])
+    masks and foregrounds, and the split (a fold's own for a `cv/fold<k>/` run)."""
+    split, split_json = run_split(run)
+    samples = list(split["train"]) + list(split["val"])
     return {
         "stacks": preprocessed("stack.ome.tif", samples),
         "masks": preprocessed("mask.tif", samples),
         "foregrounds": preprocessed("foreground.tif", samples),
-        "split": SPLIT_JSON,
+        "split": split_json,
     }
 
 
@@ -261,6 +294,19 @@ def package_inputs(wildcards):
     return inputs
 
 
+def fold_split_json(fold):
+    """The split file of one cross-validation fold (`ramanseg fold-split`)."""
+    return RESULTS / "split" / "cv" / f"fold{fold}.json"
+
+
+def run_split(run):
+    """(split, split file) a run trains and predicts with: a fold's own for `cv/fold<k>/`."""
+    fold = parse_run(run)[0] if run is not None else None
+    if fold is None:
+        return SPLIT, SPLIT_JSON
+    return FOLD_SPLITS[fold], fold_split_json(fold)
+
+
 def paper_outputs():
     """Every table and figure of the paper that the workflow regenerates."""
     outputs = [
@@ -277,6 +323,94 @@ def paper_outputs():
     ]
     if "ramanseg" in TORCH_MODELS:
         outputs += expand(INTERPRET / "ramanseg" / "{name}.png", name=PROTOTYPE_FIGURES)
+    return outputs + repeat_outputs()
+
+
+def held_out_predictions(model, kind="mask"):
+    """A model's predictions of every training + validation sample, each by its fold."""
+    suffix = {"mask": MASK_SUFFIX, "probability": PROBABILITY_SUFFIX}[kind]
+    return [
+        PREDICTIONS / REPEATS.fold_run(fold, model) / f"{sample}{suffix}"
+        for sample, fold in HELD_OUT_FOLD.items()
+    ]
+
+
+def cv_predict_command(wildcards, threads):
+    """predict-model once per fold: each fold's model on the fold's held-out samples."""
+    commands = []
+    for fold in REPEATS.folds:
+        run = REPEATS.fold_run(fold, wildcards.cv_model)
+        stacks = preprocessed("stack.ome.tif", FOLD_SPLITS[fold]["test"])
+        commands.append(
+            f"python -m ramanseg predict-model --model {wildcards.cv_model}"
+            f" --weights {shlex.quote(str(MODELS / run))} --stacks {shlex.join(stacks)}"
+            f" --split {shlex.quote(str(fold_split_json(fold)))}"
+            f" --outdir {shlex.quote(str(PREDICTIONS / run))}"
+            f" --timing {shlex.quote(str(PREDICTIONS / run / 'timing.json'))}"
+            f" --threads {threads} --settings {shlex.quote(run_settings(run))}"
+        )
+    return " && ".join(commands)
+
+
+def held_out_data():
+    """The preprocessed files of every training + validation sample (cross-validation)."""
+    samples = list(HELD_OUT_FOLD)
+    return {
+        "stacks": preprocessed("stack.ome.tif", samples),
+        "masks": preprocessed("mask.tif", samples),
+        "foregrounds": preprocessed("foreground.tif", samples),
+    }
+
+
+def per_fold_commands(model, command, threads, settings_json, **options):
+    """`command` once per fold, each with the held-out samples' files, the threads (None:
+    a command without `--threads`) and settings, and per option of `options` the fold's
+    "split", "model_dir", "model_json" or "predictions" (e.g. `{"--split": "split"}`)."""
+    files = held_out_data()
+    data = " ".join(
+        f"--{option} {shlex.join(str(path) for path in files[option])}" for option in files
+    )
+    commands = []
+    for fold in REPEATS.folds:
+        run = REPEATS.fold_run(fold, model)
+        where = {
+            "split": fold_split_json(fold),
+            "model_dir": MODELS / run,
+            "model_json": MODELS / run / "model.json",
+            "predictions": PREDICTIONS / run,
+        }
+        named = " ".join(f"{flag} {shlex.quote(str(where[key]))}" for flag, key in options.items())
+        threads_option = "" if threads is None else f" --threads {threads}"
+        commands.append(
+            f"python -m ramanseg {command} {data} {named}{threads_option}"
+            f" --settings {shlex.quote(settings_json)}"
+        )
+    return " && ".join(commands)
+
+
+def nnunet_validation_summary(fold):
+    """nnU-Net's summary of one fold's validation predictions (written by nnunet_train)."""
+    return NNUNET_MODEL / f"fold_{fold}" / "validation" / "summary.json"
+
+
+def nnunet_cv_command():
+    """nnunet-fold-predictions once per fold: its validation predictions in our format."""
+    return " && ".join(
+        "python -m ramanseg nnunet-fold-predictions"
+        f" --summary {shlex.quote(str(nnunet_validation_summary(fold)))}"
+        f" --split {shlex.quote(str(fold_split_json(fold)))}"
+        f" --outdir {shlex.quote(str(PREDICTIONS / REPEATS.fold_run(fold, 'nnunet')))}"
+        for fold in REPEATS.folds
+    )
+
+
+def repeat_outputs():
+    """The cross-validated and repeated-seed tables, where switched on."""
+    outputs = []
+    if REPEATS.cross_validation:
+        outputs += expand(RESULTS / "evaluation" / "results_cv.{ext}", ext=["csv", "md"])
+    if REPEATS.repeats_seeds:
+        outputs += expand(RESULTS / "evaluation" / "results_seeds.{ext}", ext=["csv", "md"])
     return outputs
 
 

@@ -1,14 +1,16 @@
 # Our PyTorch models (U-Net, UNETR, RamanSeg with and without projection, the prototype
 # sweep's RamanSeg runs) and the per-pixel baseline.
 
+# A run on a cross-validation fold or with another seed (ramanseg.repeats) is trained
+# and predicted by the same rules: results/models/cv/fold<k>/<model>, seed<k>/<model>.
 wildcard_constraints:
-    model="|".join(TORCH_MODELS),
+    model=PREDICTED_RUN,
     run=TRAINING_RUN,
 
 
 rule train_model:
     input:
-        **training_inputs(),
+        unpack(lambda wildcards: training_inputs(wildcards.run)),
     output:
         weights=MODELS / "{run}" / "model.pt",
         metadata=MODELS / "{run}" / "model.json",
@@ -84,7 +86,8 @@ rule predict_model:
     params:
         weights=lambda wildcards, input: Path(input.weights).parent,
         outdir=lambda wildcards, output: Path(output.timing).parent,
-        settings=lambda wildcards: model_settings(wildcards.model),
+        model=lambda wildcards: run_model(wildcards.model),
+        settings=lambda wildcards: run_settings(wildcards.model),
     log:
         LOGS / "models" / "predict_{model}.log",
     benchmark:
@@ -97,7 +100,7 @@ rule predict_model:
     conda:
         "../../envs/torch.yaml"
     shell:
-        "python -m ramanseg predict-model --model {wildcards.model} --weights {params.weights:q}"
+        "python -m ramanseg predict-model --model {params.model} --weights {params.weights:q}"
         " --stacks {input.stacks:q} --split {input.split:q} --outdir {params.outdir:q}"
         " --timing {output.timing:q} --threads {threads} --settings {params.settings:q}"
         " > {log:q} 2>&1"

@@ -1,0 +1,112 @@
+"""The workflow's cross-validated evaluation and repeated seeds: planned jobs and a tiny run."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from ramanseg.catalog import EVALUATED_MODELS
+from tests.conftest import REPO
+from tests.test_workflow import planned_jobs, snakemake, tiny_config
+
+pytestmark = pytest.mark.workflow
+
+#: The rules that only cross-validation or repeated seeds plan.
+REPEAT_RULES = {
+    "fold_split",
+    "predict_cv",
+    "nnunet_cv_predictions",
+    "evaluate_cv",
+    "evaluate_seeds",
+}
+
+
+def _config(tmp_path, **keys):
+    path = tmp_path / "repeats.yaml"
+    path.write_text(yaml.safe_dump(keys))
+    return str(path)
+
+
+def test_the_demo_plans_no_repeated_training():
+    jobs = planned_jobs(snakemake("-n", "--forceall").stdout)
+    assert not REPEAT_RULES & set(jobs)
+    # The 4 models and the sweep's two other prototype counts; the 4 models' predictions.
+    assert (jobs["train_model"], jobs["predict_model"]) == (6, 4)
+
+
+def test_three_seeds_and_cross_validation_plan_every_run(tmp_path):
+    config = _config(tmp_path, seeds=[0, 1, 2], cross_validation=True)
+    result = snakemake("-n", "--forceall", "-p", "--configfile", config)
+    jobs = planned_jobs(result.stdout)
+    # The 4 PyTorch models: the main run, seeds 1 and 2, 5 folds; the sweep's 2 other counts.
+    assert jobs["train_model"] == 4 * (1 + 2 + 5) + 2
+    # The 4 PyTorch models' test predictions per seed; their held-out ones once per model.
+    assert jobs["predict_model"] == 4 * 3 and jobs["predict_cv"] == 4
+    assert jobs["fold_split"] == 5 and jobs["nnunet_train"] == 5
+    assert jobs["nnunet_cv_predictions"] == jobs["evaluate_cv"] == jobs["evaluate_seeds"] == 1
+    assert jobs["fit_baseline_cv"] == jobs["fit_pixel_cnn_cv"] == jobs["fit_phasor_cv"] == 1
+    # Seed 1's U-Net trains with seed 1 on the main split; fold 3's with the fold's split.
+    commands = [line for line in result.stdout.splitlines() if "train-model --model unet " in line]
+    seed1 = next(c for c in commands if "--outdir results/models/seed1/unet " in c)
+    assert '"seed": 1,' in seed1 and "--split results/split/split.json" in seed1
+    fold3 = next(c for c in commands if "--outdir results/models/cv/fold3/unet " in c)
+    assert '"seed": 0,' in fold3 and "--split results/split/cv/fold3.json" in fold3
+    # The tables become sections of results.md.
+    assert "--sections results/evaluation/results_cv.md results/evaluation/results_seeds.md" in (
+        result.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"seeds": [0, 0]}, "has non-unique elements"),
+    ],
+)
+def test_impossible_repeats_stop_the_dry_run(tmp_path, keys, message):
+    result = snakemake("-n", "--configfile", _config(tmp_path, **keys), check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr or "ValidationError" in result.stderr
+
+
+def test_tiny_cross_validated_run(tmp_path):
+    # Only the cross-validated table's jobs (the tiny demo test runs the others; the seeds
+    # reuse the models' own rules, checked by the dry run above).
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    tiny = tiny_config(tmp_path)
+    config = yaml.safe_load(tiny.read_text())
+    tiny.write_text(yaml.safe_dump({**config, "cross_validation": True}))
+    snakemake(
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(REPO / "config" / "config.yaml"), str(tiny),
+        "--cores", "2",
+        "results/evaluation/results_cv.md",
+    )  # fmt: skip
+    evaluation = workdir / "results" / "evaluation"
+    split = json.loads((workdir / "results" / "split" / "split.json").read_text())
+    per_sample = pd.read_csv(evaluation / "results_cv_per_sample.csv")
+    # Every training + validation sample, once per model, predicted by the fold holding it out.
+    held_out = {s: k for k, fold in enumerate(split["folds"]) for s in fold["val"]}
+    assert sorted(per_sample["sample"].unique()) == sorted(split["train"] + split["val"])
+    assert all(
+        held_out[s] == k for s, k in zip(per_sample["sample"], per_sample["fold"], strict=True)
+    )
+    assert sorted(per_sample["model"].unique()) == sorted(EVALUATED_MODELS)
+    assert per_sample.groupby("model").size().eq(len(held_out)).all()
+    # Each fold's model trained without its held-out samples.
+    for fold, samples in enumerate(fold["val"] for fold in split["folds"]):
+        trained = json.loads(
+            (
+                workdir / "results" / "models" / "cv" / f"fold{fold}" / "unet" / "model.json"
+            ).read_text()
+        )
+        assert not set(samples) & set(trained["train_samples"] + trained["val_samples"])
+    assert (evaluation / "results_cv.md").read_text().startswith("## Cross-validated evaluation")
+    folds = pd.read_csv(evaluation / "results_cv_folds.csv")
+    assert list(folds.columns[2:]) == ["dice_fold0", "dice_fold1"]

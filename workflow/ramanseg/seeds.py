@@ -1,0 +1,293 @@
+"""Repeated seeds: how much a model's test Dice moves when only its training seed changes.
+
+With ``seeds: [0, 1, 2]`` the workflow trains each of our PyTorch models once per seed
+(the seed of the initial weights, the patch sampling and the augmentation; the split is
+``split.seed``'s and stays the same) and predicts the test samples with each. The table
+gives per model the test Dice of every seed and their mean ± standard deviation over the
+seeds (``ddof = 1``: the seeds are a sample of the seeds one could have chosen), and the
+same for sensitivity and specificity. A difference between two models smaller than their
+spread over seeds is not a difference between the models.
+
+Which models are repeated (README, "Repeated seeds"): our PyTorch models (U-Net, UNETR,
+RamanSeg, projection-free RamanSeg). nnU-Net is not: its trainer takes no seed (nnunetv2's
+``nnUNetTrainer(plans, configuration, fold, dataset_json, device)``); our launcher seeds
+the global random generators with ``seed + fold`` before building it
+(:func:`ramanseg.nnunet.run.train_fold`), so repeating it would retrain all its folds per
+seed, and its test prediction already averages the networks of its folds.
+The per-pixel baselines are cheap but not repeated either: the logistic regression's only
+randomness is its pixel subsample.
+
+A seed equal to the global ``seed`` is the main run itself (``results/models/<model>``);
+the others are ``results/models/seed<k>/<model>``, predicted into
+``results/predictions/seed<k>/<model>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ramanseg.catalog import model_label
+from ramanseg.errors import InputError
+from ramanseg.evaluate import METRICS, evaluate_models, evaluation_settings
+from ramanseg.figures import table_bytes
+from ramanseg.fileio import prefixed, with_suffix, write_files
+from ramanseg.predictions import parse_prediction_path
+from ramanseg.preprocessed import PreprocessedSource, files_by_sample
+
+log = logging.getLogger(__name__)
+
+#: The heading of the repeated-seeds section in results.md.
+HEADING = "## Repeated seeds"
+METRIC_LABELS = {"dice": "Dice", "sensitivity": "Sensitivity", "specificity": "Specificity"}
+
+
+def predictions_by_seed(
+    paths: Sequence[str | Path], seeds: Sequence[int]
+) -> dict[int, dict[str, dict[str, Path]]]:
+    """Group predicted masks by seed, model and sample: ``{seed: {model: {sample: path}}}``.
+
+    Args:
+        paths: ``.../<model>/<sample>.mask.tif`` files.
+        seeds: the training seed of each file's model (as many as ``paths``).
+
+    Raises:
+        InputError: lists of different lengths, a file that is not a mask, or one
+            (seed, model, sample) given twice.
+    """
+    if len(paths) != len(seeds):
+        raise InputError(
+            f"{len(paths)} prediction files but {len(seeds)} seeds",
+            fix="give one seed per prediction file (--seeds in the order of --predictions)",
+        )
+    grouped: dict[int, dict[str, dict[str, Path]]] = {}
+    for path, seed in zip(map(Path, paths), seeds, strict=True):
+        model, sample, kind = parse_prediction_path(path)
+        if kind != "mask":
+            raise InputError(
+                "expected a predicted mask", sample=sample, path=path, fix="pass the mask files"
+            )
+        by_sample = grouped.setdefault(int(seed), {}).setdefault(model, {})
+        if sample in by_sample:
+            raise InputError(
+                f"seed {seed} of model {model!r} has two predictions of this sample",
+                sample=sample,
+                path=path,
+                fix="pass each prediction once",
+            )
+        by_sample[sample] = path
+    return grouped
+
+
+def seed_runs(per_sample: pd.DataFrame) -> pd.DataFrame:
+    """Each (model, seed) run's mean metrics over the test samples, in percent.
+
+    Args:
+        per_sample: :func:`ramanseg.evaluate.evaluate_models`'s rows with a ``seed`` column.
+
+    Returns:
+        ``model``, ``seed``, ``n_samples`` and ``<metric>_mean`` (NaN values left out), in
+        the order of first appearance of the models, then by seed.
+    """
+    rows = []
+    for model in dict.fromkeys(per_sample["model"]):
+        runs = per_sample[per_sample["model"] == model]
+        for seed in sorted(set(runs["seed"])):
+            run = runs[runs["seed"] == seed]
+            row: dict[str, Any] = {"model": model, "seed": int(seed), "n_samples": len(run)}
+            for metric in METRICS:
+                values = run[metric].to_numpy(dtype=np.float64)
+                values = values[np.isfinite(values)]
+                row[f"{metric}_mean"] = 100.0 * values.mean() if values.size else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per model: the spread of its runs' mean metrics over the seeds.
+
+    Args:
+        runs: the output of :func:`seed_runs`.
+
+    Returns:
+        One row per model: ``model``, ``label``, ``n_seeds``, ``seeds`` (e.g. ``"0 1 2"``),
+        ``dice_seed<k>`` for every seed, and per metric ``<metric>_mean``, ``<metric>_sd``
+        (over the seeds, ``ddof = 1``; NaN with one seed), ``<metric>_min`` and
+        ``<metric>_max``; percent.
+    """
+    rows = []
+    for model in dict.fromkeys(runs["model"]):
+        group = runs[runs["model"] == model].sort_values("seed")
+        row: dict[str, Any] = {
+            "model": model,
+            "label": model_label(model),
+            "n_seeds": len(group),
+            "seeds": " ".join(str(seed) for seed in group["seed"]),
+        }
+        for seed, dice in zip(group["seed"], group["dice_mean"], strict=True):
+            row[f"dice_seed{seed}"] = float(dice)
+        for metric in METRICS:
+            values = group[f"{metric}_mean"].to_numpy(dtype=np.float64)
+            values = values[np.isfinite(values)]
+            row[f"{metric}_mean"] = float(values.mean()) if values.size else math.nan
+            row[f"{metric}_sd"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
+            row[f"{metric}_min"] = float(values.min()) if values.size else math.nan
+            row[f"{metric}_max"] = float(values.max()) if values.size else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mean_sd(mean: float, sd: float) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.1f} ± {sd:.1f}" if math.isfinite(sd) else f"{mean:.1f}"
+
+
+def markdown_seeds(summary: pd.DataFrame, n_samples: int) -> str:
+    """The repeated-seeds table as a section of results.md (a heading, the table, notes)."""
+    header = [
+        "Model",
+        "seeds",
+        "Dice per seed",
+        *(f"{METRIC_LABELS[m]} (over seeds)" for m in METRICS),
+    ]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---", "---", "---"] + ["---:"] * len(METRICS)) + "|",
+    ]
+    for row in summary.to_dict("records"):
+        per_seed = ", ".join(f"{row[f'dice_seed{seed}']:.1f}" for seed in str(row["seeds"]).split())
+        cells = [str(row["label"]), str(row["seeds"]), per_seed]
+        cells += [_mean_sd(row[f"{m}_mean"], row[f"{m}_sd"]) for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = (
+        f"Each seed's number is the mean over the {n_samples} test samples (percent); "
+        "mean ± standard deviation over the seeds (ddof = 1). Only the training seed "
+        "changes (initial weights, patches, augmentation); the split is the same. "
+        'nnU-Net and the per-pixel baselines are not repeated (README, "Repeated seeds"): '
+        "nnU-Net's trainer takes no seed of its own, and its test prediction already "
+        "averages the networks of its differently trained folds."
+    )
+    return f"{HEADING}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
+
+
+def run_evaluate_seeds(
+    predictions: Sequence[str | Path],
+    seeds: Sequence[int],
+    models: Sequence[str],
+    truth: PreprocessedSource,
+    split: str | Path,
+    out_prefix: str | Path,
+    pixels: str = "tissue",
+) -> pd.DataFrame:
+    """Evaluate every seed's test predictions and write the spread over the seeds.
+
+    Writes, after everything is computed: ``<prefix>.csv`` / ``.parquet`` / ``.md`` (per
+    model, :func:`seed_summary`), ``<prefix>_runs.csv`` / ``.parquet`` (per model and seed)
+    and ``<prefix>_per_sample.csv`` / ``.parquet``.
+
+    Args:
+        predictions: every seed's predicted masks of the test samples.
+        seeds: the seed of each file (as many as ``predictions``).
+        models: the repeated models, in table order; each needs every seed's predictions.
+        truth: the test samples' preprocessed files by sample.
+        split: ``results/split/split.json`` (the test samples).
+        out_prefix: e.g. ``results/evaluation/results_seeds``.
+        pixels: ``evaluate.pixels``.
+
+    Returns:
+        The per-model table.
+
+    Raises:
+        InputError: a missing or bad prediction or ground truth, or a bad split.
+    """
+    from ramanseg.split import read_split
+
+    samples = list(read_split(split)["test"])
+    grouped = predictions_by_seed(predictions, seeds)
+    frames = []
+    for seed in sorted(grouped):
+        per_sample = evaluate_models(grouped[seed], models, truth, samples, pixels)
+        per_sample.insert(1, "seed", seed)
+        frames.append(per_sample)
+    per_sample = pd.concat(frames, ignore_index=True)
+    # Model by model (in table order), then by seed.
+    rank = per_sample["model"].map({model: index for index, model in enumerate(models)})
+    per_sample = per_sample.iloc[np.lexsort((per_sample["seed"], rank))].reset_index(drop=True)
+    runs = seed_runs(per_sample)
+    runs.insert(1, "label", [model_label(model) for model in runs["model"]])
+    summary = seed_summary(runs)
+    markdown = markdown_seeds(summary, len(samples))
+    write_files(
+        {
+            **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),
+            **prefixed(with_suffix(out_prefix, "_runs"), table_bytes(runs)),
+            **prefixed(out_prefix, table_bytes(summary, markdown, float_format="%.4f")),
+        }
+    )
+    log.info("repeated seeds:\n%s", markdown)
+    return summary
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``evaluate-seeds`` to the ``ramanseg`` command line."""
+    from ramanseg.cli import add_settings_arguments, settings_from_args
+
+    parser = subparsers.add_parser(
+        "evaluate-seeds",
+        help="the spread of each model's test metrics over its training seeds",
+        description="Evaluate the test predictions of every model trained with each seed "
+        "and write, per model, each seed's test Dice and the mean ± sd over the seeds.",
+    )
+    parser.add_argument(
+        "--predictions", required=True, nargs="+", metavar="FILE", help="the seeds' predicted masks"
+    )
+    parser.add_argument(
+        "--seeds",
+        required=True,
+        nargs="+",
+        type=int,
+        help="the training seed of each --predictions file, in the same order",
+    )
+    parser.add_argument("--models", nargs="+", required=True, help="models, in table order")
+    for option, name in (("--truth", "mask.tif"), ("--classes", "classes.tif"),
+                         ("--foregrounds", "foreground.tif")):  # fmt: skip
+        parser.add_argument(
+            option,
+            nargs="+",
+            metavar="FILE",
+            required=option == "--truth",
+            help=f"the test samples' preprocessed {name}",
+        )
+    parser.add_argument("--split", required=True, type=Path, help="results/split/split.json")
+    parser.add_argument(
+        "--out-prefix",
+        required=True,
+        type=Path,
+        help="output path without extension (writes .csv .parquet .md, _runs and "
+        "_per_sample as .csv .parquet)",
+    )
+    add_settings_arguments(parser)
+
+    def run(args: Any) -> int:
+        truth = files_by_sample(
+            masks=args.truth, classes=args.classes, foregrounds=args.foregrounds
+        )
+        run_evaluate_seeds(
+            args.predictions,
+            args.seeds,
+            args.models,
+            truth,
+            args.split,
+            args.out_prefix,
+            evaluation_settings(settings_from_args(args)).pixels,
+        )
+        return 0
+
+    parser.set_defaults(func=run)
