@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ramanseg.config import require
-from ramanseg.spectra.explain import band_importance, gradcam, weight_map
+from ramanseg.spectra.explain import class_importance
 from ramanseg.spectra.metrics import bootstrap_metrics, confusion
 from ramanseg.spectra.networks import ResNet1d, SpectraCNN
 from ramanseg.spectra.preprocessing import PreprocessingSettings, preprocess_spectra
@@ -83,6 +83,13 @@ def prepare(table: SpectraTable, config: Mapping[str, Any], dataset: str) -> Pre
     return PreparedData(x, wavenumbers, y, classes, table.groups, split)
 
 
+def explain_block(config: Mapping[str, Any]) -> int | None:
+    """``spectra.explain_block``: the 1-based block the explanations use; ``None`` (the
+    default): each network's deepest block at band resolution."""
+    block = require(config, "spectra").get("explain_block")
+    return None if block is None else int(block)
+
+
 def training_settings(config: Mapping[str, Any], **overrides: Any) -> TrainingSettings:
     """``spectra.training`` as :class:`TrainingSettings` (seeded by ``seed``)."""
     section = dict(require(config, "spectra.training"))
@@ -145,20 +152,28 @@ def fine_tune_resnet(
     )
 
 
-def explain_cnn(model: SpectraCNN, data: PreparedData) -> pd.DataFrame:
-    """Band importance of the CNN on the test spectra: per class (guided Grad-CAM and the
-    guided weight map of that class's logit over that class's spectra; for two classes,
-    the positive class only), scaled to a maximum absolute value of 1."""
+def explain_cnn(model: SpectraCNN, data: PreparedData, block: int | None = None) -> pd.DataFrame:
+    """Band importance of the CNN on the test spectra, per class: Grad-CAM and the weight
+    map of that class's logit, its spectra against the others (:func:`class_importance`;
+    for two classes, the positive class only), scaled to a maximum absolute value of 1.
+
+    Args:
+        model: the trained network.
+        data: the dataset (its test spectra are explained; all its spectra if the test set
+            lacks the class).
+        block: the 1-based block explained; ``None``: the deepest at band resolution.
+    """
     test = data.split["test"]
     targets = [1] if len(data.classes) == 2 else list(range(len(data.classes)))
     rows = {"wavenumber": data.wavenumbers}
     for target in targets:
-        spectra = data.x[test][data.y[test] == target]
-        if len(spectra) == 0:
-            spectra = data.x[data.y == target]
+        x, y = data.x[test], data.y[test]
+        if not (y == target).any() or (y == target).all():
+            x, y = data.x, data.y
         name = data.classes[target]
-        rows[f"gradcam:{name}"] = band_importance(gradcam(model, spectra, target, guided=True))
-        rows[f"weights:{name}"] = band_importance(weight_map(model, spectra, target, guided=True))
+        importance = class_importance(model, x, y == target, target, block)
+        for method, values in importance.items():
+            rows[f"{method}:{name}"] = values
     return pd.DataFrame(rows)
 
 
@@ -241,7 +256,7 @@ def run_dataset(
         "metrics": metrics,
         "histories": histories,
         "confusions": {m: confusion(data.y[test], p) for m, p in predicted.items()},
-        "importance": explain_cnn(cnn, data),
+        "importance": explain_cnn(cnn, data, explain_block(config)),
         "predictions": predictions,
         "cnn": cnn,
     }
