@@ -18,13 +18,18 @@ from ramanseg.spectra.explain import class_importance
 from ramanseg.spectra.metrics import bootstrap_metrics, confusion
 from ramanseg.spectra.networks import ResNet1d, SpectraCNN
 from ramanseg.spectra.preprocessing import PreprocessingSettings, preprocess_spectra
-from ramanseg.spectra.svm import fit_svm, svm_probabilities
+from ramanseg.spectra.svm import GeneticSettings, fit_svm, select_bands_ga, svm_probabilities
 from ramanseg.spectra.table import SpectraTable, encode_labels, grouped_split
 from ramanseg.spectra.training import TrainingSettings, probabilities, train_network
 
 LOGGER = logging.getLogger(__name__)
 #: The models of the spectra metrics table, in table order, with their labels.
-SPECTRA_MODELS = {"cnn": "1D-CNN", "resnet": "1D ResNet (transfer)", "svm": "SVM"}
+SPECTRA_MODELS = {
+    "cnn": "1D-CNN",
+    "resnet": "1D ResNet (transfer)",
+    "svm": "SVM",
+    "svm_ga": "SVM-GA (bands by a genetic algorithm)",
+}
 
 
 @dataclass
@@ -88,6 +93,11 @@ def explain_block(config: Mapping[str, Any]) -> int | None:
     default): each network's deepest block at band resolution."""
     block = require(config, "spectra").get("explain_block")
     return None if block is None else int(block)
+
+
+def genetic_settings(config: Mapping[str, Any]) -> GeneticSettings:
+    """``spectra.svm_ga`` as :class:`GeneticSettings` (unset keys: its defaults)."""
+    return GeneticSettings(**require(config, "spectra").get("svm_ga", {}))
 
 
 def training_settings(config: Mapping[str, Any], **overrides: Any) -> TrainingSettings:
@@ -229,8 +239,21 @@ def run_dataset(
         histories["resnet_pretrain"] = pretrain_history
         histories["resnet"] = fine_tune_resnet(resnet, data, config)
         predicted["resnet"] = probabilities(resnet, data.x[test])
-    svm = fit_svm(data.x[train], data.y[train], seed=int(require(config, "seed")))
+    seed = int(require(config, "seed"))
+    svm = fit_svm(data.x[train], data.y[train], seed=seed)
     predicted["svm"] = svm_probabilities(svm, data.x[test], n_classes)
+    bands, ga_history = select_bands_ga(
+        data.x[train], data.y[train], data.x[val], data.y[val], genetic_settings(config), seed
+    )
+    LOGGER.info(
+        "%s: SVM-GA keeps %d of %d bands (validation balanced accuracy by generation %s)",
+        dataset,
+        bands.sum(),
+        len(bands),
+        [round(f, 3) for f in ga_history],
+    )
+    svm_ga = fit_svm(data.x[train][:, bands], data.y[train], seed=seed)
+    predicted["svm_ga"] = svm_probabilities(svm_ga, data.x[test][:, bands], n_classes)
     bootstrap = require(config, "spectra.bootstrap")
     metrics = []
     for model, probability in predicted.items():

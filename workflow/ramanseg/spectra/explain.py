@@ -90,7 +90,7 @@ def _features(model: SpectraCNN, x: np.ndarray, block: int) -> np.ndarray:
 
 
 def receptive_field_offsets(
-    model: SpectraCNN, x: np.ndarray, block: int | None = None, max_spectra: int = 1000
+    model: SpectraCNN, x: np.ndarray, block: int | None = None, max_spectra: int = 250
 ) -> np.ndarray:
     """``(channels,)`` int: per channel of ``block``, where in its receptive field the
     input that drives it lies, in bands from the position's centre: the centroid of the
