@@ -15,7 +15,7 @@ of its features sees ~160 bands; on the synthetic Lorentzian set its maps peak 2
 beside planted peaks of FWHM 12-14 cm-1. The default block
 (:meth:`SpectraCNN.band_resolution_block`) is the deepest one at one position per band:
 Table 1's first (receptive field 31 bands), the per-pixel model's last (it does not pool,
-so there the weight map is exactly the paper's). ``block`` (1-based; config key
+so there the weight map's weights are exactly the paper's). ``block`` (1-based; config key
 ``spectra.explain_block``) picks another. A position after pooling by ``s`` is placed at
 the centre of the ``s`` bands it pools, not stretched over the whole axis (which drifts
 when the length is not a multiple of ``s``).
