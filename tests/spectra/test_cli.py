@@ -59,8 +59,8 @@ def test_spectra_run_writes_metrics_figures_and_weights(tmp_path, config, tiny_t
     )
     assert result.returncode == 0, result.stderr
     metrics = pd.read_csv(outdir / "metrics.csv")
-    assert set(metrics["model"]) == {"cnn", "resnet", "svm"}
-    assert len(metrics) == 15
+    assert set(metrics["model"]) == {"cnn", "resnet", "svm", "svm_ga"}
+    assert len(metrics) == 20
     assert (
         (metrics["ci_low"] <= metrics["value"]) & (metrics["value"] <= metrics["ci_high"])
     ).all()

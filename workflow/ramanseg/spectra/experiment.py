@@ -14,17 +14,22 @@ import pandas as pd
 import torch
 
 from ramanseg.config import require
-from ramanseg.spectra.explain import band_importance, gradcam, weight_map
+from ramanseg.spectra.explain import class_importance
 from ramanseg.spectra.metrics import bootstrap_metrics, confusion
 from ramanseg.spectra.networks import ResNet1d, SpectraCNN
 from ramanseg.spectra.preprocessing import PreprocessingSettings, preprocess_spectra
-from ramanseg.spectra.svm import fit_svm, svm_probabilities
+from ramanseg.spectra.svm import GeneticSettings, fit_svm, select_bands_ga, svm_probabilities
 from ramanseg.spectra.table import SpectraTable, encode_labels, grouped_split
 from ramanseg.spectra.training import TrainingSettings, probabilities, train_network
 
 LOGGER = logging.getLogger(__name__)
 #: The models of the spectra metrics table, in table order, with their labels.
-SPECTRA_MODELS = {"cnn": "1D-CNN", "resnet": "1D ResNet (transfer)", "svm": "SVM"}
+SPECTRA_MODELS = {
+    "cnn": "1D-CNN",
+    "resnet": "1D ResNet (transfer)",
+    "svm": "SVM",
+    "svm_ga": "SVM-GA (bands by a genetic algorithm)",
+}
 
 
 @dataclass
@@ -81,6 +86,18 @@ def prepare(table: SpectraTable, config: Mapping[str, Any], dataset: str) -> Pre
         int(require(config, "seed")),
     )
     return PreparedData(x, wavenumbers, y, classes, table.groups, split)
+
+
+def explain_block(config: Mapping[str, Any]) -> int | None:
+    """``spectra.explain_block``: the 1-based block the explanations use; ``None`` (the
+    default): each network's deepest block at band resolution."""
+    block = require(config, "spectra").get("explain_block")
+    return None if block is None else int(block)
+
+
+def genetic_settings(config: Mapping[str, Any]) -> GeneticSettings:
+    """``spectra.svm_ga`` as :class:`GeneticSettings` (unset keys: its defaults)."""
+    return GeneticSettings(**require(config, "spectra").get("svm_ga", {}))
 
 
 def training_settings(config: Mapping[str, Any], **overrides: Any) -> TrainingSettings:
@@ -145,20 +162,28 @@ def fine_tune_resnet(
     )
 
 
-def explain_cnn(model: SpectraCNN, data: PreparedData) -> pd.DataFrame:
-    """Band importance of the CNN on the test spectra: per class (guided Grad-CAM and the
-    guided weight map of that class's logit over that class's spectra; for two classes,
-    the positive class only), scaled to a maximum absolute value of 1."""
+def explain_cnn(model: SpectraCNN, data: PreparedData, block: int | None = None) -> pd.DataFrame:
+    """Band importance of the CNN on the test spectra, per class: Grad-CAM and the weight
+    map of that class's logit, its spectra against the others (:func:`class_importance`;
+    for two classes, the positive class only), scaled to a maximum absolute value of 1.
+
+    Args:
+        model: the trained network.
+        data: the dataset (its test spectra are explained; all its spectra if the test set
+            lacks the class).
+        block: the 1-based block explained; ``None``: the deepest at band resolution.
+    """
     test = data.split["test"]
     targets = [1] if len(data.classes) == 2 else list(range(len(data.classes)))
     rows = {"wavenumber": data.wavenumbers}
     for target in targets:
-        spectra = data.x[test][data.y[test] == target]
-        if len(spectra) == 0:
-            spectra = data.x[data.y == target]
+        x, y = data.x[test], data.y[test]
+        if not (y == target).any() or (y == target).all():
+            x, y = data.x, data.y
         name = data.classes[target]
-        rows[f"gradcam:{name}"] = band_importance(gradcam(model, spectra, target, guided=True))
-        rows[f"weights:{name}"] = band_importance(weight_map(model, spectra, target, guided=True))
+        importance = class_importance(model, x, y == target, target, block)
+        for method, values in importance.items():
+            rows[f"{method}:{name}"] = values
     return pd.DataFrame(rows)
 
 
@@ -214,8 +239,21 @@ def run_dataset(
         histories["resnet_pretrain"] = pretrain_history
         histories["resnet"] = fine_tune_resnet(resnet, data, config)
         predicted["resnet"] = probabilities(resnet, data.x[test])
-    svm = fit_svm(data.x[train], data.y[train], seed=int(require(config, "seed")))
+    seed = int(require(config, "seed"))
+    svm = fit_svm(data.x[train], data.y[train], seed=seed)
     predicted["svm"] = svm_probabilities(svm, data.x[test], n_classes)
+    bands, ga_history = select_bands_ga(
+        data.x[train], data.y[train], data.x[val], data.y[val], genetic_settings(config), seed
+    )
+    LOGGER.info(
+        "%s: SVM-GA keeps %d of %d bands (validation balanced accuracy by generation %s)",
+        dataset,
+        bands.sum(),
+        len(bands),
+        [round(f, 3) for f in ga_history],
+    )
+    svm_ga = fit_svm(data.x[train][:, bands], data.y[train], seed=seed)
+    predicted["svm_ga"] = svm_probabilities(svm_ga, data.x[test][:, bands], n_classes)
     bootstrap = require(config, "spectra.bootstrap")
     metrics = []
     for model, probability in predicted.items():
@@ -241,7 +279,7 @@ def run_dataset(
         "metrics": metrics,
         "histories": histories,
         "confusions": {m: confusion(data.y[test], p) for m, p in predicted.items()},
-        "importance": explain_cnn(cnn, data),
+        "importance": explain_cnn(cnn, data, explain_block(config)),
         "predictions": predictions,
         "cnn": cnn,
     }

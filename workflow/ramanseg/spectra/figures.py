@@ -72,8 +72,8 @@ def top_band_mask(importance: pd.DataFrame, k: int) -> np.ndarray:
 
 
 def class_spectra_figure(data: PreparedData, importance: pd.DataFrame, k: int, title: str):
-    """Mean ± one sd of the preprocessed spectra per class; the top-``k`` (guided) Grad-CAM
-    bands shaded grey."""
+    """Mean ± one sd of the preprocessed spectra per class; the top-``k`` Grad-CAM bands
+    shaded grey."""
     figure = new_figure(9, 4)
     ax = figure.subplots()
     x = data.wavenumbers
@@ -87,22 +87,21 @@ def class_spectra_figure(data: PreparedData, importance: pd.DataFrame, k: int, t
         ax.plot(x, mean, color=colour, label=f"{name} (n = {len(spectra)})")
         ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.2, lw=0)
     ax.set(xlabel="wavenumber (cm$^{-1}$)", ylabel="preprocessed intensity", title=title)
-    ax.legend(fontsize=8, title=f"grey: top-{k} guided Grad-CAM bands", title_fontsize=8)
+    ax.legend(fontsize=8, title=f"grey: top-{k} Grad-CAM bands", title_fontsize=8)
     return figure
 
 
 def explanation_figure(importance: pd.DataFrame, title: str):
-    """The guided Grad-CAM and weight-based maps per explained class (signed, max |.| = 1).
-    For a network with global average pooling the two nearly coincide: Grad-CAM's channel
-    weights are the gradients of the logit with respect to the pooled features."""
+    """The Grad-CAM and weight-based importance per explained class (the class's spectra
+    against the others, signed, max |.| = 1)."""
     targets = [c.split(":", 1)[1] for c in importance.columns if c.startswith("gradcam:")]
     figure = new_figure(9, 2.4 * len(targets) + 0.6)
     axes = figure.subplots(len(targets), 1, squeeze=False)[:, 0]
     x = importance["wavenumber"]
     for ax, target in zip(axes, targets, strict=True):
         ax.axhline(0, color="0.6", lw=0.5)
-        ax.plot(x, importance[f"gradcam:{target}"], label="guided Grad-CAM (Captum)")
-        ax.plot(x, importance[f"weights:{target}"], label="guided weight map (GAP + dense weights)")
+        ax.plot(x, importance[f"gradcam:{target}"], label="Grad-CAM (Captum)")
+        ax.plot(x, importance[f"weights:{target}"], label="weight map (weights x feature maps)")
         ax.set(ylabel="importance", title=f"class {target}", ylim=(-1.1, 1.1))
         ax.legend(fontsize=7)
     axes[-1].set_xlabel("wavenumber (cm$^{-1}$)")

@@ -76,10 +76,26 @@ class SpectraCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(dense, output_units(n_classes))
 
-    @property
-    def last_conv_activation(self) -> nn.Module:
-        """The last block's ReLU: the feature maps the explanations use."""
-        return self.blocks[-1][2]
+    def block_stride(self, block: int) -> int:
+        """How many input bands one position of the 1-based ``block``'s ReLU output spans:
+        the product of the poolings before it."""
+        pooled = sum(isinstance(b[3], nn.MaxPool1d) for b in self.blocks[: block - 1])
+        return 2**pooled
+
+    def receptive_field(self, block: int) -> int:
+        """How many input bands one position of the 1-based ``block``'s ReLU output sees."""
+        field, stride = 1, 1
+        for index, previous in enumerate(self.blocks[:block]):
+            field += (previous[0].kernel_size[0] - 1) * stride
+            if index < block - 1 and isinstance(previous[3], nn.MaxPool1d):
+                field += stride
+                stride *= 2
+        return field
+
+    def band_resolution_block(self) -> int:
+        """The deepest 1-based block whose ReLU keeps one position per band (no pooling
+        before it): where the explanations resolve single bands."""
+        return max(b for b in range(1, len(self.blocks) + 1) if self.block_stride(b) == 1)
 
     def head_weights(self) -> torch.Tensor:
         """``(outputs, channels)``: the dense layers' weights composed (ReLU and dropout

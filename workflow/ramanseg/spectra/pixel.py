@@ -8,10 +8,12 @@ Table 1's kernels (31, 15, ...) would give every feature position a receptive fi
 than the spectrum, so that no map over the feature positions could tell bands apart; the
 demo uses kernels of 3 and 1 (a receptive field of 7 bands) and no pooling.
 
-Band importance of the tumour logit over test-sample tumour pixels: Grad-CAM and the
-weight-based map (resolved to the last block's receptive field), and Integrated Gradients
-against the mean non-tumour spectrum (per band; signed mean, and mean magnitude, the usual
-global ranking); each set against the band's Fisher score
+Band importance of the tumour logit on test-sample pixels: Grad-CAM and the weight-based
+map, tumour pixels against the others (:func:`ramanseg.spectra.explain.class_importance`),
+on the last block (the network does not pool, so it is at band resolution and feeds the
+global pooling: the weight map is the paper's exactly); and Integrated Gradients of tumour
+pixels against the mean non-tumour spectrum (per band; signed mean, and mean magnitude,
+the usual global ranking); each set against the band's Fisher score
 (tumour vs the rest, squared mean difference over summed variances) on the training
 pixels, the measure ``ramanseg.phantom`` documents.
 """
@@ -30,11 +32,11 @@ from ramanseg.config import ConfigError, require
 from ramanseg.errors import InputError
 from ramanseg.models.baseline import sample_pixels
 from ramanseg.models.data import Sample
+from ramanseg.spectra.experiment import explain_block
 from ramanseg.spectra.explain import (
     band_importance,
-    gradcam,
+    class_importance,
     integrated_gradients,
-    weight_map,
 )
 from ramanseg.spectra.networks import SpectraCNN
 from ramanseg.spectra.preprocessing import PreprocessingSettings, preprocess_spectra
@@ -170,22 +172,22 @@ def pixel_band_importance(
     max_pixels: int = 4000,
 ) -> pd.DataFrame:
     """Grad-CAM, weight-based and Integrated-Gradients importance of each band for the
-    tumour logit, over tumour pixels of ``samples`` (labelled; IG against their mean
-    non-tumour spectrum), beside the training Fisher scores."""
+    tumour logit on pixels of ``samples`` (labelled): Grad-CAM and the weight map of tumour
+    pixels against non-tumour pixels, IG of tumour pixels against their mean non-tumour
+    spectrum; beside the training Fisher scores."""
     seed = int(require(config, "seed"))
     x, y, wavenumbers = pixel_spectra(samples, config, max_pixels * 10, seed + 2)
-    tumour = x[y == 1][:max_pixels]
-    if len(tumour) == 0 or not (y == 0).any():
+    tumour, other = x[y == 1][:max_pixels], x[y == 0][:max_pixels]
+    if len(tumour) == 0 or len(other) == 0:
         raise InputError(
             "the samples explained lack tumour or non-tumour pixels",
             fix="check the test samples' masks",
         )
+    block = explain_block(config)
+    explained = np.concatenate([tumour, other])
+    in_class = np.arange(len(explained)) < len(tumour)
     table = pd.DataFrame(
-        {
-            "wavenumber": wavenumbers,
-            "gradcam": band_importance(gradcam(model, tumour, 1)),
-            "weights": band_importance(weight_map(model, tumour, 1)),
-        }
+        {"wavenumber": wavenumbers, **class_importance(model, explained, in_class, 1, block)}
     )
     attributions = integrated_gradients(model, tumour, x[y == 0].mean(axis=0), 1)
     table["integrated_gradients"] = band_importance(attributions)
@@ -196,26 +198,37 @@ def pixel_band_importance(
 
 
 def importance_figure(importance: pd.DataFrame, k: int):
-    """Band importance (three methods) against the Fisher score of each Raman band; the
-    top-``k`` bands by mean |Integrated Gradients| marked."""
+    """Band importance (three methods) against the Fisher score of each Raman band; each
+    method's top-``k`` bands marked above the bars (Integrated Gradients by mean |IG|)."""
     from ramanseg.figures import new_figure
 
     figure = new_figure(9, 4)
     ax = figure.subplots()
     x = importance["wavenumber"].to_numpy()
     width = np.median(np.diff(x)) * 0.27 if len(x) > 1 else 1.0
-    ax.bar(x - width, importance["gradcam"], width, label="Grad-CAM (Captum)")
-    ax.bar(x, importance["weights"], width, label="weight-based")
-    ax.bar(x + width, importance["integrated_gradients"], width, label="Integrated Gradients")
+    methods = (
+        ("gradcam", "gradcam", "Grad-CAM (Captum)", "tab:blue", -width, 1.08),
+        ("weights", "weights", "weight-based", "tab:orange", 0.0, 1.15),
+        (
+            "integrated_gradients",
+            "integrated_gradients_abs",
+            "Integrated Gradients",
+            "tab:green",
+            width,
+            1.22,
+        ),
+    )
+    for column, ranking, label, colour, offset, height in methods:
+        ax.bar(x + offset, importance[column], width, color=colour, label=label)
+        top = importance.nlargest(k, ranking)["wavenumber"].to_numpy()
+        ax.plot(top + offset, np.full(len(top), height), "v", color=colour, ms=4)
     ax.axhline(0, color="0.5", lw=0.5)
     ax.set(
         xlabel="Raman band (cm$^{-1}$)",
         ylabel="importance (tumour logit)",
-        ylim=(-1.1, 1.1),
-        title="Per-pixel 1D-CNN: band importance for the tumour logit",
+        ylim=(-1.1, 1.3),
+        title=f"Per-pixel 1D-CNN: band importance for the tumour logit (triangles: top-{k})",
     )
-    top = importance.nlargest(k, "integrated_gradients_abs")["wavenumber"]
-    ax.plot(top, np.full(len(top), 1.05), "v", color="black", label=f"top-{k} mean |IG|")
     twin = ax.twinx()
     twin.plot(x, importance["fisher"], "o-", color="tab:red", ms=3, label="Fisher score")
     twin.set_ylabel("Fisher score, training pixels", color="tab:red")
