@@ -54,9 +54,9 @@ def test_dry_run_plans_the_demo():
     expected |= {"nnunet_export": 1, "nnunet_plan": 1, "nnunet_train": 5, "nnunet_predict": 1}
     expected |= {"fit_baseline": 1, "fit_pixel_cnn": 1}
     assert expected.items() <= jobs.items()
-    # U-Net, UNETR and projection-free RamanSeg by train_model; RamanSeg and the two other
-    # prototype counts of the sweep by train_prototype_model.
-    assert (jobs["train_model"], jobs["train_prototype_model"], jobs["predict_model"]) == (3, 3, 4)
+    # U-Net, UNETR, projection-free RamanSeg and the hybrid U-Net by train_model; RamanSeg
+    # and the two other prototype counts of the sweep by train_prototype_model.
+    assert (jobs["train_model"], jobs["train_prototype_model"], jobs["predict_model"]) == (4, 3, 5)
     assert jobs["sweep_summary"] == 1
     assert jobs["evaluate"] == jobs["interpret_nnunet"] == jobs["interpret_prototypes"] == 1
 
@@ -116,6 +116,7 @@ def tiny_config(workdir: Path) -> Path:
             "training": {"patch_size": 32, "batch_size": 4, "patches_per_epoch": 8},
             "unet": {"epochs": 1, "base_channels": 4},
             "unetr": {"epochs": 1, "hidden_size": 48, "feature_size": 4},
+            "hybrid_unet": {"epochs": 1, "spectral_features": 2, "levels": 2},
             "ramanseg": {
                 "prototypes_per_class": 2,
                 "addon_channels": 8,
@@ -164,7 +165,16 @@ def test_tiny_demo_runs_every_rule(tmp_path):
     table = (workdir / "results" / "bottleneck" / "bottleneck.csv").read_text()
     assert table.count("\n") >= 4
     # The split the DAG was planned with is the one the split rule wrote.
-    for model in ("nnunet", "unet", "unetr", "ramanseg", "ramanseg_noproj", "logreg", "pixel_cnn"):
+    for model in (
+        "nnunet",
+        "unet",
+        "unetr",
+        "ramanseg",
+        "ramanseg_noproj",
+        "hybrid_unet",
+        "logreg",
+        "pixel_cnn",
+    ):
         written = sorted(
             p.name for p in (workdir / "results" / "predictions" / model).glob("*.tif")
         )
@@ -175,7 +185,16 @@ def test_tiny_demo_runs_every_rule(tmp_path):
     for name in ("results_comparisons.csv", "results_paired.png", "results_forest.png"):
         assert (workdir / "results" / "evaluation" / name).is_file()
     results = (workdir / "results" / "evaluation" / "results.csv").read_text()
-    for model in ("unet", "unetr", "nnunet", "ramanseg", "ramanseg_noproj", "logreg", "pixel_cnn"):
+    for model in (
+        "unet",
+        "unetr",
+        "nnunet",
+        "ramanseg",
+        "ramanseg_noproj",
+        "hybrid_unet",
+        "logreg",
+        "pixel_cnn",
+    ):
         assert model in results
     sweep = (workdir / "results" / "sweep" / "prototype_sweep.csv").read_text()
     assert sweep.count("\n") == 3  # header + two counts
