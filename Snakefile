@@ -22,6 +22,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/interpret.smk"
 include: "workflow/rules/spectra.smk"
+include: "workflow/rules/hsrs.smk"
 include: "workflow/rules/report.smk"
 
 

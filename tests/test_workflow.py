@@ -52,7 +52,7 @@ def test_dry_run_plans_the_demo():
     expected = {"all": 1, "phantom": 1, "preprocess": 32, "qc_figure": 32, "split": 1}
     expected |= {"bottleneck": 1}
     expected |= {"nnunet_export": 1, "nnunet_plan": 1, "nnunet_train": 5, "nnunet_predict": 1}
-    expected |= {"fit_baseline": 1, "fit_pixel_cnn": 1}
+    expected |= {"fit_baseline": 1, "fit_pixel_cnn": 1, "fit_phasor": 1}
     assert expected.items() <= jobs.items()
     # U-Net, UNETR, projection-free RamanSeg and the hybrid U-Net by train_model; RamanSeg
     # and the two other prototype counts of the sweep by train_prototype_model.
@@ -174,6 +174,7 @@ def test_tiny_demo_runs_every_rule(tmp_path):
         "hybrid_unet",
         "logreg",
         "pixel_cnn",
+        "phasor",
     ):
         written = sorted(
             p.name for p in (workdir / "results" / "predictions" / model).glob("*.tif")
@@ -194,6 +195,7 @@ def test_tiny_demo_runs_every_rule(tmp_path):
         "hybrid_unet",
         "logreg",
         "pixel_cnn",
+        "phasor",
     ):
         assert model in results
     sweep = (workdir / "results" / "sweep" / "prototype_sweep.csv").read_text()

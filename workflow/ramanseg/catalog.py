@@ -71,6 +71,8 @@ MODELS: tuple[ModelInfo, ...] = (
     ModelInfo("logreg", "Per-pixel logistic regression", None, "fit_baseline"),
     # The skin-cancer paper's 1D-CNN on each pixel's Raman spectrum (ramanseg.spectra.pixel).
     ModelInfo("pixel_cnn", "Per-pixel 1D-CNN (spectrum only)", None, "fit_pixel_cnn"),
+    # Spectral phasor cursors on each pixel's Raman bands, training-free (ramanseg.hsrs.tumour).
+    ModelInfo("phasor", "Spectral phasor cursors (spectrum only)", None, "fit_phasor"),
 )
 MODELS_BY_NAME = {model.name: model for model in MODELS}
 #: The models of the results table, in table order.

@@ -49,6 +49,12 @@ COMMANDS = {
     "spectra-run": "ramanseg.spectra.cli",
     "spectra-summary": "ramanseg.spectra.cli",
     "spectra-pixel-model": "ramanseg.spectra.cli",
+    # Hyperspectral SRS (issue 16, phasor part) and the tumour table's phasor baseline.
+    "hsrs-cells": "ramanseg.hsrs.cli",
+    "hsrs-celegans": "ramanseg.hsrs.cli",
+    "hsrs-phasor": "ramanseg.hsrs.cli",
+    "hsrs-dice": "ramanseg.hsrs.cli",
+    "fit-phasor": "ramanseg.hsrs.cli",
     "benchmark-summary": "ramanseg.report",
     "bench-dag": "ramanseg.benchmarks.dag",
 }

@@ -99,6 +99,7 @@ ORDERED_PAIR_KEYS = (
     "preprocess.percentiles.tpef",
     "preprocess.percentiles.shg",
     "preprocess.foreground_fraction",
+    "hsrs.cells.wavenumber_range",
 )
 
 
