@@ -23,6 +23,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/interpret.smk"
 include: "workflow/rules/spectra.smk"
 include: "workflow/rules/hsrs.smk"
+include: "workflow/rules/hsrs_models.smk"
 include: "workflow/rules/report.smk"
 
 

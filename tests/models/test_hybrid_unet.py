@@ -116,7 +116,7 @@ def widths(levels: int = SMALL["levels"]) -> list[int]:
 
 def test_switching_off_the_multiscale_module_leaves_one_plain_3d_conv_per_level():
     kernels = SMALL["spectral_kernel_sizes"]
-    inputs = [1, *widths()[:-1]]
+    inputs = [2, *widths()[:-1]]  # the intensity and the band position enter the first level
     difference = 0
     for w_in, w_out in zip(inputs, widths(), strict=True):
         branches = sum(w_in * w_out * k * 3 * 3 + 2 * w_out for k in kernels)  # conv + BN

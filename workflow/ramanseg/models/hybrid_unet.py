@@ -1,8 +1,10 @@
 """The hybrid 3D/2D U-Net for hyperspectral SRS (HSRS paper, SPIE 13721, 2025).
 
 The Raman bands keep their spectral axis: the encoder works on a 3-D volume
-(wavenumber, y, x) with one feature channel at the input, the decoder is a 2-D U-Net
-decoder. Three modules carry the paper's ideas, each switchable off for its ablation
+(wavenumber, y, x) whose two input features are the intensity and the band's position
+(from -1 to 1 over the bands; without it, pooling over the bands would make a peak's
+position invisible, since convolutions along the axis are shift-equivariant); the decoder
+is a 2-D U-Net decoder. Three modules carry the paper's ideas, each switchable off for its ablation
 (``models.<name>.modules``), where a plain replacement takes its place:
 
 * **multi-scale residual 3-D convolution** (:class:`MultiScaleResidual3d`), one per
@@ -264,8 +266,14 @@ class HybridUNet(nn.Module):
                 return MultiScaleResidual3d(in_features, out_features, kernels)
             return PlainConv3d(in_features, out_features)
 
+        # The band's position enters as a second input feature: a convolution along the
+        # spectral axis is shift-equivariant and pooling over the bands then forgets where
+        # a peak was; with the position, a feature can tell one band from another.
+        self.register_buffer(
+            "band_position", torch.linspace(-1, 1, bands).view(1, 1, bands, 1, 1), persistent=False
+        )
         self.encoder = nn.ModuleList(
-            block(1 if i == 0 else widths[i - 1], widths[i]) for i in range(levels + 1)
+            block(2 if i == 0 else widths[i - 1], widths[i]) for i in range(levels + 1)
         )
         self.skip_pooling = nn.ModuleList(
             SpectralAttentionPooling(widths[i]) if attention_pooling else SpectralMeanPooling()
@@ -317,6 +325,7 @@ class HybridUNet(nn.Module):
         if pad_y or pad_x:
             x = F.pad(x, (0, pad_x, 0, pad_y))
         volume = x.index_select(1, self.spectral_index).unsqueeze(1)  # (N, 1, B, H, W)
+        volume = torch.cat([volume, self.band_position.expand_as(volume)], dim=1)
         skips = []
         for level, block in enumerate(self.encoder):
             if level:
