@@ -67,15 +67,16 @@ def config(**overrides) -> dict:
 
 
 def spectral_stack(seed: int, size: int = 16, bands: int = 6) -> HsrsStack:
-    """Squares of class 1 whose spectrum peaks at band 1; background peaks at band 4."""
+    """Squares of class 1 whose spectrum peaks at band 1 on a flat background spectrum of
+    the same mean: told apart by the spectrum's shape only."""
     rng = np.random.default_rng(seed)
     labels = np.zeros((size, size), dtype=np.int16)
     for _ in range(3):
         y, x = rng.integers(0, size - 4, 2)
         labels[y : y + 4, x : x + 4] = 1
     cube = 0.2 * rng.random((bands, size, size)).astype(np.float32)
-    cube[1] += labels == 1
-    cube[4] += labels == 0
+    cube[1] += bands * (labels == 1)
+    cube += labels == 0
     return HsrsStack(cube, np.arange(bands) * 10.0 + 2800, labels, CLASSES, f"test {seed}")
 
 

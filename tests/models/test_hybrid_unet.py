@@ -92,14 +92,18 @@ def test_bands_are_taken_from_their_positions_in_the_stack():
 
 
 def test_pooling_attends_over_the_bands():
-    pooling = SpectralAttentionPooling(features=2)
+    pooling = SpectralAttentionPooling(features=2, bands=5)
     x = torch.rand(3, 2, 5, 4, 4)
-    weights = torch.softmax(pooling.score(x), dim=2)
+    weights = pooling.weights(x)
     assert torch.allclose(weights.sum(dim=2), torch.ones(3, 1, 4, 4))
     assert torch.allclose(pooling(x), (x * weights).sum(dim=2))
     # Equal scores everywhere: the attention is the band mean, the ablation's replacement.
     torch.nn.init.zeros_(pooling.score.weight)
     assert torch.allclose(pooling(x), SpectralMeanPooling()(x), atol=1e-6)
+    # The per-band score lets the pooling pick a band wherever the spectra peak.
+    with torch.no_grad():
+        pooling.band_score[3] = 50.0
+    assert torch.allclose(pooling(x), x[:, :, 3], atol=1e-4)
 
 
 def test_multiscale_module_keeps_the_input_through_its_shortcut():
@@ -116,7 +120,7 @@ def widths(levels: int = SMALL["levels"]) -> list[int]:
 
 def test_switching_off_the_multiscale_module_leaves_one_plain_3d_conv_per_level():
     kernels = SMALL["spectral_kernel_sizes"]
-    inputs = [2, *widths()[:-1]]  # the intensity and the band position enter the first level
+    inputs = [1, *widths()[:-1]]
     difference = 0
     for w_in, w_out in zip(inputs, widths(), strict=True):
         branches = sum(w_in * w_out * k * 3 * 3 + 2 * w_out for k in kernels)  # conv + BN
@@ -142,7 +146,9 @@ def test_switching_off_the_spectral_compression_folds_all_features():
 
 
 def test_switching_off_attention_pooling_removes_one_band_scorer_per_skip():
-    scorers = sum(width + 1 for width in widths()[:-1])  # 1 x 1 x 1 conv to one score
+    bands = len(SMALL["spectral_channels"])
+    # A 1 x 1 x 1 conv to one score (weights and bias) and a score per band.
+    scorers = sum(width + 1 + bands for width in widths()[:-1])
     on = parameters(HybridUNet(**SMALL))
     off = parameters(HybridUNet(**SMALL, attention_pooling=False))
     assert on - off == scorers

@@ -1,10 +1,8 @@
 """The hybrid 3D/2D U-Net for hyperspectral SRS (HSRS paper, SPIE 13721, 2025).
 
 The Raman bands keep their spectral axis: the encoder works on a 3-D volume
-(wavenumber, y, x) whose two input features are the intensity and the band's position
-(from -1 to 1 over the bands; without it, pooling over the bands would make a peak's
-position invisible, since convolutions along the axis are shift-equivariant); the decoder
-is a 2-D U-Net decoder. Three modules carry the paper's ideas, each switchable off for its ablation
+(wavenumber, y, x) with one feature channel at the input, the decoder is a 2-D U-Net
+decoder. Three modules carry the paper's ideas, each switchable off for its ablation
 (``models.<name>.modules``), where a plain replacement takes its place:
 
 * **multi-scale residual 3-D convolution** (:class:`MultiScaleResidual3d`), one per
@@ -18,10 +16,11 @@ is a 2-D U-Net decoder. Three modules carry the paper's ideas, each switchable o
   widest layer of the network costs a fraction of the plain one. Off: the features are
   folded as they are (:class:`SpectralFlatten`).
 * **attention-weighted spectral pooling** on every skip connection
-  (:class:`SpectralAttentionPooling`): a 1 x 1 x 1 convolution scores each band, a
-  softmax over the spectral axis turns the scores into weights, and the weighted sum is
-  the 2-D embedding the decoder receives. Off: the mean over the bands
-  (:class:`SpectralMeanPooling`).
+  (:class:`SpectralAttentionPooling`): a 1 x 1 x 1 convolution scores each band, plus a
+  learnt score per band (convolutions along the spectral axis are shift-equivariant, so
+  without it the pooled embedding could not tell where a peak lies), a softmax over the
+  spectral axis turns the scores into weights, and the weighted sum is the 2-D embedding
+  the decoder receives. Off: the mean over the bands (:class:`SpectralMeanPooling`).
 
 Downsampling halves y and x only (the bands stay). Channels that are not Raman bands
 (transmission, TPEF, SHG; from the ``channels`` section) enter as a 2-D input: a small
@@ -120,16 +119,24 @@ class SpectralAttentionPooling(nn.Module):
 
     Args:
         features: feature channels of the input.
+        bands: the length of the spectral axis.
     """
 
-    def __init__(self, features: int) -> None:
+    def __init__(self, features: int, bands: int) -> None:
         super().__init__()
         self.score = nn.Conv3d(features, 1, 1)
+        # A learnt prior per band (zero: no preference at the start); the convolution's
+        # score alone is the same for a spectrum shifted along the axis.
+        self.band_score = nn.Parameter(torch.zeros(bands))
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The attention weights (N, 1, B, H, W), summing to 1 over the bands."""
+        scores = self.score(x) + self.band_score.view(1, 1, -1, 1, 1)
+        return torch.softmax(scores, dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The attention-weighted sum over the bands."""
-        weights = torch.softmax(self.score(x), dim=2)
-        return (x * weights).sum(dim=2)
+        return (x * self.weights(x)).sum(dim=2)
 
 
 class SpectralMeanPooling(nn.Module):
@@ -266,17 +273,13 @@ class HybridUNet(nn.Module):
                 return MultiScaleResidual3d(in_features, out_features, kernels)
             return PlainConv3d(in_features, out_features)
 
-        # The band's position enters as a second input feature: a convolution along the
-        # spectral axis is shift-equivariant and pooling over the bands then forgets where
-        # a peak was; with the position, a feature can tell one band from another.
-        self.register_buffer(
-            "band_position", torch.linspace(-1, 1, bands).view(1, 1, bands, 1, 1), persistent=False
-        )
         self.encoder = nn.ModuleList(
-            block(2 if i == 0 else widths[i - 1], widths[i]) for i in range(levels + 1)
+            block(1 if i == 0 else widths[i - 1], widths[i]) for i in range(levels + 1)
         )
         self.skip_pooling = nn.ModuleList(
-            SpectralAttentionPooling(widths[i]) if attention_pooling else SpectralMeanPooling()
+            SpectralAttentionPooling(widths[i], bands)
+            if attention_pooling
+            else SpectralMeanPooling()
             for i in range(levels)
         )
         self.bottleneck = (
@@ -325,7 +328,6 @@ class HybridUNet(nn.Module):
         if pad_y or pad_x:
             x = F.pad(x, (0, pad_x, 0, pad_y))
         volume = x.index_select(1, self.spectral_index).unsqueeze(1)  # (N, 1, B, H, W)
-        volume = torch.cat([volume, self.band_position.expand_as(volume)], dim=1)
         skips = []
         for level, block in enumerate(self.encoder):
             if level:
