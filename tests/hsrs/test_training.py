@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,7 @@ def section(**overrides) -> dict:
             "spectral_kernel_sizes": [1, 3],
             "compressed_features": 1,
             "context_features": 2,
+            "band_position": True,
             "modules": dict.fromkeys(HYBRID_MODULES, True),
         },
         "unet_2d": {"levels": 1, "base_channels": 4},
@@ -167,7 +169,7 @@ def test_bands_are_averaged_down_and_the_cube_scaled():
 
 def test_cross_validation_predicts_every_pixel_out_of_fold_and_learns():
     stacks = [spectral_stack(seed) for seed in (1, 2)]
-    settings = HsrsModelSettings.from_config(config())
+    settings = HsrsModelSettings.from_config(config(epochs=20))
     result = cross_validate("toy", "hybrid_unet", stacks, settings)
     assert all((p != IGNORE).all() for p in result.predictions)
     table = pd.DataFrame(result.rows, columns=list(COLUMNS))
@@ -228,3 +230,21 @@ def test_cli_rejects_an_unknown_model_and_an_unlabelled_stack(stack_files, tmp_p
     error = capsys.readouterr().err
     assert "unlabelled.npz" in error and "no labels" in error
     assert not (tmp_path / "out" / "dice.csv").exists()
+
+
+def test_the_hsrs_target_plans_one_training_job_per_dataset_and_model(tmp_path):
+    from tests.test_workflow import planned_jobs, snakemake
+
+    jobs = planned_jobs(snakemake("-n", "--forceall", "hsrs").stdout)
+    assert jobs["hsrs_train"] == 5  # the cell phantom: hybrid, its 3 ablations, 2-D U-Net
+    no_ablation = tmp_path / "no_ablation.yaml"
+    no_ablation.write_text("hsrs: {models: {ablation: false}}\n")
+    jobs = planned_jobs(
+        snakemake("-n", "--forceall", "hsrs", "--configfile", str(no_ablation)).stdout
+    )
+    assert jobs["hsrs_train"] == 2
+    detail = snakemake(
+        "-n", "--forceall", "-p", "hsrs", "--configfile", "config/paper.yaml"
+    ).stdout  # fmt: skip
+    assert re.search(r"rule hsrs_train:(?:.|\n)*?resources: .*gpu=1", detail)
+    assert '"max_bands": null' in detail

@@ -54,6 +54,7 @@ def tiny_config() -> dict:
                 "spectral_kernel_sizes": [1, 3],
                 "compressed_features": 1,
                 "context_features": 2,
+                "band_position": True,
                 "modules": dict.fromkeys(MODULES, True),
                 "learning_rate": 1e-2,
                 "weight_decay": 1e-3,
@@ -120,7 +121,7 @@ def widths(levels: int = SMALL["levels"]) -> list[int]:
 
 def test_switching_off_the_multiscale_module_leaves_one_plain_3d_conv_per_level():
     kernels = SMALL["spectral_kernel_sizes"]
-    inputs = [1, *widths()[:-1]]
+    inputs = [2, *widths()[:-1]]  # the intensity and the band position enter the first level
     difference = 0
     for w_in, w_out in zip(inputs, widths(), strict=True):
         branches = sum(w_in * w_out * k * 3 * 3 + 2 * w_out for k in kernels)  # conv + BN
@@ -235,3 +236,13 @@ def test_trains_through_the_harness_and_loads_back_through_the_registry(tmp_path
     x = torch.rand(1, 4, 32, 48)
     with torch.no_grad():
         assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_the_band_position_is_a_second_input_feature_of_the_first_level():
+    with_position = HybridUNet(**SMALL, multiscale_3d=False)
+    without = HybridUNet(**SMALL, multiscale_3d=False, band_position=False)
+    first_width = widths()[0]
+    # The first level's plain 3 x 3 x 3 convolution: one more input feature.
+    assert parameters(with_position) - parameters(without) == first_width * 27
+    x = torch.rand(1, 7, 8, 8)
+    assert without.eval()(x).shape == with_position.eval()(x).shape == (1, 1, 8, 8)

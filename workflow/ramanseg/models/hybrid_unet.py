@@ -1,8 +1,9 @@
 """The hybrid 3D/2D U-Net for hyperspectral SRS (HSRS paper, SPIE 13721, 2025).
 
 The Raman bands keep their spectral axis: the encoder works on a 3-D volume
-(wavenumber, y, x) with one feature channel at the input, the decoder is a 2-D U-Net
-decoder. Three modules carry the paper's ideas, each switchable off for its ablation
+(wavenumber, y, x) whose input features are the intensity and, with ``band_position``,
+the band's position (-1 to 1 over the bands); the decoder is a 2-D U-Net decoder. Three
+modules carry the paper's ideas, each switchable off for its ablation
 (``models.<name>.modules``), where a plain replacement takes its place:
 
 * **multi-scale residual 3-D convolution** (:class:`MultiScaleResidual3d`), one per
@@ -51,6 +52,7 @@ ARCHITECTURE_KEYS = (
     "spectral_kernel_sizes",
     "compressed_features",
     "context_features",
+    "band_position",
 )
 
 
@@ -215,6 +217,8 @@ class HybridUNet(nn.Module):
         attention_pooling: use :class:`SpectralAttentionPooling` (else
             :class:`SpectralMeanPooling`).
         context_features: width of the 2-D encoder of the non-Raman channels.
+        band_position: give the 3-D encoder the band's position (-1 to 1 over the bands)
+            as a second input feature beside the intensity.
 
     Raises:
         ValueError: a non-positive size, an even or empty kernel list, no Raman band, or
@@ -234,6 +238,7 @@ class HybridUNet(nn.Module):
         spectral_compression: bool = True,
         attention_pooling: bool = True,
         context_features: int = 8,
+        band_position: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -273,8 +278,15 @@ class HybridUNet(nn.Module):
                 return MultiScaleResidual3d(in_features, out_features, kernels)
             return PlainConv3d(in_features, out_features)
 
+        # Convolutions along the spectral axis are shift-equivariant: with the position as
+        # an input feature, the first level can already tell one band from another.
+        self.band_position = band_position
+        self.register_buffer(
+            "band_positions", torch.linspace(-1, 1, bands).view(1, 1, bands, 1, 1), persistent=False
+        )
+        inputs = 2 if band_position else 1
         self.encoder = nn.ModuleList(
-            block(1 if i == 0 else widths[i - 1], widths[i]) for i in range(levels + 1)
+            block(inputs if i == 0 else widths[i - 1], widths[i]) for i in range(levels + 1)
         )
         self.skip_pooling = nn.ModuleList(
             SpectralAttentionPooling(widths[i], bands)
@@ -328,6 +340,8 @@ class HybridUNet(nn.Module):
         if pad_y or pad_x:
             x = F.pad(x, (0, pad_x, 0, pad_y))
         volume = x.index_select(1, self.spectral_index).unsqueeze(1)  # (N, 1, B, H, W)
+        if self.band_position:
+            volume = torch.cat([volume, self.band_positions.expand_as(volume)], dim=1)
         skips = []
         for level, block in enumerate(self.encoder):
             if level:
@@ -353,7 +367,7 @@ def hybrid_unet_kwargs(
 
     Args:
         section: the section (``levels``, ``spectral_features``, ``spectral_kernel_sizes``,
-            ``compressed_features``, ``context_features``, ``modules``).
+            ``compressed_features``, ``context_features``, ``band_position``, ``modules``).
         spectral_channels: positions of the Raman bands in the stack.
         in_channels: channels of the stack.
         classes: output logits.
@@ -370,6 +384,7 @@ def hybrid_unet_kwargs(
         "spectral_kernel_sizes": [int(k) for k in section["spectral_kernel_sizes"]],
         "compressed_features": int(section["compressed_features"]),
         "context_features": int(section["context_features"]),
+        "band_position": bool(section["band_position"]),
         **{module: bool(section["modules"][module]) for module in MODULES},
     }
 
