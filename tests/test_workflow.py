@@ -54,9 +54,9 @@ def test_dry_run_plans_the_demo():
     expected |= {"nnunet_export": 1, "nnunet_plan": 1, "nnunet_train": 5, "nnunet_predict": 1}
     expected |= {"fit_baseline": 1, "fit_pixel_cnn": 1, "fit_phasor": 1}
     assert expected.items() <= jobs.items()
-    # One training rule: U-Net, UNETR, RamanSeg with and without projection, and the two
-    # other prototype counts of the sweep.
-    assert (jobs["train_model"], jobs["predict_model"]) == (6, 4)
+    # One training rule: U-Net, UNETR, RamanSeg with and without projection, the hybrid
+    # U-Net, and the two other prototype counts of the sweep.
+    assert (jobs["train_model"], jobs["predict_model"]) == (7, 5)
     assert jobs["sweep_summary"] == 1
     assert jobs["evaluate"] == jobs["interpret_nnunet"] == jobs["interpret_prototypes"] == 1
 
@@ -116,6 +116,7 @@ def tiny_config(workdir: Path) -> Path:
             "training": {"patch_size": 32, "batch_size": 4, "patches_per_epoch": 8},
             "unet": {"epochs": 1, "base_channels": 4},
             "unetr": {"epochs": 1, "hidden_size": 48, "feature_size": 4},
+            "hybrid_unet": {"epochs": 1, "spectral_features": 2, "levels": 2},
             "ramanseg": {
                 "prototypes_per_class": 2,
                 "addon_channels": 8,
@@ -170,6 +171,7 @@ def test_tiny_demo_runs_every_rule(tmp_path):
         "unetr",
         "ramanseg",
         "ramanseg_noproj",
+        "hybrid_unet",
         "logreg",
         "pixel_cnn",
         "phasor",
@@ -190,6 +192,7 @@ def test_tiny_demo_runs_every_rule(tmp_path):
         "nnunet",
         "ramanseg",
         "ramanseg_noproj",
+        "hybrid_unet",
         "logreg",
         "pixel_cnn",
         "phasor",

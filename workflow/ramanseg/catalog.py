@@ -60,6 +60,14 @@ MODELS: tuple[ModelInfo, ...] = (
         "predict_model",
         "ramanseg.models.ramanseg_training:ENTRY",
     ),
+    # The HSRS paper's hybrid 3D/2D U-Net (3-D encoder over the Raman bands).
+    ModelInfo(
+        "hybrid_unet",
+        "Hybrid 3D/2D U-Net",
+        "train_model",
+        "predict_model",
+        "ramanseg.models.hybrid_unet:ENTRY",
+    ),
     ModelInfo("logreg", "Per-pixel logistic regression", None, "fit_baseline"),
     # The skin-cancer paper's 1D-CNN on each pixel's Raman spectrum (ramanseg.spectra.pixel).
     ModelInfo("pixel_cnn", "Per-pixel 1D-CNN (spectrum only)", None, "fit_pixel_cnn"),

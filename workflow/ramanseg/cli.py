@@ -64,6 +64,8 @@ COMMANDS = {
     "hsrs-phasor": "ramanseg.hsrs.cli",
     "hsrs-dice": "ramanseg.hsrs.cli",
     "fit-phasor": "ramanseg.hsrs.cli",
+    # Hyperspectral SRS: the trained models (issue 16, hybrid U-Net part).
+    "hsrs-train": "ramanseg.hsrs.models",
     "benchmark-summary": "ramanseg.report",
     "bench-dag": "ramanseg.benchmarks.dag",
     # The model package and prediction of new slides (issue 18).

@@ -46,6 +46,7 @@ MODEL_REGISTRY: dict[str, ModelEntry | str] = {
     "unetr": "ramanseg.models.unetr:ENTRY",
     "ramanseg": "ramanseg.models.ramanseg_training:ENTRY",
     "ramanseg_noproj": "ramanseg.models.ramanseg_training:ENTRY",
+    "hybrid_unet": "ramanseg.models.hybrid_unet:ENTRY",
 }
 
 
