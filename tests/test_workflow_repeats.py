@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ramanseg.catalog import EVALUATED_MODELS
+from ramanseg.catalog import EVALUATED_MODELS, TORCH_MODELS
 from tests.conftest import REPO
 from tests.test_workflow import planned_jobs, snakemake, tiny_config
 
@@ -33,18 +33,22 @@ def _config(tmp_path, **keys):
 def test_the_demo_plans_no_repeated_training():
     jobs = planned_jobs(snakemake("-n", "--forceall").stdout)
     assert not REPEAT_RULES & set(jobs)
-    # The 4 models and the sweep's two other prototype counts; the 4 models' predictions.
-    assert (jobs["train_model"], jobs["predict_model"]) == (6, 4)
+    # Our PyTorch models and the sweep's two other prototype counts; their predictions.
+    assert (jobs["train_model"], jobs["predict_model"]) == (
+        len(TORCH_MODELS) + 2,
+        len(TORCH_MODELS),
+    )
 
 
 def test_three_seeds_and_cross_validation_plan_every_run(tmp_path):
     config = _config(tmp_path, seeds=[0, 1, 2], cross_validation=True)
     result = snakemake("-n", "--forceall", "-p", "--configfile", config)
     jobs = planned_jobs(result.stdout)
-    # The 4 PyTorch models: the main run, seeds 1 and 2, 5 folds; the sweep's 2 other counts.
-    assert jobs["train_model"] == 4 * (1 + 2 + 5) + 2
-    # The 4 PyTorch models' test predictions per seed; their held-out ones once per model.
-    assert jobs["predict_model"] == 4 * 3 and jobs["predict_cv"] == 4
+    # Our PyTorch models: the main run, seeds 1 and 2, 5 folds; the sweep's 2 other counts.
+    models = len(TORCH_MODELS)
+    assert jobs["train_model"] == models * (1 + 2 + 5) + 2
+    # Their test predictions per seed; their held-out ones once per model.
+    assert jobs["predict_model"] == models * 3 and jobs["predict_cv"] == models
     assert jobs["fold_split"] == 5 and jobs["nnunet_train"] == 5
     assert jobs["nnunet_cv_predictions"] == jobs["evaluate_cv"] == jobs["evaluate_seeds"] == 1
     assert jobs["fit_baseline_cv"] == jobs["fit_pixel_cnn_cv"] == jobs["fit_phasor_cv"] == 1

@@ -19,7 +19,8 @@ def celegans(folder) -> str:
 
 def test_the_hsrs_target_plans_the_phantom_only_by_default():
     jobs = planned_jobs(snakemake("-n", "--forceall", "hsrs").stdout)
-    assert jobs == {"hsrs": 1, "hsrs_cells": 1, "hsrs_phasor": 1, "hsrs_dice": 1}
+    # The hybrid U-Net, its three ablations and the 2-D U-Net: one training job each.
+    assert jobs == {"hsrs": 1, "hsrs_cells": 1, "hsrs_phasor": 1, "hsrs_train": 5, "hsrs_dice": 1}
 
 
 def test_the_hsrs_target_adds_the_celegans_stack_when_configured(tmp_path):
@@ -31,6 +32,7 @@ def test_the_hsrs_target_adds_the_celegans_stack_when_configured(tmp_path):
         "hsrs_cells": 1,
         "hsrs_celegans": 1,
         "hsrs_phasor": 2,
+        "hsrs_train": 10,
         "hsrs_dice": 1,
     }
 
