@@ -102,6 +102,19 @@ def test_dice_tables_are_checked(tmp_path, capsys):
     good.write_text("dataset,model,fold,class,dice\ncells,m,0,nucleus,0.5\ncells,m,1,nucleus,\n")
     frame, markdown = combine_dice_tables([good])
     assert len(frame) == 2 and "50.0" in markdown
+    # Each method reports its own number of folds (fields and blocks differ).
+    other = tmp_path / "other.csv"
+    other.write_text(
+        "dataset,model,fold,class,dice\n"
+        + "".join(f"cells,n,b{k},nucleus,0.{k + 1}\n" for k in range(3))
+    )
+    _, markdown = combine_dice_tables([good, other])
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in markdown.splitlines()
+        if line.startswith("| m ") or line.startswith("| n ")
+    }
+    assert rows == {"m": "2", "n": "3"}
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,model,class,dice\ncells,m,nucleus,0.5\n")
     assert main(["hsrs-dice", "--tables", str(bad), "--out-prefix", str(tmp_path / "d")]) == 2
