@@ -136,11 +136,11 @@ rule predict_cv:
         LOGS / "models" / "predict_cv_{cv_model}.log",
     benchmark:
         BENCHMARKS / "models" / "predict_cv_{cv_model}.tsv"
-    threads: rule_resources("predict_model")["threads"]
+    threads: rule_resources("predict_cv")["threads"]
     resources:
-        mem_mb=rule_resources("predict_model")["mem_mb"],
-        runtime=rule_resources("predict_model")["runtime"],
-        gpu=rule_resources("predict_model")["gpu"],
+        mem_mb=rule_resources("predict_cv")["mem_mb"],
+        runtime=rule_resources("predict_cv")["runtime"],
+        gpu=rule_resources("predict_cv")["gpu"],
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -191,11 +191,11 @@ rule fit_baseline_cv:
         LOGS / "models" / "fit_baseline_cv.log",
     benchmark:
         BENCHMARKS / "models" / "fit_baseline_cv.tsv"
-    threads: rule_resources("fit_baseline")["threads"]
+    threads: rule_resources("fit_baseline_cv")["threads"]
     resources:
-        mem_mb=rule_resources("fit_baseline")["mem_mb"],
-        runtime=rule_resources("fit_baseline")["runtime"],
-        gpu=rule_resources("fit_baseline")["gpu"],
+        mem_mb=rule_resources("fit_baseline_cv")["mem_mb"],
+        runtime=rule_resources("fit_baseline_cv")["runtime"],
+        gpu=rule_resources("fit_baseline_cv")["gpu"],
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -222,11 +222,11 @@ rule fit_pixel_cnn_cv:
         LOGS / "models" / "fit_pixel_cnn_cv.log",
     benchmark:
         BENCHMARKS / "models" / "fit_pixel_cnn_cv.tsv"
-    threads: rule_resources("fit_pixel_cnn")["threads"]
+    threads: rule_resources("fit_pixel_cnn_cv")["threads"]
     resources:
-        mem_mb=rule_resources("fit_pixel_cnn")["mem_mb"],
-        runtime=rule_resources("fit_pixel_cnn")["runtime"],
-        gpu=rule_resources("fit_pixel_cnn")["gpu"],
+        mem_mb=rule_resources("fit_pixel_cnn_cv")["mem_mb"],
+        runtime=rule_resources("fit_pixel_cnn_cv")["runtime"],
+        gpu=rule_resources("fit_pixel_cnn_cv")["gpu"],
     conda:
         "../../envs/torch.yaml"
     shell:
@@ -253,11 +253,11 @@ rule fit_phasor_cv:
         LOGS / "models" / "fit_phasor_cv.log",
     benchmark:
         BENCHMARKS / "models" / "fit_phasor_cv.tsv"
-    threads: rule_resources("fit_phasor")["threads"]
+    threads: rule_resources("fit_phasor_cv")["threads"]
     resources:
-        mem_mb=rule_resources("fit_phasor")["mem_mb"],
-        runtime=rule_resources("fit_phasor")["runtime"],
-        gpu=rule_resources("fit_phasor")["gpu"],
+        mem_mb=rule_resources("fit_phasor_cv")["mem_mb"],
+        runtime=rule_resources("fit_phasor_cv")["runtime"],
+        gpu=rule_resources("fit_phasor_cv")["gpu"],
     conda:
         "../../envs/ramanseg.yaml"
     shell:
