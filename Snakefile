@@ -42,6 +42,7 @@ else:
     include: "workflow/rules/spectra.smk"
     include: "workflow/rules/hsrs.smk"
     include: "workflow/rules/hsrs_models.smk"
+    include: "workflow/rules/hsrs_nnunet.smk"
     include: "workflow/rules/report.smk"
     include: "workflow/rules/package.smk"
 

@@ -19,8 +19,18 @@ def celegans(folder) -> str:
 
 def test_the_hsrs_target_plans_the_phantom_only_by_default():
     jobs = planned_jobs(snakemake("-n", "--forceall", "hsrs").stdout)
-    # The hybrid U-Net, its three ablations and the 2-D U-Net: one training job each.
-    assert jobs == {"hsrs": 1, "hsrs_cells": 1, "hsrs_phasor": 1, "hsrs_train": 5, "hsrs_dice": 1}
+    # The hybrid U-Net, its three ablations and the 2-D U-Net: one training job each;
+    # nnU-Net: export + plan, one training job per fold (3), predict + score.
+    assert jobs == {
+        "hsrs": 1,
+        "hsrs_cells": 1,
+        "hsrs_phasor": 1,
+        "hsrs_train": 5,
+        "hsrs_nnunet_plan": 1,
+        "hsrs_nnunet_train": 3,
+        "hsrs_nnunet_predict": 1,
+        "hsrs_dice": 1,
+    }
 
 
 def test_the_hsrs_target_adds_the_celegans_stack_when_configured(tmp_path):
@@ -33,6 +43,9 @@ def test_the_hsrs_target_adds_the_celegans_stack_when_configured(tmp_path):
         "hsrs_celegans": 1,
         "hsrs_phasor": 2,
         "hsrs_train": 10,
+        "hsrs_nnunet_plan": 2,
+        "hsrs_nnunet_train": 6,
+        "hsrs_nnunet_predict": 2,
         "hsrs_dice": 1,
     }
 

@@ -66,6 +66,9 @@ COMMANDS = {
     "fit-phasor": "ramanseg.hsrs.cli",
     # Hyperspectral SRS: the trained models (issue 16, hybrid U-Net part).
     "hsrs-train": "ramanseg.hsrs.models",
+    # Hyperspectral SRS: nnU-Net on the spatial blocks (issue 16, nnU-Net part).
+    "hsrs-nnunet-export": "ramanseg.hsrs.nnunet",
+    "hsrs-nnunet-predict": "ramanseg.hsrs.nnunet",
     "benchmark-summary": "ramanseg.report",
     "bench-dag": "ramanseg.benchmarks.dag",
     # The model package and prediction of new slides (issue 18).

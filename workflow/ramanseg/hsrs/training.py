@@ -277,6 +277,32 @@ def _train_fold(
     return log
 
 
+def check_labelled_stacks(dataset: str, stacks: Sequence[HsrsStack]) -> tuple[str, ...]:
+    """The class names of a dataset's stacks, checked to be labelled and alike.
+
+    Args:
+        dataset: the dataset's name (for the messages).
+        stacks: the stacks.
+
+    Raises:
+        ValueError: no stacks, an unlabelled stack, or stacks whose classes or band
+            counts differ.
+    """
+    if not stacks:
+        raise ValueError(f"dataset {dataset!r} has no stacks")
+    class_names = stacks[0].class_names
+    for stack in stacks:
+        if stack.labels is None:
+            raise ValueError(f"dataset {dataset!r}: a stack without labels ({stack.source})")
+        if stack.class_names != class_names or stack.n_bands != stacks[0].n_bands:
+            raise ValueError(
+                f"dataset {dataset!r}: the stacks differ in their classes or band counts "
+                f"({list(class_names)}, {stacks[0].n_bands} bands and "
+                f"{list(stack.class_names)}, {stack.n_bands} bands)"
+            )
+    return class_names
+
+
 def cross_validate(
     dataset: str, name: str, stacks: Sequence[HsrsStack], settings: HsrsModelSettings
 ) -> CrossValidationResult:
@@ -295,18 +321,7 @@ def cross_validate(
         ValueError: no stacks, an unlabelled stack, stacks whose classes or band counts
             differ, or fewer blocks than folds.
     """
-    if not stacks:
-        raise ValueError(f"dataset {dataset!r} has no stacks")
-    class_names = stacks[0].class_names
-    for stack in stacks:
-        if stack.labels is None:
-            raise ValueError(f"dataset {dataset!r}: a stack without labels ({stack.source})")
-        if stack.class_names != class_names or stack.n_bands != stacks[0].n_bands:
-            raise ValueError(
-                f"dataset {dataset!r}: the stacks differ in their classes or band counts "
-                f"({list(class_names)}, {stacks[0].n_bands} bands and "
-                f"{list(stack.class_names)}, {stack.n_bands} bands)"
-            )
+    class_names = check_labelled_stacks(dataset, stacks)
     device = resolve_device(settings.device)
     cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
     blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
