@@ -97,7 +97,7 @@ def test_phasor_of_a_damaged_stack_exits_2(tmp_path, capsys):
     assert "bad.npz" in capsys.readouterr().err
 
 
-def test_dice_tables_are_checked(tmp_path, capsys):
+def test_dice_tables_are_checked(tmp_path, capsys, caplog):
     good = tmp_path / "good.csv"
     good.write_text("dataset,model,fold,class,dice\ncells,m,0,nucleus,0.5\ncells,m,1,nucleus,\n")
     frame, markdown = combine_dice_tables([good])
@@ -115,6 +115,15 @@ def test_dice_tables_are_checked(tmp_path, capsys):
         if line.startswith("| m ") or line.startswith("| n ")
     }
     assert rows == {"m": "2", "n": "3"}
+    assert "missed entirely" not in markdown
+    # A class missed on a fold is said under the table and in the log.
+    missed = tmp_path / "missed.csv"
+    missed.write_text("dataset,model,fold,class,dice\ncells,m,0,nucleus,0\ncells,m,1,nucleus,0.9\n")
+    _, markdown = combine_dice_tables([missed])
+    assert "**A class missed entirely (Dice 0) on a fold**" in markdown
+    assert "m missed nucleus on 0." in markdown
+    assert main(["hsrs-dice", "--tables", str(missed), "--out-prefix", str(tmp_path / "m")]) == 0
+    assert "DEGENERATE SEGMENTATION: cells: m missed nucleus on 0" in caplog.text
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,model,class,dice\ncells,m,nucleus,0.5\n")
     assert main(["hsrs-dice", "--tables", str(bad), "--out-prefix", str(tmp_path / "d")]) == 2

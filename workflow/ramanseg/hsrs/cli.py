@@ -124,9 +124,11 @@ def run_dice(args: argparse.Namespace) -> int:
     """``ramanseg hsrs-dice``: join the methods' Dice rows into the HSRS Dice table."""
     from ramanseg.figures import table_bytes
     from ramanseg.fileio import prefixed, write_files
-    from ramanseg.hsrs.dice import combine_dice_tables
+    from ramanseg.hsrs.dice import combine_dice_tables, missed_classes
 
     frame, markdown = combine_dice_tables(args.tables)
+    for line in missed_classes(frame):
+        logger.warning("DEGENERATE SEGMENTATION: %s (Dice 0)", line)
     write_files(prefixed(args.out_prefix, table_bytes(frame, markdown)))
     return 0
 

@@ -74,6 +74,18 @@ def read_dice_table(path: str | Path) -> pd.DataFrame:
     return frame.assign(dice=dice)
 
 
+def missed_classes(frame: pd.DataFrame) -> list[str]:
+    """The degenerate rows of a Dice table: a model that found none of a class on a fold
+    (Dice 0), one line each (``dataset: model missed class on fold``)."""
+    missed = frame[frame["dice"] == 0]
+    return [
+        f"{dataset}: {model} missed {name} on {fold}"
+        for dataset, model, name, fold in zip(
+            missed["dataset"], missed["model"], missed["class"], missed["fold"], strict=True
+        )
+    ]
+
+
 def summary_markdown(frame: pd.DataFrame) -> str:
     """Per dataset, the mean ± std of Dice over the folds, models as rows, classes as columns."""
     parts = []
@@ -96,10 +108,20 @@ def summary_markdown(frame: pd.DataFrame) -> str:
                     text += f" ± {100 * std:.1f}"
                 column.append(text)
             table[name] = column
+        missed = missed_classes(rows)
+        warning = (
+            "\n**A class missed entirely (Dice 0) on a fold**, so its mean and spread say "
+            "more about that fold than about the model: "
+            + "; ".join(line.split(": ", 1)[1] for line in missed)
+            + ".\n"
+            if missed
+            else ""
+        )
         parts.append(
             f"## {dataset}\n\nDice (%) per class, mean ± std over each model's folds.\n\n"
             + pd.DataFrame(table).to_markdown(index=False, disable_numparse=True)
             + "\n"
+            + warning
         )
     return "# HSRS segmentation: Dice per class\n\n" + "\n".join(parts)
 
