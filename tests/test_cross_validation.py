@@ -278,7 +278,7 @@ def test_the_spread_over_seeds(data):
         f"| U-Net | 0 1 2 | 100.0, 66.7, 80.0 | {dice.mean():.1f} ± {dice.std(ddof=1):.1f} |"
         in (markdown)
     )
-    assert "nnU-Net's trainer takes no seed" in markdown
+    assert "nnU-Net is retrained in all its folds per seed" in markdown
 
 
 def test_one_seed_has_no_spread(data):

@@ -49,15 +49,28 @@ def test_three_seeds_and_cross_validation_plan_every_run(tmp_path):
     assert jobs["train_model"] == models * (1 + 2 + 5) + 2
     # Their test predictions per seed; their held-out ones once per model.
     assert jobs["predict_model"] == models * 3 and jobs["predict_cv"] == models
-    assert jobs["fold_split"] == 5 and jobs["nnunet_train"] == 5
+    # nnU-Net: its 5 folds and their ensemble's prediction once per seed.
+    assert jobs["fold_split"] == 5 and jobs["nnunet_train"] == 5 * 3
+    assert jobs["nnunet_predict"] == 3 and jobs["nnunet_plan"] == 1
     assert jobs["nnunet_cv_predictions"] == jobs["evaluate_cv"] == jobs["evaluate_seeds"] == 1
     assert jobs["fit_baseline_cv"] == jobs["fit_pixel_cnn_cv"] == jobs["fit_phasor_cv"] == 1
+    # The per-pixel baselines once per seed.
+    assert jobs["fit_baseline"] == jobs["fit_pixel_cnn"] == jobs["fit_phasor"] == 3
     # Seed 1's U-Net trains with seed 1 on the main split; fold 3's with the fold's split.
     commands = [line for line in result.stdout.splitlines() if "train-model --model unet " in line]
     seed1 = next(c for c in commands if "--outdir results/models/seed1/unet " in c)
     assert '"seed": 1,' in seed1 and "--split results/split/split.json" in seed1
     fold3 = next(c for c in commands if "--outdir results/models/cv/fold3/unet " in c)
     assert '"seed": 0,' in fold3 and "--split results/split/cv/fold3.json" in fold3
+    # Seed 2's nnU-Net folds train with seed 2 into their own results folder.
+    nnunet = [line for line in result.stdout.splitlines() if "nnunet-train " in line]
+    seed2 = [c for c in nnunet if "--trained-dir results/nnunet/seed2/trained " in c]
+    assert len(seed2) == 5 and all('"seed": 2,' in c for c in seed2)
+    main = [c for c in nnunet if "--trained-dir results/nnunet/trained " in c]
+    assert len(main) == 5 and all('"seed": 0,' in c for c in main)
+    logreg = [line for line in result.stdout.splitlines() if "fit-baseline " in line]
+    assert any("--outdir results/predictions/seed1/logreg " in c and '"seed": 1,' in c
+               for c in logreg)  # fmt: skip
     # The tables become sections of results.md.
     assert "--sections results/evaluation/results_cv.md results/evaluation/results_seeds.md" in (
         result.stdout
@@ -114,3 +127,49 @@ def test_tiny_cross_validated_run(tmp_path):
     assert (evaluation / "results_cv.md").read_text().startswith("## Cross-validated evaluation")
     folds = pd.read_csv(evaluation / "results_cv_folds.csv")
     assert list(folds.columns[2:]) == ["dice_fold0", "dice_fold1"]
+
+
+def test_tiny_repeated_seeds_run(tmp_path):
+    # Only the repeated-seeds table's jobs: every model of the table, seeds 0 (the main
+    # run) and 1, through the same rules as the demo's.
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    tiny = tiny_config(tmp_path)
+    config = yaml.safe_load(tiny.read_text())
+    tiny.write_text(yaml.safe_dump({**config, "seeds": [0, 1]}))
+    snakemake(
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(REPO / "config" / "config.yaml"), str(tiny),
+        "--cores", "2",
+        "results/evaluation/results_seeds.md",
+    )  # fmt: skip
+    results = workdir / "results"
+    split = json.loads((results / "split" / "split.json").read_text())
+    per_sample = pd.read_csv(results / "evaluation" / "results_seeds_per_sample.csv")
+    assert sorted(per_sample["model"].unique()) == sorted(EVALUATED_MODELS)
+    # Every model, both seeds, every test sample, each once.
+    counts = per_sample.groupby(["model", "seed"]).size()
+    assert len(counts) == 2 * len(EVALUATED_MODELS) and counts.eq(len(split["test"])).all()
+    assert per_sample["dice"].between(0, 1).all()
+    # Seed 1's runs were trained with seed 1 (the main runs with seed 0).
+    for model in ("unet", "logreg", "phasor"):
+        record = json.loads((results / "models" / "seed1" / model / "model.json").read_text())
+        main = json.loads((results / "models" / model / "model.json").read_text())
+        assert (record["seed"], main["seed"]) == (1, 0)
+    # nnU-Net's seed-1 folds are trained anew: other weights than the main run's.
+    import torch
+
+    (main_fold,) = (results / "nnunet" / "trained").glob("*/*/fold_0/checkpoint_final.pth")
+    seed_fold = results / "nnunet" / "seed1" / main_fold.relative_to(results / "nnunet")
+    weights = [
+        torch.load(path, map_location="cpu", weights_only=False)["network_weights"]
+        for path in (main_fold, seed_fold)
+    ]
+    assert weights[0].keys() == weights[1].keys()
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert (results / "predictions" / "seed1" / "nnunet" / "timing.json").is_file()
+    table = pd.read_csv(results / "evaluation" / "results_seeds.csv").set_index("model")
+    assert set(table["seeds"]) == {"0 1"} and table["dice_sd"].notna().all()
+    markdown = (results / "evaluation" / "results_seeds.md").read_text()
+    assert markdown.startswith("## Repeated seeds") and "nnU-Net |" in markdown

@@ -9,6 +9,8 @@ runs are named like the model folders they write, below ``results/models/`` and
   predicting the fold's held-out samples;
 * ``seed<k>/<model>``: trained with seed ``k`` on the main split, predicting the test
   samples; seed ``k`` equal to the global ``seed`` is the main run ``<model>`` itself.
+  nnU-Net's run ``seed<k>/nnunet`` trains all its folds into ``results/nnunet/seed<k>/trained``
+  from the main run's preprocessed data.
 
 This module imports nothing heavy: every Snakemake run reads it.
 """
@@ -19,14 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ramanseg.catalog import EVALUATED_MODELS, TORCH_MODELS
+from ramanseg.catalog import EVALUATED_MODELS
 from ramanseg.config import ConfigError
 
 #: The models trained once per fold: every model of the results table (nnU-Net's own
 #: folds already are).
 CV_MODELS: tuple[str, ...] = EVALUATED_MODELS
-#: The models trained once per seed (see :mod:`ramanseg.seeds` for why only these).
-SEED_MODELS: tuple[str, ...] = TORCH_MODELS
+#: The models trained once per seed: every model of the results table too.
+SEED_MODELS: tuple[str, ...] = EVALUATED_MODELS
 
 
 @dataclass(frozen=True)

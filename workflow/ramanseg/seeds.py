@@ -1,25 +1,24 @@
 """Repeated seeds: how much a model's test Dice moves when only its training seed changes.
 
-With ``seeds: [0, 1, 2]`` the workflow trains each of our PyTorch models once per seed
-(the seed of the initial weights, the patch sampling and the augmentation; the split is
-``split.seed``'s and stays the same) and predicts the test samples with each. The table
-gives per model the test Dice of every seed and their mean ± standard deviation over the
-seeds (``ddof = 1``: the seeds are a sample of the seeds one could have chosen), and the
-same for sensitivity and specificity. A difference between two models smaller than their
-spread over seeds is not a difference between the models.
+With ``seeds: [0, 1, 2]`` the workflow trains every model of the results table once per
+seed (the split is ``split.seed``'s and stays the same) and predicts the test samples
+with each. What the seed changes:
 
-Which models are repeated (README, "Repeated seeds"): our PyTorch models (U-Net, UNETR,
-RamanSeg, projection-free RamanSeg). nnU-Net is not: its trainer takes no seed (nnunetv2's
-``nnUNetTrainer(plans, configuration, fold, dataset_json, device)``); our launcher seeds
-the global random generators with ``seed + fold`` before building it
-(:func:`ramanseg.nnunet.run.train_fold`), so repeating it would retrain all its folds per
-seed, and its test prediction already averages the networks of its folds.
-The per-pixel baselines are cheap but not repeated either: the logistic regression's only
-randomness is its pixel subsample.
+* our PyTorch models: the initial weights, the patch sampling and the augmentation;
+* nnU-Net: the same, in each of its folds (our launcher seeds the global random
+  generators with ``seed + fold`` before nnU-Net builds its trainer, whose constructor
+  takes no seed: :func:`ramanseg.nnunet.run.train_fold`); a seed's run retrains all folds
+  from the main run's preprocessed data, and its test prediction is that run's ensemble;
+* the per-pixel baselines: the subsample of training pixels (and the 1D-CNN's weights).
+
+The table gives per model the test Dice of every seed and their mean ± standard
+deviation over the seeds (``ddof = 1``: the seeds are a sample of the seeds one could
+have chosen), and the same for sensitivity and specificity. A difference between two
+models smaller than their spread over seeds is not a difference between the models.
 
 A seed equal to the global ``seed`` is the main run itself (``results/models/<model>``);
-the others are ``results/models/seed<k>/<model>``, predicted into
-``results/predictions/seed<k>/<model>/``.
+the others are ``results/models/seed<k>/<model>`` (nnU-Net's:
+``results/nnunet/seed<k>/trained``), predicted into ``results/predictions/seed<k>/<model>/``.
 """
 
 from __future__ import annotations
@@ -169,10 +168,9 @@ def markdown_seeds(summary: pd.DataFrame, n_samples: int) -> str:
     note = (
         f"Each seed's number is the mean over the {n_samples} test samples (percent); "
         "mean ± standard deviation over the seeds (ddof = 1). Only the training seed "
-        "changes (initial weights, patches, augmentation); the split is the same. "
-        'nnU-Net and the per-pixel baselines are not repeated (README, "Repeated seeds"): '
-        "nnU-Net's trainer takes no seed of its own, and its test prediction already "
-        "averages the networks of its differently trained folds."
+        "changes (initial weights, patches, augmentation; the per-pixel baselines' "
+        "training pixels); the split is the same. nnU-Net is retrained in all its folds "
+        "per seed, and each seed's number is that seed's fold ensemble."
     )
     return f"{HEADING}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
 

@@ -2,6 +2,7 @@
 # table, per-rule resources and the way rules call the ramanseg package.
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -58,7 +59,6 @@ NNUNET_SETTINGS = NnunetSettings.from_config(config)
 NNUNET_PLANS = NNUNET_SETTINGS.plans
 NNUNET_RAW = NNUNET / "raw" / NNUNET_SETTINGS.dataset
 NNUNET_PREPROCESSED = NNUNET / "preprocessed" / NNUNET_SETTINGS.dataset
-NNUNET_MODEL = Path(NNUNET_SETTINGS.trained_model_dir(NNUNET / "trained"))
 
 #: `snakemake predict --config predict_samplesheet=SHEET model_package=ZIP`: prediction only,
 #: planned from the package and the slides (workflow/rules/predict.smk); the training data
@@ -107,6 +107,9 @@ if not PREDICTING:
 
 wildcard_constraints:
     sample="[A-Za-z0-9_][A-Za-z0-9_-]*",
+    # The folder prefix of a run with another training seed (ramanseg.repeats): empty for
+    # the main run, `seed<k>/` for seed k (nnU-Net's and the per-pixel baselines' rules).
+    seed_dir=r"(?:seed\d+/)?",
 
 
 # The package is put on the path of every job, so that `--sdm conda` environments, which
@@ -128,17 +131,48 @@ def settings(*keys):
     return json.dumps({key: config[key] for key in keys})
 
 
-def nnunet_settings(*prediction_sections):
+def nnunet_settings(*prediction_sections, seed_dir=""):
     """The nnU-Net rules' settings (`nnunet`, `channels`, `seed`, `deterministic`,
     `device`) with only the predictor sections a rule reads (`prediction`,
-    `fast_prediction`), so that changing the predictor's settings retrains nothing."""
+    `fast_prediction`), so that changing the predictor's settings retrains nothing; the
+    seed is that of the run `seed_dir` (`seed<k>/`; empty: the global seed)."""
     nnunet = {
         key: value
         for key, value in config["nnunet"].items()
         if key not in ("prediction", "fast_prediction") or key in prediction_sections
     }
     rest = json.loads(settings("channels", "seed", "deterministic", "device"))
-    return json.dumps({"nnunet": nnunet, **rest})
+    return with_seed(json.dumps({"nnunet": nnunet, **rest}), seed_of(seed_dir))
+
+
+def seed_of(seed_dir):
+    """The training seed of a run's folder prefix `seed_dir`: k for `seed<k>/`, the global
+    seed for the main run (empty)."""
+    return int(re.fullmatch(r"seed(\d+)/", seed_dir)[1]) if seed_dir else config["seed"]
+
+
+def with_seed(settings_json, seed):
+    """Settings JSON with its top-level `seed` replaced."""
+    return json.dumps({**json.loads(settings_json), "seed": seed})
+
+
+def seeded_settings(*keys):
+    """A rule's `settings` param: `settings(*keys)` with the seed of its `{seed_dir}`."""
+    return lambda wildcards: with_seed(settings(*keys), seed_of(wildcards.seed_dir))
+
+
+def nnunet_trained(seed_dir=""):
+    """nnU-Net's results folder of the run `seed_dir` (empty: the main run)."""
+    return NNUNET / f"{seed_dir}trained"
+
+
+def nnunet_model_dir(seed_dir=""):
+    """nnU-Net's trained model folder (plans, folds) of the run `seed_dir`."""
+    return Path(NNUNET_SETTINGS.trained_model_dir(nnunet_trained(seed_dir)))
+
+
+#: The main run's trained nnU-Net (the one interpreted, packaged and cross-validated).
+NNUNET_MODEL = nnunet_model_dir()
 
 
 def rule_resources(rule_name):
@@ -249,9 +283,7 @@ def run_settings(run):
         return model_settings("ramanseg", prototypes_per_class=count)
     _, seed, model = parse_run(run)
     settings_json = model_settings(model)
-    if seed is None:
-        return settings_json
-    return json.dumps({**json.loads(settings_json), "seed": seed})
+    return settings_json if seed is None else with_seed(settings_json, seed)
 
 
 # The prototype figures' report captions start with what this run measured (distinct

@@ -137,16 +137,16 @@ rule fit_phasor:
         foregrounds=preprocessed("foreground.tif", SPLIT["train"]),
         split=SPLIT_JSON,
     output:
-        model=MODELS / "phasor" / "model.json",
-        masks=predictions("phasor", "mask"),
-        probabilities=predictions("phasor", "probability"),
+        model=MODELS / "{seed_dir}phasor" / "model.json",
+        masks=predictions("{seed_dir}phasor", "mask"),
+        probabilities=predictions("{seed_dir}phasor", "probability"),
     params:
-        outdir=PREDICTIONS / "phasor",
-        settings=settings("seed", "channels", "hsrs"),
+        outdir=lambda wildcards: PREDICTIONS / f"{wildcards.seed_dir}phasor",
+        settings=seeded_settings("seed", "channels", "hsrs"),
     log:
-        LOGS / "models" / "fit_phasor.log",
+        LOGS / "models" / "{seed_dir}fit_phasor.log",
     benchmark:
-        BENCHMARKS / "models" / "fit_phasor.tsv"
+        BENCHMARKS / "models" / "{seed_dir}fit_phasor.tsv"
     threads: rule_resources("fit_phasor")["threads"]
     resources:
         mem_mb=rule_resources("fit_phasor")["mem_mb"],

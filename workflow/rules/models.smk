@@ -113,16 +113,16 @@ rule fit_baseline:
         foregrounds=preprocessed("foreground.tif", SPLIT["train"]),
         split=SPLIT_JSON,
     output:
-        model=MODELS / "logreg" / "model.json",
-        masks=predictions("logreg", "mask"),
-        probabilities=predictions("logreg", "probability"),
+        model=MODELS / "{seed_dir}logreg" / "model.json",
+        masks=predictions("{seed_dir}logreg", "mask"),
+        probabilities=predictions("{seed_dir}logreg", "probability"),
     params:
-        outdir=PREDICTIONS / "logreg",
-        settings=settings("seed", "channels"),
+        outdir=lambda wildcards: PREDICTIONS / f"{wildcards.seed_dir}logreg",
+        settings=seeded_settings("seed", "channels"),
     log:
-        LOGS / "models" / "fit_baseline.log",
+        LOGS / "models" / "{seed_dir}fit_baseline.log",
     benchmark:
-        BENCHMARKS / "models" / "fit_baseline.tsv"
+        BENCHMARKS / "models" / "{seed_dir}fit_baseline.tsv"
     threads: rule_resources("fit_baseline")["threads"]
     resources:
         mem_mb=rule_resources("fit_baseline")["mem_mb"],

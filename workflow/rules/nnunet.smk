@@ -1,4 +1,5 @@
 # nnU-Net v2: raw dataset with our folds, ResEnc planning, one job per fold, the ensemble.
+# Another training seed (`seeds`) trains and predicts into its own folders (`{seed_dir}`).
 
 
 rule nnunet_export:
@@ -62,15 +63,16 @@ rule nnunet_train:
         plans=NNUNET_PREPROCESSED / f"{NNUNET_PLANS}.json",
         splits=NNUNET_PREPROCESSED / "splits_final.json",
     output:
-        checkpoint=NNUNET_MODEL / "fold_{fold}" / "checkpoint_final.pth",
-        summary=NNUNET_MODEL / "fold_{fold}" / "validation" / "summary.json",
+        checkpoint=nnunet_model_dir("{seed_dir}") / "fold_{fold}" / "checkpoint_final.pth",
+        summary=nnunet_model_dir("{seed_dir}") / "fold_{fold}" / "validation" / "summary.json",
     params:
         nnunet=NNUNET,
-        settings=nnunet_settings(),
+        trained=lambda wildcards: nnunet_trained(wildcards.seed_dir),
+        settings=lambda wildcards: nnunet_settings(seed_dir=wildcards.seed_dir),
     log:
-        LOGS / "nnunet" / "train_fold_{fold}.log",
+        LOGS / "nnunet" / "{seed_dir}train_fold_{fold}.log",
     benchmark:
-        BENCHMARKS / "nnunet" / "train_fold_{fold}.tsv"
+        BENCHMARKS / "nnunet" / "{seed_dir}train_fold_{fold}.tsv"
     # The folds are the demo's longest chain: start them before the other models.
     priority: 10
     threads: rule_resources("nnunet_train")["threads"]
@@ -81,27 +83,32 @@ rule nnunet_train:
     conda:
         "../../envs/nnunet.yaml"
     shell:
-        "python -m ramanseg nnunet-train --nnunet-dir {params.nnunet:q} --fold {wildcards.fold}"
-        " --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"
+        "python -m ramanseg nnunet-train --nnunet-dir {params.nnunet:q}"
+        " --trained-dir {params.trained:q} --fold {wildcards.fold} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"
 
 
 rule nnunet_predict:
     input:
-        checkpoints=expand(NNUNET_MODEL / "fold_{fold}" / "checkpoint_final.pth", fold=FOLDS),
+        checkpoints=lambda wildcards: expand(
+            nnunet_model_dir(wildcards.seed_dir) / "fold_{fold}" / "checkpoint_final.pth",
+            fold=FOLDS,
+        ),
         stacks=preprocessed("stack.ome.tif", TEST_SAMPLES),
         split=SPLIT_JSON,
     output:
-        masks=predictions("nnunet", "mask"),
-        probabilities=predictions("nnunet", "probability"),
-        timing=PREDICTIONS / "nnunet" / "timing.json",
+        masks=predictions("{seed_dir}nnunet", "mask"),
+        probabilities=predictions("{seed_dir}nnunet", "probability"),
+        timing=PREDICTIONS / "{seed_dir}nnunet" / "timing.json",
     params:
         nnunet=NNUNET,
+        trained=lambda wildcards: nnunet_trained(wildcards.seed_dir),
         outdir=lambda wildcards, output: Path(output.timing).parent,
-        settings=nnunet_settings("prediction"),
+        settings=lambda wildcards: nnunet_settings("prediction", seed_dir=wildcards.seed_dir),
     log:
-        LOGS / "nnunet" / "predict.log",
+        LOGS / "nnunet" / "{seed_dir}predict.log",
     benchmark:
-        BENCHMARKS / "nnunet" / "predict.tsv"
+        BENCHMARKS / "nnunet" / "{seed_dir}predict.tsv"
     threads: rule_resources("nnunet_predict")["threads"]
     resources:
         mem_mb=rule_resources("nnunet_predict")["mem_mb"],
@@ -110,6 +117,7 @@ rule nnunet_predict:
     conda:
         "../../envs/nnunet.yaml"
     shell:
-        "python -m ramanseg nnunet-predict --nnunet-dir {params.nnunet:q} --stacks {input.stacks:q}"
-        " --split {input.split:q} --outdir {params.outdir:q} --timing {output.timing:q}"
-        " --threads {threads} --settings {params.settings:q} > {log:q} 2>&1"
+        "python -m ramanseg nnunet-predict --nnunet-dir {params.nnunet:q}"
+        " --trained-dir {params.trained:q} --stacks {input.stacks:q} --split {input.split:q}"
+        " --outdir {params.outdir:q} --timing {output.timing:q} --threads {threads}"
+        " --settings {params.settings:q} > {log:q} 2>&1"

@@ -129,28 +129,28 @@ rule fit_pixel_cnn:
         foregrounds=preprocessed("foreground.tif", PIXEL_CNN_SAMPLES),
         split=SPLIT_JSON,
     output:
-        weights=MODELS / "pixel_cnn" / "model.pt",
-        metadata=MODELS / "pixel_cnn" / "model.json",
-        training_log=MODELS / "pixel_cnn" / "training_log.csv",
-        importance=MODELS / "pixel_cnn" / "band_importance.csv",
-        importance_parquet=MODELS / "pixel_cnn" / "band_importance.parquet",
-        importance_md=MODELS / "pixel_cnn" / "band_importance.md",
+        weights=MODELS / "{seed_dir}pixel_cnn" / "model.pt",
+        metadata=MODELS / "{seed_dir}pixel_cnn" / "model.json",
+        training_log=MODELS / "{seed_dir}pixel_cnn" / "training_log.csv",
+        importance=MODELS / "{seed_dir}pixel_cnn" / "band_importance.csv",
+        importance_parquet=MODELS / "{seed_dir}pixel_cnn" / "band_importance.parquet",
+        importance_md=MODELS / "{seed_dir}pixel_cnn" / "band_importance.md",
         importance_plot=report(
-            MODELS / "pixel_cnn" / "band_importance.png",
+            MODELS / "{seed_dir}pixel_cnn" / "band_importance.png",
             caption="../report/pixel_cnn_band_importance.rst",
             category="3. Results",
         ),
-        importance_pdf=MODELS / "pixel_cnn" / "band_importance.pdf",
-        masks=predictions("pixel_cnn", "mask"),
-        probabilities=predictions("pixel_cnn", "probability"),
+        importance_pdf=MODELS / "{seed_dir}pixel_cnn" / "band_importance.pdf",
+        masks=predictions("{seed_dir}pixel_cnn", "mask"),
+        probabilities=predictions("{seed_dir}pixel_cnn", "probability"),
     params:
-        model_dir=MODELS / "pixel_cnn",
-        outdir=PREDICTIONS / "pixel_cnn",
-        settings=settings("seed", "channels", "spectra"),
+        model_dir=lambda wildcards: MODELS / f"{wildcards.seed_dir}pixel_cnn",
+        outdir=lambda wildcards: PREDICTIONS / f"{wildcards.seed_dir}pixel_cnn",
+        settings=seeded_settings("seed", "channels", "spectra"),
     log:
-        LOGS / "models" / "fit_pixel_cnn.log",
+        LOGS / "models" / "{seed_dir}fit_pixel_cnn.log",
     benchmark:
-        BENCHMARKS / "models" / "fit_pixel_cnn.tsv"
+        BENCHMARKS / "models" / "{seed_dir}fit_pixel_cnn.tsv"
     threads: rule_resources("fit_pixel_cnn")["threads"]
     resources:
         mem_mb=rule_resources("fit_pixel_cnn")["mem_mb"],

@@ -25,6 +25,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=1, help="processes nnU-Net may use")
     add_settings_arguments(parser)
+    # Only training and prediction take --trained-dir (add_trained_argument).
+    parser.set_defaults(trained_dir=None)
+
+
+def add_trained_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trained-dir``: the results folder of a run with another seed."""
+    parser.add_argument(
+        "--trained-dir",
+        type=Path,
+        help="nnU-Net's results folder (default: the trained folder of --nnunet-dir); "
+        "a run with another seed trains into its own from the same preprocessed data",
+    )
 
 
 def configure_command(args: argparse.Namespace) -> tuple[dict, NnunetSettings]:
@@ -37,6 +49,7 @@ def configure_command(args: argparse.Namespace) -> tuple[dict, NnunetSettings]:
     nnunet = NnunetSettings.from_config(config)
     configure_nnunet(
         args.nnunet_dir,
+        trained=args.trained_dir,
         processes=args.threads,
         deterministic=nnunet.deterministic,
         epochs=nnunet.epochs,
@@ -150,6 +163,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "nnunet-train", help="train one fold; resumes from its last checkpoint"
     )
     add_common_arguments(parser)
+    add_trained_argument(parser)
     parser.add_argument("--fold", required=True, type=int, help="fold index")
     parser.set_defaults(func=_train)
 
@@ -158,6 +172,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="predict the test samples with the fold ensemble (settings: nnunet.prediction)",
     )
     add_common_arguments(parser)
+    add_trained_argument(parser)
     _files_argument(parser, "--stacks", "stack.ome.tif of the test samples")
     parser.add_argument("--split", required=True, type=Path, help="the split JSON")
     parser.add_argument("--outdir", required=True, type=Path, help="results/predictions/nnunet")

@@ -26,19 +26,27 @@ BATCH_SIZE_VARIABLE = "RAMANSEG_NNUNET_BATCH_SIZE"
 _PRIMUS_MODULE = "nnunetv2.training.nnUNetTrainer.primus.primus_trainers"
 
 
-def nnunet_folders(root: str | Path) -> dict[str, Path]:
-    """nnU-Net's three folders below ``root``: raw, preprocessed and results."""
+def nnunet_folders(root: str | Path, trained: str | Path | None = None) -> dict[str, Path]:
+    """nnU-Net's three folders: raw and preprocessed below ``root``, and its results.
+
+    Args:
+        root: the folder holding nnU-Net's folders.
+        trained: the results folder (``nnUNet_results``); ``root/trained`` by default.
+            Another training seed trains into a folder of its own from the same
+            preprocessed data.
+    """
     root = Path(root)
     return {
         "nnUNet_raw": root / "raw",
         "nnUNet_preprocessed": root / "preprocessed",
-        "nnUNet_results": root / "trained",
+        "nnUNet_results": Path(trained) if trained is not None else root / "trained",
     }
 
 
 def configure_nnunet(
     root: str | Path,
     *,
+    trained: str | Path | None = None,
     processes: int = 1,
     deterministic: bool = False,
     epochs: int | None = None,
@@ -49,6 +57,7 @@ def configure_nnunet(
 
     Args:
         root: the folder holding nnU-Net's raw, preprocessed and results folders.
+        trained: another results folder than ``root/trained`` (:func:`nnunet_folders`).
         processes: processes nnU-Net may use for preprocessing, export and augmentation.
         deterministic: run data augmentation in the main process (``nnUNet_n_proc_DA=0``),
             whose random numbers are then seeded by us; worker processes are not.
@@ -63,7 +72,7 @@ def configure_nnunet(
         raise ValueError(f"processes must be at least 1, got {processes}")
     if "nnunetv2.configuration" in sys.modules:
         log.warning("nnunetv2 was imported before configure_nnunet; process counts may not apply")
-    for name, folder in nnunet_folders(root).items():
+    for name, folder in nnunet_folders(root, trained).items():
         folder.mkdir(parents=True, exist_ok=True)
         os.environ[name] = str(folder.resolve())
     os.environ["nnUNet_extTrainer"] = str(TRAINERS_DIR)
