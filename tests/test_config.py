@@ -206,6 +206,8 @@ def test_cli_with_low_above_high_in_a_config_file_exits_2(tmp_path, capsys):
         ),
         (["nnunet={prediction: {folds: all}}"], {"nnunet": {"prediction": {"folds": "all"}}}),
         (["nnunet={fast_prediction: {folds: 3}}"], {"nnunet": {"fast_prediction": {"folds": 3}}}),
+        # `KEY=` (None) unsets a path.
+        (["model_package="], {"model_package": ""}),
         # Strings where the schema wants strings stay strings.
         (["predict={models: [ramanseg, unet]}"], {"predict": {"models": ["ramanseg", "unet"]}}),
     ],

@@ -68,6 +68,17 @@ def test_a_training_target_with_a_package_set_says_what_to_change(prediction_fol
     assert f"`snakemake {target}` is a target of training" in output
     assert "config key `model_package` is set (models.zip)" in output
     assert "Traceback" not in output and "MissingRuleException" not in output
+    # The fix it names: an empty `model_package` plans training.
+    assert f"`snakemake {target} --config model_package=`" in output
+    assert dry_run(prediction_folder, target, "--config", "model_package=").returncode == 0
+
+
+def test_a_training_target_with_only_a_package_set_says_what_to_change(prediction_folder):
+    result = dry_run(prediction_folder, "package", "--config", "model_package=models.zip")
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "`predict_samplesheet` is empty" in output
+    assert "To train instead, leave `model_package` empty (--config model_package=)" in output
 
 
 def test_the_training_targets_named_are_training_targets():

@@ -207,12 +207,16 @@ class _SchemaWalker:
         if isinstance(value, list):
             schemas = self.item_schemas(schema)
             return [self._first_fit(item, schemas) for item in value]
-        if not isinstance(value, str) or self.validator.evolve(schema=schema).is_valid(value):
+        valid = self.validator.evolve(schema=schema).is_valid
+        if value is None and not valid(value) and valid(""):
+            # `KEY=` with no value is Snakemake's None: here, the empty string (unset).
+            return ""
+        if not isinstance(value, str) or valid(value):
             return value
         parsed = _parse_scalar(value)
         if parsed is value:
             return value
-        if self.validator.evolve(schema=schema).is_valid(parsed):
+        if valid(parsed):
             return parsed
         # A number of the wrong range: the validation error then names the range rather
         # than the type.
@@ -237,13 +241,15 @@ class _SchemaWalker:
 
 def coerce_command_line_values(config: Mapping[str, Any]) -> dict:
     """Parse the strings of ``config`` where ``config.schema.yaml`` wants a number, an
-    integer, a boolean or null.
+    integer, a boolean or null; an empty value becomes an empty string.
 
     Snakemake's ``--config KEY=VALUE`` parses a top-level value as an int, a float or
     ``True``/``False``, but leaves as strings a list's items (``seeds=[0,1,2]``), a
     mapping's values (``split={folds: 3}``) and YAML's ``true``. Each such string is read
     as a YAML scalar where the schema declares another type and does not accept the
-    string itself; what does not parse stays a string, for the validation to name.
+    string itself; what does not parse stays a string, for the validation to name. An
+    empty value (``model_package=``, None) is the empty string where the schema wants a
+    string, so that it unsets a path set in a configuration file.
 
     Args:
         config: the values given with ``--config`` (or any configuration mapping).

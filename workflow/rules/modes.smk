@@ -14,9 +14,8 @@ def other_mode_target(target):
         message = (
             f"`snakemake {target}` is a target of training, but config key `model_package` "
             f"is set ({config['model_package']}), which makes this run a prediction of new "
-            "slides whose only target is `predict`. Fix: run `snakemake predict`, or run "
-            f"`snakemake {target}` without `--config model_package=...` (and with "
-            "`model_package` empty in the configuration files)"
+            "slides whose only target is `predict`. Fix: run `snakemake predict`, or leave "
+            f"`model_package` empty to train: `snakemake {target} --config model_package=`"
         )
     else:
         message = (
