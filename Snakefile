@@ -52,3 +52,7 @@ else:
         input:
             all_outputs(),
         default_target: True
+
+
+# The other mode's targets stop the run with the setting to change.
+include: "workflow/rules/modes.smk"

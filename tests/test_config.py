@@ -8,6 +8,7 @@ import re
 
 import pytest
 import yaml
+from snakemake.cli import parse_config as snakemake_parse_config
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate as snakemake_validate
 
@@ -18,8 +19,10 @@ from ramanseg.config import (
     channel_roles,
     check_config_semantics,
     class_names,
+    coerce_command_line_values,
     foreground_classes,
     load_config_files,
+    merge_configs,
     parse_settings,
     raman_wavenumbers,
     validate_config,
@@ -184,3 +187,48 @@ def test_cli_with_low_above_high_in_a_config_file_exits_2(tmp_path, capsys):
     assert "Traceback" not in error
     assert "preprocess.percentiles.raman: low 95 must be below high 5" in error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        (["seeds=[0,1,2]"], {"seeds": [0, 1, 2]}),
+        (["cross_validation=true", "seed=3"], {"cross_validation": True, "seed": 3}),
+        (["split={folds: 3}"], {"split": {"folds": 3}}),
+        # nnU-Net's folds are "all", a list of folds or a count (a oneOf).
+        (
+            ["nnunet={prediction: {folds: [0, 1], tile_step_size: 1e-1, mirroring: false}}"],
+            {
+                "nnunet": {
+                    "prediction": {"folds": [0, 1], "tile_step_size": 0.1, "mirroring": False}
+                }
+            },
+        ),
+        (["nnunet={prediction: {folds: all}}"], {"nnunet": {"prediction": {"folds": "all"}}}),
+        (["nnunet={fast_prediction: {folds: 3}}"], {"nnunet": {"fast_prediction": {"folds": 3}}}),
+        # `KEY=` (None) unsets a path.
+        (["model_package="], {"model_package": ""}),
+        # Strings where the schema wants strings stay strings.
+        (["predict={models: [ramanseg, unet]}"], {"predict": {"models": ["ramanseg", "unet"]}}),
+    ],
+)
+def test_command_line_values_take_the_schemas_types(demo_config, entries, expected):
+    # The values exactly as Snakemake's `--config` hands them over.
+    coerced = coerce_command_line_values(snakemake_parse_config(entries))
+    assert coerced == expected
+    validate_config(merge_configs(demo_config, coerced))
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["seeds=[a]"], r"seeds\.0: 'a' is not of type 'integer'"),
+        (["seeds=[-1]"], r"seeds\.0: -1 is less than the minimum of 0"),
+        (["cross_validation=maybe"], r"cross_validation: 'maybe' is not of type 'boolean'"),
+        (["split={folds: three}"], r"split\.folds: 'three' is not of type 'integer'"),
+    ],
+)
+def test_unparsable_command_line_values_are_named(demo_config, entries, message):
+    coerced = coerce_command_line_values(snakemake_parse_config(entries))
+    with pytest.raises(ConfigError, match=message):
+        validate_config(merge_configs(demo_config, coerced))

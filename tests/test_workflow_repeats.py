@@ -77,6 +77,22 @@ def test_three_seeds_and_cross_validation_plan_every_run(tmp_path):
     )
 
 
+def test_seeds_given_with_snakemakes_config_option_plan_every_run():
+    # Snakemake's `--config` hands over the list's items (and `true`) as strings.
+    args = ["--config", "seeds=[0,1,2]", "cross_validation=true"]
+    jobs = planned_jobs(snakemake("-n", "--forceall", *args).stdout)
+    assert jobs["train_model"] == len(TORCH_MODELS) * (1 + 2 + 5) + 2
+    assert jobs["evaluate_seeds"] == jobs["evaluate_cv"] == 1
+
+
+def test_a_seed_that_is_no_number_stops_the_dry_run_naming_the_key():
+    result = snakemake("-n", "--config", "seeds=[0,a]", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "'a' is not of type 'integer'" in output and "instance['seeds'][1]" in output
+    assert "Traceback" not in output
+
+
 @pytest.mark.parametrize(
     ("keys", "message"),
     [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,174 @@ def validate_config(config: Mapping[str, Any], *, partial: bool = False) -> dict
     # otherwise reject the `annotations` of every preprocess job whose classes lack it.
     check_config_semantics({key: config[key] for key in given} if partial else config)
     return config
+
+
+def _json_types(value: Any) -> set[str]:
+    """The JSON Schema types a parsed scalar satisfies (an int is also a number)."""
+    if value is None:
+        return {"null"}
+    if isinstance(value, bool):
+        return {"boolean"}
+    if isinstance(value, int):
+        return {"integer", "number"}
+    if isinstance(value, float):
+        return {"number", "integer"} if value.is_integer() else {"number"}
+    return set()
+
+
+def _parse_scalar(text: str) -> Any:
+    """``text`` read as a YAML scalar (``3``, ``0.5``, ``1e-3``, ``true``, ``null``), or
+    ``text`` itself when it is none of these."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        # YAML 1.1 reads `1e-3` (no dot) as a string.
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        return number if math.isfinite(number) else text
+    return value if _json_types(value) else text
+
+
+class _SchemaWalker:
+    """Follows a configuration through the schema: ``$ref``, combinators, properties."""
+
+    def __init__(self, schema: Mapping[str, Any]):
+        self.root = schema
+        self.validator = jsonschema.Draft202012Validator(schema)
+
+    def branches(self, schema: Any) -> list[Mapping[str, Any]]:
+        """The schemas a value at ``schema``'s place must or may satisfy.
+
+        Args:
+            schema: a schema or subschema of the configuration schema.
+
+        Returns:
+            ``schema``, what its ``$ref`` names and the branches of its ``allOf``,
+            ``anyOf`` and ``oneOf``, recursively.
+        """
+        if not isinstance(schema, Mapping):
+            return []
+        found = [schema]
+        if "$ref" in schema:
+            # The schema's references are all local (`#/$defs/...`).
+            target: Any = self.root
+            for part in schema["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            found += self.branches(target)
+        for keyword in ("allOf", "anyOf", "oneOf"):
+            for branch in schema.get(keyword, []):
+                found += self.branches(branch)
+        return found
+
+    def declared_types(self, schema: Any) -> set[str]:
+        """The JSON types ``schema`` names (``type``, and those of its ``enum``/``const``).
+
+        Args:
+            schema: a subschema of the configuration schema.
+        """
+        types: set[str] = set()
+        for branch in self.branches(schema):
+            declared = branch.get("type", [])
+            types.update([declared] if isinstance(declared, str) else declared)
+            values = branch.get("enum", []) + ([branch["const"]] if "const" in branch else [])
+            for value in values:
+                types.update({"string"} if isinstance(value, str) else _json_types(value))
+        return types
+
+    def value_schemas(self, schema: Any, key: str) -> list[Any]:
+        """The schemas of the value of ``key`` in a mapping at ``schema``'s place.
+
+        Args:
+            schema: the mapping's schema.
+            key: the key.
+        """
+        found = []
+        for branch in self.branches(schema):
+            if key in branch.get("properties", {}):
+                found.append(branch["properties"][key])
+            elif isinstance(branch.get("additionalProperties"), Mapping):
+                found.append(branch["additionalProperties"])
+        return found
+
+    def item_schemas(self, schema: Any) -> list[Any]:
+        """The schemas of the items of a list at ``schema``'s place.
+
+        Args:
+            schema: the list's schema.
+        """
+        return [b["items"] for b in self.branches(schema) if isinstance(b.get("items"), Mapping)]
+
+    def coerce(self, value: Any, schema: Any) -> Any:
+        """``value`` with its strings parsed where ``schema`` wants another type.
+
+        Args:
+            value: a configuration value (a mapping, a list or a scalar).
+            schema: its subschema.
+        """
+        if isinstance(value, Mapping):
+            return {
+                key: self._first_fit(item, self.value_schemas(schema, key))
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            schemas = self.item_schemas(schema)
+            return [self._first_fit(item, schemas) for item in value]
+        valid = self.validator.evolve(schema=schema).is_valid
+        if value is None and not valid(value) and valid(""):
+            # `KEY=` with no value is Snakemake's None: here, the empty string (unset).
+            return ""
+        if not isinstance(value, str) or valid(value):
+            return value
+        parsed = _parse_scalar(value)
+        if parsed is value:
+            return value
+        if valid(parsed):
+            return parsed
+        # A number of the wrong range: the validation error then names the range rather
+        # than the type.
+        types = self.declared_types(schema)
+        return parsed if "string" not in types and _json_types(parsed) & types else value
+
+    def _first_fit(self, value: Any, schemas: list[Any]) -> Any:
+        """``value`` coerced by the first schema it then fits (by the first, if none).
+
+        Args:
+            value: a configuration value.
+            schemas: the schemas it may have (one per branch that names it).
+        """
+        if not schemas:
+            return value
+        candidates = [self.coerce(value, schema) for schema in schemas]
+        for candidate, schema in zip(candidates, schemas, strict=True):
+            if self.validator.evolve(schema=schema).is_valid(candidate):
+                return candidate
+        return candidates[0]
+
+
+def coerce_command_line_values(config: Mapping[str, Any]) -> dict:
+    """Parse the strings of ``config`` where ``config.schema.yaml`` wants a number, an
+    integer, a boolean or null; an empty value becomes an empty string.
+
+    Snakemake's ``--config KEY=VALUE`` parses a top-level value as an int, a float or
+    ``True``/``False``, but leaves as strings a list's items (``seeds=[0,1,2]``), a
+    mapping's values (``split={folds: 3}``) and YAML's ``true``. Each such string is read
+    as a YAML scalar where the schema declares another type and does not accept the
+    string itself; what does not parse stays a string, for the validation to name. An
+    empty value (``model_package=``, None) is the empty string where the schema wants a
+    string, so that it unsets a path set in a configuration file.
+
+    Args:
+        config: the values given with ``--config`` (or any configuration mapping).
+
+    Returns:
+        A copy of ``config`` with those strings parsed.
+    """
+    schema = load_schema("config")
+    return _SchemaWalker(schema).coerce(copy.deepcopy(dict(config)), schema)
 
 
 #: Settings that are ``[low, high]`` pairs: JSON Schema checks each number, not their order.

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 from ramanseg.catalog import EVALUATED_MODELS, TORCH_MODELS
-from ramanseg.config import ConfigError, check_config_semantics
+from ramanseg.config import ConfigError, check_config_semantics, coerce_command_line_values
 from ramanseg.errors import InputError
 from ramanseg.nnunet.settings import NnunetSettings
 from ramanseg.phantom import phantom_samplesheet
@@ -28,6 +28,9 @@ def stop(message):
     raise SystemExit(2)
 
 
+# `--config seeds=[0,1,2]` reaches us with string items (so does a mapping's value, and
+# `true`): read back where the schema wants a number or a boolean.
+update_config(config, coerce_command_line_values(workflow.config_settings.config))
 validate(config, schema="../schemas/config.schema.yaml")
 # What the schema cannot express (a [low, high] pair in the wrong order, ...), checked once
 # here as in every command.

@@ -14,7 +14,9 @@ PREDICT_PREPROCESSED = PREDICT / "preprocessed"
 if not config["predict_samplesheet"]:
     stop(
         "config key `predict_samplesheet` is empty: name the sample sheet of the slides to "
-        "segment (snakemake predict --config predict_samplesheet=SHEET model_package=ZIP)"
+        "segment (snakemake predict --config predict_samplesheet=SHEET model_package=ZIP). "
+        "To train instead, leave `model_package` empty (--config model_package=): set, it "
+        "makes the run a prediction"
     )
 try:
     PACKAGE_MANIFEST = inspect_package(config["model_package"])
