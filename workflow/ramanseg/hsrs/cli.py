@@ -67,20 +67,13 @@ def run_phasor(args: argparse.Namespace) -> int:
     from ramanseg.hsrs.dice import COLUMNS
     from ramanseg.hsrs.figures import phasor_plot, segmentation_figure
     from ramanseg.hsrs.phasor import PhasorSettings
-    from ramanseg.hsrs.stack import read_hsrs_stack
+    from ramanseg.hsrs.stack import read_labelled_stacks
 
     settings = PhasorSettings.from_config(settings_from_args(args))
     check_output_folder(args.outdir)
-    stacks = [
-        read_hsrs_stack(path, fix=f"rerun the rule that writes {path}") for path in args.stacks
-    ]
-    for path, stack in zip(args.stacks, stacks, strict=True):
-        if stack.labels is None:
-            raise InputError(
-                "the stack has no labels to place cursors from and score against",
-                path=path,
-                fix="give hsrs-phasor labelled stacks",
-            )
+    stacks = read_labelled_stacks(
+        args.stacks, "hsrs-phasor", "to place cursors from and score against"
+    )
     try:
         analysis = analyse_dataset(args.dataset, stacks, settings)
     except ValueError as error:

@@ -20,8 +20,10 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -346,13 +348,85 @@ def cross_validate(
                 predictions[block.stack][block.slices] = labels_of_block
                 truth.append(stacks[block.stack].labels[block.slices].ravel())
                 predicted.append(labels_of_block.ravel())
-        dice = dice_per_class(np.concatenate(predicted), np.concatenate(truth), len(class_names))
-        rows += dice_rows(dataset, name, f"block_fold{fold}", class_names, dice)
-        logger.info(
-            "%s %s fold %d: Dice %s",
-            dataset,
-            name,
-            fold,
-            ", ".join(f"{c} {d:.3f}" for c, d in zip(class_names, dice, strict=True)),
-        )
+        rows += held_out_dice_rows(dataset, name, fold, class_names, truth, predicted)
     return CrossValidationResult(predictions, fold_of, blocks, rows, log)
+
+
+def held_out_dice_rows(
+    dataset: str,
+    name: str,
+    fold: int,
+    class_names: Sequence[str],
+    truth: Sequence[np.ndarray],
+    predicted: Sequence[np.ndarray],
+) -> list[dict]:
+    """The Dice table's rows of one fold, over all its held-out blocks' pixels (logged).
+
+    Args:
+        dataset: the dataset's name.
+        name: the model's name.
+        fold: the fold.
+        class_names: the classes.
+        truth: the true labels of each held-out block (flat).
+        predicted: the predicted labels of each held-out block (flat), in the same order.
+    """
+    dice = dice_per_class(np.concatenate(predicted), np.concatenate(truth), len(class_names))
+    logger.info(
+        "%s %s fold %d: Dice %s",
+        dataset,
+        name,
+        fold,
+        ", ".join(f"{c} {d:.3f}" for c, d in zip(class_names, dice, strict=True)),
+    )
+    return dice_rows(dataset, name, f"block_fold{fold}", class_names, dice)
+
+
+def out_of_fold_files(
+    outdir: str | Path,
+    dataset: str,
+    name: str,
+    stack_paths: Sequence[str | Path],
+    stacks: Sequence[HsrsStack],
+    result: CrossValidationResult,
+    details: Mapping[str, Any] | None = None,
+) -> dict[Path, bytes]:
+    """What a cross-validated HSRS model writes to its folder (``hsrs-train``,
+    ``hsrs-nnunet-predict``): ``dice.csv``, ``folds.json`` and ``segmentation.{png,pdf}``.
+
+    Args:
+        outdir: the model's folder, ``results/hsrs/models/<dataset>/<model>``.
+        dataset: the dataset's name.
+        name: the model's name.
+        stack_paths: the stacks' files (named in ``folds.json``).
+        stacks: the stacks; the first one's out-of-fold prediction is drawn.
+        result: the cross-validation's predictions, folds and Dice rows.
+        details: more keys of ``folds.json``, after ``model`` and before ``blocks``.
+
+    Returns:
+        File path -> bytes, for :func:`ramanseg.fileio.write_files`.
+    """
+    import pandas as pd
+
+    from ramanseg.figures import figure_bytes, table_bytes
+    from ramanseg.fileio import json_bytes, prefixed
+    from ramanseg.hsrs.dice import COLUMNS
+    from ramanseg.hsrs.figures import segmentation_figure
+
+    outdir = Path(outdir)
+    first = stacks[0]
+    figure = segmentation_figure(
+        first.cube.mean(axis=0),
+        first.labels,
+        {name: result.predictions[0]},
+        first.class_names,
+        f"{dataset}: {Path(stack_paths[0]).stem}, out-of-fold",
+    )
+    blocks = [
+        {"stack": str(stack_paths[b.stack]), "y": [b.y0, b.y1], "x": [b.x0, b.x1], "fold": int(f)}
+        for b, f in zip(result.blocks, result.fold_of_block, strict=True)
+    ]
+    return {
+        outdir / "dice.csv": table_bytes(pd.DataFrame(result.rows, columns=list(COLUMNS)))[".csv"],
+        outdir / "folds.json": json_bytes({"model": name, **(details or {}), "blocks": blocks}),
+        **prefixed(outdir / "segmentation", figure_bytes(figure)),
+    }
