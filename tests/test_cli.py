@@ -39,3 +39,31 @@ def test_unknown_command_lists_all_commands(capsys):
         cli.main(["no-such-command"])
     error = capsys.readouterr().err
     assert "invalid choice" in error and "nnunet-train" in error and "bench-dag" in error
+
+
+def test_torch_threads_and_device_of_the_pytorch_commands():
+    import torch
+
+    from ramanseg.config import ConfigError
+
+    parser = argparse.ArgumentParser()
+    cli.add_torch_threads_argument(parser)
+    assert parser.parse_args([]).threads is None
+    assert parser.parse_args(["--threads", "3"]).threads == 3
+    before = torch.get_num_threads()
+    try:
+        cli.set_torch_threads(None)
+        assert torch.get_num_threads() == before
+        cli.set_torch_threads(1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ConfigError, match="--threads must be at least 1, got 0"):
+            cli.set_torch_threads(0)
+    finally:
+        torch.set_num_threads(before)
+    assert cli.configured_device({}).type in ("cpu", "cuda")  # auto
+    assert cli.configured_device({"device": "cpu"}) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device: device must be auto, cpu"):
+        cli.configured_device({"device": "tpu"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            cli.configured_device({"device": "cuda"})

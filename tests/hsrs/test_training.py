@@ -275,3 +275,23 @@ def test_out_of_fold_files_name_every_block_and_the_details(tmp_path):
     assert tuple(table.columns) == COLUMNS and list(table["class"]) == list(CLASSES)
     plain = out_of_fold_files(tmp_path, "toy", "unet_2d", paths, stacks, result)
     assert list(json.loads(plain[tmp_path / "folds.json"])) == ["model", "blocks"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_refuses_a_gpu_this_machine_lacks_before_any_work(stack_files, tmp_path, capsys):
+    settings = json.dumps({**config(epochs=1), "device": "cuda"})
+    argv = ["hsrs-train", "--dataset", "toy", "--model", "unet_2d", "--stacks", *stack_files]
+    assert main([*argv, "--outdir", str(tmp_path / "out"), "--settings", settings]) == 2
+    error = capsys.readouterr().err
+    assert "device: device 'cuda' asked for, but CUDA is not available here" in error
+    assert "check the dataset" not in error and not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_fewer_than_one_thread(stack_files, tmp_path, capsys):
+    argv = ["hsrs-train", "--dataset", "toy", "--model", "unet_2d", "--stacks", *stack_files]
+    settings = json.dumps(config(epochs=1))
+    assert (
+        main([*argv, "--outdir", str(tmp_path / "o"), "--threads", "0", "--settings", settings])
+        == 2
+    )
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err

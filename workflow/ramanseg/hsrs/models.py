@@ -130,22 +130,22 @@ class HsrsModelSettings:
 def run_train(args: argparse.Namespace) -> int:
     """``ramanseg hsrs-train``: cross-validate one model on one HSRS dataset."""
     import pandas as pd
-    import torch
 
-    from ramanseg.cli import settings_from_args
+    from ramanseg.cli import configured_device, set_torch_threads, settings_from_args
     from ramanseg.figures import table_bytes
     from ramanseg.fileio import check_output_folder, write_files
     from ramanseg.hsrs.stack import read_labelled_stacks
     from ramanseg.hsrs.training import cross_validate, out_of_fold_files
 
-    settings = HsrsModelSettings.from_config(settings_from_args(args))
+    config = settings_from_args(args)
+    settings = HsrsModelSettings.from_config(config)
     if args.model not in settings.model_names:
         raise ConfigError(
             f"hsrs-train: unknown model {args.model!r}; the configured models are "
             f"{settings.model_names}"
         )
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
+    configured_device(config)  # a bad device is a configuration error, before any work
     check_output_folder(args.outdir)
     stacks = read_labelled_stacks(args.stacks, "hsrs-train", "to train on and score against")
     try:
@@ -160,7 +160,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``hsrs-train``."""
-    from ramanseg.cli import add_settings_arguments
+    from ramanseg.cli import add_settings_arguments, add_torch_threads_argument
 
     parser = subparsers.add_parser(
         "hsrs-train",
@@ -178,6 +178,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--outdir", required=True, metavar="DIR", help="results/hsrs/models/<dataset>/<model>"
     )
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch")
+    add_torch_threads_argument(parser)
     add_settings_arguments(parser)
     parser.set_defaults(func=run_train)
