@@ -112,6 +112,13 @@ class Comparison:
     p_value: float
 
 
+def _check_draws(resamples: int, units: int, unit: str) -> None:
+    if resamples < 1:
+        raise ValueError(f"the bootstrap needs at least one resample, got {resamples}")
+    if units < 1:
+        raise ValueError(f"the bootstrap needs at least one {unit}")
+
+
 def patient_draws(n_patients: int, resamples: int, seed: int) -> np.ndarray:
     """How often each patient is drawn in each bootstrap replicate.
 
@@ -128,10 +135,7 @@ def patient_draws(n_patients: int, resamples: int, seed: int) -> np.ndarray:
     Raises:
         ValueError: no patients, or fewer than one resample.
     """
-    if resamples < 1:
-        raise ValueError(f"the bootstrap needs at least one resample, got {resamples}")
-    if n_patients < 1:
-        raise ValueError("the bootstrap needs at least one patient")
+    _check_draws(resamples, n_patients, "patient")
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=resamples)
 
@@ -235,10 +239,7 @@ def row_draws(n_rows: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
     Raises:
         ValueError: no rows, or fewer than one resample.
     """
-    if resamples < 1:
-        raise ValueError(f"the bootstrap needs at least one resample, got {resamples}")
-    if n_rows < 1:
-        raise ValueError("the bootstrap needs at least one row")
+    _check_draws(resamples, n_rows, "row")
     rng = np.random.default_rng(seed)
     for _ in range(resamples):
         yield rng.integers(0, n_rows, n_rows)
