@@ -67,3 +67,20 @@ def test_torch_threads_and_device_of_the_pytorch_commands():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             cli.configured_device({"device": "cuda"})
+
+
+def test_split_data_arguments_with_and_without_the_ground_truth():
+    argv = ["--stacks", "p/S1/stack.ome.tif", "--split", "split.json"]
+    labelled = argparse.ArgumentParser()
+    cli.add_split_data_arguments(labelled)
+    truth = ["--masks", "p/S1/mask.tif", "--foregrounds", "p/S1/foreground.tif"]
+    args = labelled.parse_args([*argv, *truth])
+    assert args.stacks == ["p/S1/stack.ome.tif"] and args.masks == ["p/S1/mask.tif"]
+    assert args.split == "split.json"
+    with pytest.raises(SystemExit):  # the ground truth is required
+        labelled.parse_args(argv)
+    unlabelled = argparse.ArgumentParser()
+    cli.add_split_data_arguments(unlabelled, labels=False)
+    assert not hasattr(unlabelled.parse_args(argv), "masks")
+    with pytest.raises(SystemExit):  # and refused where nothing learns from it
+        unlabelled.parse_args([*argv, *truth])

@@ -112,6 +112,29 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     return load_config_files(args.config)
 
 
+def add_split_data_arguments(parser: argparse.ArgumentParser, *, labels: bool = True) -> None:
+    """Add ``--stacks`` (with ``labels`` also ``--masks`` and ``--foregrounds``), the
+    preprocessed files of the samples, and ``--split``, the split that picks them (the
+    commands that fit or train a model and predict a split subset).
+
+    Args:
+        parser: the command's parser.
+        labels: also the ground truth, for commands that learn from the training samples.
+    """
+    files = [("--stacks", "stack.ome.tif")]
+    if labels:
+        files += [("--masks", "mask.tif"), ("--foregrounds", "foreground.tif")]
+    for option, name in files:
+        parser.add_argument(
+            option,
+            required=True,
+            nargs="+",
+            metavar="FILE",
+            help=f"the samples' preprocessed {name} (results/preprocessed/<sample>/{name})",
+        )
+    parser.add_argument("--split", required=True, metavar="JSON", help="split.json")
+
+
 # The PyTorch commands' shared options (train-model, predict-model, hsrs-train,
 # bench-inference); torch is imported only when a command runs.
 

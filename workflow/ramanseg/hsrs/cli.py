@@ -191,7 +191,7 @@ def run_fit_phasor(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the HSRS stage's commands."""
-    from ramanseg.cli import add_settings_arguments
+    from ramanseg.cli import add_settings_arguments, add_split_data_arguments
 
     parser = subparsers.add_parser(
         "hsrs-cells",
@@ -246,19 +246,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "bands from the training samples' tissue pixels; write them as JSON and predict a "
         "split subset in the shared prediction format.",
     )
-    for option, name in (
-        ("--stacks", "stack.ome.tif"),
-        ("--masks", "mask.tif"),
-        ("--foregrounds", "foreground.tif"),
-    ):
-        parser.add_argument(
-            option,
-            required=True,
-            nargs="+",
-            metavar="FILE",
-            help=f"the samples' preprocessed {name} (results/preprocessed/<sample>/{name})",
-        )
-    parser.add_argument("--split", required=True, metavar="JSON", help="split.json")
+    add_split_data_arguments(parser)
     parser.add_argument(
         "--model-out", required=True, metavar="JSON", help="results/models/phasor/model.json"
     )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ramanseg.cli import (
     add_settings_arguments,
+    add_split_data_arguments,
     add_torch_threads_argument,
     configured_device,
     set_torch_threads,
@@ -204,18 +205,7 @@ def run_fit_baseline(args: argparse.Namespace) -> int:
 def _add_data_arguments(parser: argparse.ArgumentParser, *, labels: bool = True) -> None:
     """``--stacks`` (and with ``labels`` ``--masks``, ``--foregrounds``), ``--split``,
     ``--threads``."""
-    files = [("--stacks", "stack.ome.tif")]
-    if labels:
-        files += [("--masks", "mask.tif"), ("--foregrounds", "foreground.tif")]
-    for option, name in files:
-        parser.add_argument(
-            option,
-            required=True,
-            nargs="+",
-            metavar="FILE",
-            help=f"the samples' preprocessed {name} (results/preprocessed/<sample>/{name})",
-        )
-    parser.add_argument("--split", required=True, metavar="JSON", help="split.json")
+    add_split_data_arguments(parser, labels=labels)
     add_torch_threads_argument(parser)
 
 
