@@ -10,6 +10,7 @@ import pytest
 from ramanseg.errors import InputError
 from ramanseg.hsrs.stack import (
     HsrsStack,
+    check_labelled_stacks,
     read_hsrs_stack,
     read_labelled_stacks,
     write_hsrs_stack,
@@ -138,3 +139,19 @@ def test_labelled_stacks_are_read_in_order_and_an_unlabelled_one_is_named(tmp_pa
     assert "give hsrs-x labelled stacks" in message
     with pytest.raises(InputError, match="rerun the rule that writes"):
         read_labelled_stacks([tmp_path / "missing.npz"], "hsrs-x", "to score against")
+
+
+def test_a_dataset_is_labelled_alike_and_the_models_need_its_band_counts_alike():
+    five = small_stack()
+    four = small_stack(cube=five.cube[:4], wavenumbers=five.wavenumbers[:4])
+    assert check_labelled_stacks("x", [five, four], same_bands=False) == five.class_names
+    with pytest.raises(ValueError, match="band counts differ: 5 and 4 bands"):
+        check_labelled_stacks("x", [five, four])
+    other = small_stack(class_names=("a", "b", "c"))
+    for same_bands in (True, False):
+        with pytest.raises(ValueError, match="classes differ"):
+            check_labelled_stacks("x", [five, other], same_bands=same_bands)
+    with pytest.raises(ValueError, match="without labels"):
+        check_labelled_stacks("x", [five, small_stack(labels=None, class_names=())])
+    with pytest.raises(ValueError, match="has no stacks"):
+        check_labelled_stacks("x", [])

@@ -45,7 +45,7 @@ import numpy as np
 
 from ramanseg.config import ConfigError, require
 from ramanseg.errors import InputError
-from ramanseg.hsrs.stack import read_labelled_stacks
+from ramanseg.hsrs.stack import check_labelled_stacks, read_labelled_stacks
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,6 @@ def export_hsrs_dataset(
     from ramanseg.fileio import atomic_path
     from ramanseg.hsrs.training import (
         assign_folds,
-        check_labelled_stacks,
         make_blocks,
         prepare_cube,
     )
@@ -231,7 +230,6 @@ def predict_held_out(dataset: str, stacks: Sequence, settings, nnunet, model_dir
         IGNORE,
         CrossValidationResult,
         assign_folds,
-        check_labelled_stacks,
         held_out_dice_rows,
         make_blocks,
         prepare_cube,

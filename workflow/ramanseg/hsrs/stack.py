@@ -240,3 +240,37 @@ def read_labelled_stacks(
                 fix=f"give {command} labelled stacks",
             )
     return stacks
+
+
+def check_labelled_stacks(
+    dataset: str, stacks: Sequence[HsrsStack], same_bands: bool = True
+) -> tuple[str, ...]:
+    """The class names of a dataset's stacks, checked to be labelled and alike.
+
+    Args:
+        dataset: the dataset's name (for the messages).
+        stacks: the stacks.
+        same_bands: also require the same number of bands (the trained models, whose
+            input is the bands).
+
+    Raises:
+        ValueError: no stacks, an unlabelled stack, or stacks whose classes (or band
+            counts) differ.
+    """
+    if not stacks:
+        raise ValueError(f"dataset {dataset!r} has no stacks")
+    first = stacks[0]
+    for stack in stacks:
+        if stack.labels is None:
+            raise ValueError(f"dataset {dataset!r}: a stack without labels ({stack.source})")
+        if stack.class_names != first.class_names:
+            raise ValueError(
+                f"dataset {dataset!r}: the stacks' classes differ: {list(first.class_names)} "
+                f"and {list(stack.class_names)}"
+            )
+        if same_bands and stack.n_bands != first.n_bands:
+            raise ValueError(
+                f"dataset {dataset!r}: the stacks' band counts differ: {first.n_bands} and "
+                f"{stack.n_bands} bands"
+            )
+    return first.class_names

@@ -34,7 +34,7 @@ from torch import nn
 from ramanseg.hsrs.dice import dice_rows
 from ramanseg.hsrs.models import UNET_2D, HsrsModelSettings
 from ramanseg.hsrs.phasor import dice_per_class
-from ramanseg.hsrs.stack import HsrsStack
+from ramanseg.hsrs.stack import HsrsStack, check_labelled_stacks
 from ramanseg.models.hybrid_unet import HybridUNet, hybrid_unet_kwargs
 from ramanseg.models.unet import UNet
 from ramanseg.runtime import configure_reproducibility, resolve_device
@@ -277,32 +277,6 @@ def _train_fold(
             }
         )
     return log
-
-
-def check_labelled_stacks(dataset: str, stacks: Sequence[HsrsStack]) -> tuple[str, ...]:
-    """The class names of a dataset's stacks, checked to be labelled and alike.
-
-    Args:
-        dataset: the dataset's name (for the messages).
-        stacks: the stacks.
-
-    Raises:
-        ValueError: no stacks, an unlabelled stack, or stacks whose classes or band
-            counts differ.
-    """
-    if not stacks:
-        raise ValueError(f"dataset {dataset!r} has no stacks")
-    class_names = stacks[0].class_names
-    for stack in stacks:
-        if stack.labels is None:
-            raise ValueError(f"dataset {dataset!r}: a stack without labels ({stack.source})")
-        if stack.class_names != class_names or stack.n_bands != stacks[0].n_bands:
-            raise ValueError(
-                f"dataset {dataset!r}: the stacks differ in their classes or band counts "
-                f"({list(class_names)}, {stacks[0].n_bands} bands and "
-                f"{list(stack.class_names)}, {stack.n_bands} bands)"
-            )
-    return class_names
 
 
 def cross_validate(
