@@ -149,20 +149,14 @@ def export_hsrs_dataset(
     import tifffile
 
     from ramanseg.fileio import atomic_path
-    from ramanseg.hsrs.training import (
-        assign_folds,
-        make_blocks,
-        prepare_cube,
-    )
+    from ramanseg.hsrs.training import block_folds
     from ramanseg.nnunet.dataset import dataset_name
 
     class_names = check_labelled_stacks(dataset, stacks)
     ignore = len(class_names)
     if ignore > 254:
         raise ValueError(f"dataset {dataset!r} has {ignore} classes; uint8 labels hold 254")
-    cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
-    blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
-    fold_of = assign_folds(len(blocks), settings.folds, settings.seed)
+    cubes, blocks, fold_of = block_folds(stacks, settings)
     labels = block_case_labels(stacks, blocks, fold_of, settings.buffer)
     bands = cubes[0].shape[0]
     target = Path(raw_root) / dataset_name(dataset_id)
@@ -229,19 +223,15 @@ def predict_held_out(dataset: str, stacks: Sequence, settings, nnunet, model_dir
     from ramanseg.hsrs.training import (
         IGNORE,
         CrossValidationResult,
-        assign_folds,
+        block_folds,
         held_out_dice_rows,
-        make_blocks,
-        prepare_cube,
     )
     from ramanseg.nnunet.run import load_ensemble
     from ramanseg.runtime import resolve_device
 
     class_names = check_labelled_stacks(dataset, stacks)
     device = resolve_device(nnunet.device)
-    cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
-    blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
-    fold_of = assign_folds(len(blocks), settings.folds, settings.seed)
+    cubes, blocks, fold_of = block_folds(stacks, settings)
     predictions = [np.full(stack.shape, IGNORE, dtype=np.int16) for stack in stacks]
     rows = []
     for fold in range(settings.folds):

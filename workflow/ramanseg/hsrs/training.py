@@ -144,6 +144,28 @@ def prepare_cube(cube: np.ndarray, max_bands: int | None) -> np.ndarray:
     return cube / scale if scale > 0 else cube
 
 
+def block_folds(
+    stacks: Sequence[HsrsStack], settings: HsrsModelSettings
+) -> tuple[list[np.ndarray], list[Block], np.ndarray]:
+    """What every cross-validated model of a dataset shares: the network inputs
+    (:func:`prepare_cube`), the spatial blocks (:func:`make_blocks`) and each block's fold
+    (:func:`assign_folds`), so that the hybrid U-Net and nnU-Net hold out the same blocks.
+
+    Args:
+        stacks: the dataset's stacks.
+        settings: ``hsrs.models`` (``max_bands``, ``block_size``, ``folds``, ``seed``).
+
+    Returns:
+        The cubes (one per stack), the blocks and the fold of each block.
+
+    Raises:
+        ValueError: fewer blocks than folds.
+    """
+    cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
+    blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
+    return cubes, blocks, assign_folds(len(blocks), settings.folds, settings.seed)
+
+
 def build_model(name: str, settings: HsrsModelSettings, bands: int, classes: int) -> nn.Module:
     """A freshly initialised model of the HSRS stage.
 
@@ -299,9 +321,7 @@ def cross_validate(
     """
     class_names = check_labelled_stacks(dataset, stacks)
     device = resolve_device(settings.device)
-    cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
-    blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
-    fold_of = assign_folds(len(blocks), settings.folds, settings.seed)
+    cubes, blocks, fold_of = block_folds(stacks, settings)
     predictions = [np.full(stack.shape, IGNORE, dtype=np.int16) for stack in stacks]
     rows, log = [], []
     for fold in range(settings.folds):
