@@ -44,8 +44,8 @@ from ramanseg.evaluate import (
     add_evaluation_arguments,
     check_reference_model,
     evaluate_models,
-    evaluation_arguments,
     read_patients,
+    settings_and_truth_from_args,
 )
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
@@ -298,7 +298,7 @@ def add_commands(subparsers: Any) -> None:
     )
 
     def run(args: Any) -> int:
-        settings, truth = evaluation_arguments(args)
+        settings, truth = settings_and_truth_from_args(args)
         run_evaluate_cv(
             args.predictions,
             args.models,

@@ -543,7 +543,7 @@ def add_evaluation_arguments(
     add_settings_arguments(parser)
 
 
-def evaluation_arguments(
+def settings_and_truth_from_args(
     args: argparse.Namespace,
 ) -> tuple[EvaluationSettings, dict[str, PreprocessedFiles]]:
     """The settings and the ground-truth files of :func:`add_evaluation_arguments`' options.
@@ -598,7 +598,7 @@ def add_commands(subparsers: Any) -> None:
     )
 
     def run(args: Any) -> int:
-        settings, truth = evaluation_arguments(args)
+        settings, truth = settings_and_truth_from_args(args)
         run_evaluate(
             masks_by_model(args.predictions),
             args.models,

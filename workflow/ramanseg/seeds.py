@@ -39,7 +39,7 @@ from ramanseg.evaluate import (
     METRICS,
     add_evaluation_arguments,
     evaluate_models,
-    evaluation_arguments,
+    settings_and_truth_from_args,
 )
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
@@ -263,7 +263,7 @@ def add_commands(subparsers: Any) -> None:
     )
 
     def run(args: Any) -> int:
-        settings, truth = evaluation_arguments(args)
+        settings, truth = settings_and_truth_from_args(args)
         run_evaluate_seeds(
             args.predictions,
             args.seeds,
