@@ -39,3 +39,48 @@ def test_unknown_command_lists_all_commands(capsys):
         cli.main(["no-such-command"])
     error = capsys.readouterr().err
     assert "invalid choice" in error and "nnunet-train" in error and "bench-dag" in error
+
+
+def test_torch_threads_and_device_of_the_pytorch_commands():
+    import torch
+
+    from ramanseg.config import ConfigError
+
+    parser = argparse.ArgumentParser()
+    cli.add_torch_threads_argument(parser)
+    assert parser.parse_args([]).threads is None
+    assert parser.parse_args(["--threads", "3"]).threads == 3
+    before = torch.get_num_threads()
+    try:
+        cli.set_torch_threads(None)
+        assert torch.get_num_threads() == before
+        cli.set_torch_threads(1)
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ConfigError, match="--threads must be at least 1, got 0"):
+            cli.set_torch_threads(0)
+    finally:
+        torch.set_num_threads(before)
+    assert cli.configured_device({}).type in ("cpu", "cuda")  # auto
+    assert cli.configured_device({"device": "cpu"}) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device: device must be auto, cpu"):
+        cli.configured_device({"device": "tpu"})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            cli.configured_device({"device": "cuda"})
+
+
+def test_split_data_arguments_with_and_without_the_ground_truth():
+    argv = ["--stacks", "p/S1/stack.ome.tif", "--split", "split.json"]
+    labelled = argparse.ArgumentParser()
+    cli.add_split_data_arguments(labelled)
+    truth = ["--masks", "p/S1/mask.tif", "--foregrounds", "p/S1/foreground.tif"]
+    args = labelled.parse_args([*argv, *truth])
+    assert args.stacks == ["p/S1/stack.ome.tif"] and args.masks == ["p/S1/mask.tif"]
+    assert args.split == "split.json"
+    with pytest.raises(SystemExit):  # the ground truth is required
+        labelled.parse_args(argv)
+    unlabelled = argparse.ArgumentParser()
+    cli.add_split_data_arguments(unlabelled, labels=False)
+    assert not hasattr(unlabelled.parse_args(argv), "masks")
+    with pytest.raises(SystemExit):  # and refused where nothing learns from it
+        unlabelled.parse_args([*argv, *truth])

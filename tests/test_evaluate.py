@@ -514,3 +514,55 @@ def test_sections_are_appended_to_results_md(fake_run, tmp_path):
             EvaluationSettings(resamples=10), sections=[tmp_path / "missing.md"],
         )  # fmt: skip
     assert not (tmp_path / "other").exists()
+
+
+# The options and the run boilerplate the evaluation commands share
+# (ramanseg.evaluate.add_evaluation_arguments, evaluation_arguments).
+
+EVALUATION_COMMANDS = {
+    "evaluate": ["--samples", "samples.tsv"],
+    "evaluate-cv": ["--samples", "samples.tsv"],
+    "evaluate-seeds": ["--seeds", "0"],
+}
+
+
+@pytest.mark.parametrize("command", EVALUATION_COMMANDS)
+def test_the_evaluation_commands_share_their_options(command):
+    from ramanseg.cli import build_parser
+
+    shared = ["--predictions", "a/unet/S1.mask.tif", "--models", "unet", "--truth",
+              "p/S1/mask.tif", "--classes", "p/S1/classes.tif", "--foregrounds",
+              "p/S1/foreground.tif", "--split", "split.json", "--out-prefix", "out/results",
+              "--settings", '{"evaluate": {"pixels": "all"}}']  # fmt: skip
+    parser = build_parser(["ramanseg.evaluate", "ramanseg.cross_validation", "ramanseg.seeds"])
+    args = vars(parser.parse_args([command, *shared, *EVALUATION_COMMANDS[command]]))
+    assert {key: str(args[key]) for key in ("split", "out_prefix", "settings")} == {
+        "split": "split.json",
+        "out_prefix": "out/results",
+        "settings": '{"evaluate": {"pixels": "all"}}',
+    }
+    assert args["models"] == ["unet"] and args["foregrounds"] == ["p/S1/foreground.tif"]
+    with pytest.raises(SystemExit):  # --truth is required by every one of them
+        parser.parse_args([command, *shared[:4], *shared[6:], *EVALUATION_COMMANDS[command]])
+
+
+@pytest.mark.parametrize("command", EVALUATION_COMMANDS)
+def test_every_evaluation_command_names_a_truth_file_of_the_wrong_kind(command, tmp_path, capsys):
+    wrong = tmp_path / "S1" / "classes.tif"
+    argv = [command, "--predictions", str(tmp_path / "unet" / "S1.mask.tif"), "--models",
+            "unet", "--truth", str(wrong), "--split", str(tmp_path / "split.json"),
+            "--out-prefix", str(tmp_path / "out"), "--settings", "{}"]  # fmt: skip
+    assert main([*argv, *EVALUATION_COMMANDS[command]]) == 2
+    error = capsys.readouterr().err
+    assert f"ramanseg {command}: error:" in error
+    assert "expected a mask.tif file among the masks" in error and str(wrong) in error
+    assert not list(tmp_path.glob("out*"))
+
+
+@pytest.mark.parametrize("command", EVALUATION_COMMANDS)
+def test_every_evaluation_command_checks_its_settings(command, tmp_path, capsys):
+    argv = [command, "--predictions", "unet/S1.mask.tif", "--models", "unet", "--truth",
+            "S1/mask.tif", "--split", "split.json", "--out-prefix", str(tmp_path / "out"),
+            "--settings", '{"evaluate": {"pixels": "some"}}']  # fmt: skip
+    assert main([*argv, *EVALUATION_COMMANDS[command]]) == 2
+    assert "evaluate.pixels" in capsys.readouterr().err

@@ -16,6 +16,8 @@ from ramanseg.statistics import (
     paired_comparisons,
     patient_bootstrap_interval,
     patient_draws,
+    percentile_interval,
+    row_draws,
     smallest_wilcoxon_p,
     wilcoxon_p,
 )
@@ -192,3 +194,29 @@ def test_resampling_patients_keeps_the_coverage_that_resampling_samples_loses():
     # interval far too narrow (about 73 % coverage); the patient bootstrap about 93 %.
     assert _coverage(30, by_patient=True) >= 0.88
     assert _coverage(30, by_patient=False) <= 0.82
+
+
+def test_percentile_interval_leaves_undefined_replicates_out():
+    replicates = [*np.arange(101.0), math.nan, math.inf, -math.inf]
+    assert np.allclose(percentile_interval(replicates, 0.9), (5.0, 95.0))
+    assert percentile_interval([3.0], 0.95) == (3.0, 3.0)
+    low, high = percentile_interval([math.nan, math.nan], 0.95)
+    assert math.isnan(low) and math.isnan(high)
+    with pytest.raises(ValueError, match="confidence level"):
+        percentile_interval([1.0, 2.0], 1.0)
+
+
+def test_row_draws_resample_rows_with_replacement_by_seed():
+    draws = list(row_draws(7, 50, seed=3))
+    assert len(draws) == 50 and all(d.shape == (7,) for d in draws)
+    assert min(d.min() for d in draws) == 0 and max(d.max() for d in draws) == 6
+    assert any(len(set(d)) < 7 for d in draws)  # with replacement
+    assert all((a == b).all() for a, b in zip(draws, row_draws(7, 50, seed=3), strict=True))
+    assert not all((a == b).all() for a, b in zip(draws, row_draws(7, 50, seed=4), strict=True))
+    # The spectra stage's intervals were drawn this way before they shared this function.
+    rng = np.random.default_rng(3)
+    assert all((d == rng.integers(0, 7, 7)).all() for d in draws)
+    with pytest.raises(ValueError, match="resample"):
+        next(row_draws(7, 0, seed=0))
+    with pytest.raises(ValueError, match="row"):
+        next(row_draws(0, 10, seed=0))

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from ramanseg.errors import InputError
-from ramanseg.hsrs.stack import HsrsStack, read_hsrs_stack, write_hsrs_stack
+from ramanseg.hsrs.stack import (
+    HsrsStack,
+    check_labelled_stacks,
+    read_hsrs_stack,
+    read_labelled_stacks,
+    write_hsrs_stack,
+)
 
 
 def small_stack(**overrides) -> HsrsStack:
@@ -118,3 +124,34 @@ def test_write_refuses_an_invalid_stack_and_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match="non-finite"):
         write_hsrs_stack(tmp_path / "s.npz", small_stack(cube=np.full((5, 4, 6), np.inf)))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_labelled_stacks_are_read_in_order_and_an_unlabelled_one_is_named(tmp_path):
+    first = write_hsrs_stack(tmp_path / "a.npz", small_stack())
+    second = write_hsrs_stack(tmp_path / "b.npz", small_stack(source="second"))
+    stacks = read_labelled_stacks([second, first], "hsrs-x", "to score against")
+    assert [stack.source for stack in stacks] == ["second", "test"]
+    unlabelled = write_hsrs_stack(tmp_path / "c.npz", small_stack(labels=None, class_names=()))
+    with pytest.raises(InputError) as caught:
+        read_labelled_stacks([first, unlabelled], "hsrs-x", "to score against")
+    message = str(caught.value)
+    assert "c.npz" in message and "the stack has no labels to score against" in message
+    assert "give hsrs-x labelled stacks" in message
+    with pytest.raises(InputError, match="rerun the rule that writes"):
+        read_labelled_stacks([tmp_path / "missing.npz"], "hsrs-x", "to score against")
+
+
+def test_a_dataset_is_labelled_alike_and_the_models_need_its_band_counts_alike():
+    five = small_stack()
+    four = small_stack(cube=five.cube[:4], wavenumbers=five.wavenumbers[:4])
+    assert check_labelled_stacks("x", [five, four], same_bands=False) == five.class_names
+    with pytest.raises(ValueError, match="band counts differ: 5 and 4 bands"):
+        check_labelled_stacks("x", [five, four])
+    other = small_stack(class_names=("a", "b", "c"))
+    for same_bands in (True, False):
+        with pytest.raises(ValueError, match="classes differ"):
+            check_labelled_stacks("x", [five, other], same_bands=same_bands)
+    with pytest.raises(ValueError, match="without labels"):
+        check_labelled_stacks("x", [five, small_stack(labels=None, class_names=())])
+    with pytest.raises(ValueError, match="has no stacks"):
+        check_labelled_stacks("x", [])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -16,11 +17,13 @@ from ramanseg.hsrs.models import HYBRID_MODULES, HsrsModelSettings, ablation_nam
 from ramanseg.hsrs.stack import HsrsStack, write_hsrs_stack
 from ramanseg.hsrs.training import (
     IGNORE,
+    CrossValidationResult,
     _patches,
     assign_folds,
     build_model,
     cross_validate,
     make_blocks,
+    out_of_fold_files,
     prepare_cube,
     training_labels,
 )
@@ -183,7 +186,7 @@ def test_cross_validation_predicts_every_pixel_out_of_fold_and_learns():
 def test_cross_validation_rejects_a_mixed_dataset():
     other = spectral_stack(3, bands=5)
     settings = HsrsModelSettings.from_config(config())
-    with pytest.raises(ValueError, match="differ in their classes or band counts"):
+    with pytest.raises(ValueError, match="band counts differ: 6 and 5 bands"):
         cross_validate("toy", "unet_2d", [spectral_stack(1), other], settings)
 
 
@@ -248,3 +251,47 @@ def test_the_hsrs_target_plans_one_training_job_per_dataset_and_model(tmp_path):
     ).stdout  # fmt: skip
     assert re.search(r"rule hsrs_train:(?:.|\n)*?resources: .*gpu=1", detail)
     assert '"max_bands": null' in detail
+
+
+def test_out_of_fold_files_name_every_block_and_the_details(tmp_path):
+    # hsrs-nnunet-predict's use (its own run needs a trained nnU-Net: a workflow test).
+    stacks = [spectral_stack(0), spectral_stack(1)]
+    blocks = make_blocks([stack.shape for stack in stacks], 8)
+    fold_of = assign_folds(len(blocks), 2, seed=0)
+    rows = [dict(zip(COLUMNS, ("toy", "nnunet", "block_fold0", c, 0.5), strict=True))
+            for c in CLASSES]  # fmt: skip
+    result = CrossValidationResult([s.labels for s in stacks], fold_of, blocks, rows, [])
+    details = {"nnunet_dataset": "Dataset001_toy", "predictor": {"mirroring": False}}
+    paths = ["a/s0.npz", "a/s1.npz"]
+    files = out_of_fold_files(tmp_path, "toy", "nnunet", paths, stacks, result, details)
+    assert {p.name for p in files} == {"dice.csv", "folds.json", "segmentation.png",
+                                       "segmentation.pdf"}  # fmt: skip
+    folds = json.loads(files[tmp_path / "folds.json"])
+    assert list(folds) == ["model", "nnunet_dataset", "predictor", "blocks"]
+    assert folds["model"] == "nnunet" and folds["predictor"] == {"mirroring": False}
+    assert len(folds["blocks"]) == 8 and {b["stack"] for b in folds["blocks"]} == set(paths)
+    assert [b["fold"] for b in folds["blocks"]] == fold_of.tolist()
+    table = pd.read_csv(io.BytesIO(files[tmp_path / "dice.csv"]))
+    assert tuple(table.columns) == COLUMNS and list(table["class"]) == list(CLASSES)
+    plain = out_of_fold_files(tmp_path, "toy", "unet_2d", paths, stacks, result)
+    assert list(json.loads(plain[tmp_path / "folds.json"])) == ["model", "blocks"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_refuses_a_gpu_this_machine_lacks_before_any_work(stack_files, tmp_path, capsys):
+    settings = json.dumps({**config(epochs=1), "device": "cuda"})
+    argv = ["hsrs-train", "--dataset", "toy", "--model", "unet_2d", "--stacks", *stack_files]
+    assert main([*argv, "--outdir", str(tmp_path / "out"), "--settings", settings]) == 2
+    error = capsys.readouterr().err
+    assert "device: device 'cuda' asked for, but CUDA is not available here" in error
+    assert "check the dataset" not in error and not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_fewer_than_one_thread(stack_files, tmp_path, capsys):
+    argv = ["hsrs-train", "--dataset", "toy", "--model", "unet_2d", "--stacks", *stack_files]
+    settings = json.dumps(config(epochs=1))
+    assert (
+        main([*argv, "--outdir", str(tmp_path / "o"), "--threads", "0", "--settings", settings])
+        == 2
+    )
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err

@@ -54,3 +54,15 @@ def test_multiclass_metrics_are_macro_averages():
 def test_auc_equals_scikit_learn():
     y, p = _predictions(200, seed=5)
     assert np.isclose(point_metrics(y, p)["auc_roc"], roc_auc_score(y, p[:, 1]))
+
+
+def test_bootstrap_numbers_are_pinned():
+    # Computed before the bootstrap moved to ramanseg.statistics (row_draws,
+    # percentile_interval): the same seed must keep giving the same intervals.
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    score = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.6, 0.9])
+    table = bootstrap_metrics(y, np.stack([1 - score, score], axis=1), 200, seed=3, level=0.9)
+    assert list(table["value"]) == [0.75, 0.8125, 0.75, 0.75, 0.75]
+    assert list(table["ci_low"]) == [0.5, 0.4375, 0.3836385836385836, 0.32499999999999984,
+                                     0.3333333333333333]  # fmt: skip
+    assert list(table["ci_high"]) == [1.0] * 5

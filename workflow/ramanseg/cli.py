@@ -15,11 +15,15 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ramanseg import __version__
 from ramanseg.config import ConfigError, load_config_files, parse_settings
 from ramanseg.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 #: Each subcommand and the module defining it, in the order of the pipeline's stages
 #: (``tests/test_cli.py`` checks the modules define exactly these).
@@ -106,6 +110,69 @@ def settings_from_args(args: argparse.Namespace) -> dict:
     if getattr(args, "settings", None):
         return parse_settings(args.settings)
     return load_config_files(args.config)
+
+
+def add_split_data_arguments(parser: argparse.ArgumentParser, *, labels: bool = True) -> None:
+    """Add ``--stacks`` (with ``labels`` also ``--masks`` and ``--foregrounds``), the
+    preprocessed files of the samples, and ``--split``, the split that picks them (the
+    commands that fit or train a model and predict a split subset).
+
+    Args:
+        parser: the command's parser.
+        labels: also the ground truth, for commands that learn from the training samples.
+    """
+    files = [("--stacks", "stack.ome.tif")]
+    if labels:
+        files += [("--masks", "mask.tif"), ("--foregrounds", "foreground.tif")]
+    for option, name in files:
+        parser.add_argument(
+            option,
+            required=True,
+            nargs="+",
+            metavar="FILE",
+            help=f"the samples' preprocessed {name} (results/preprocessed/<sample>/{name})",
+        )
+    parser.add_argument("--split", required=True, metavar="JSON", help="split.json")
+
+
+# The PyTorch commands' shared options (train-model, predict-model, hsrs-train,
+# bench-inference); torch is imported only when a command runs.
+
+
+def add_torch_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads``: PyTorch's CPU threads (see :func:`set_torch_threads`)."""
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: its own)"
+    )
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Give PyTorch ``--threads`` CPU threads (``None``: leave its own default).
+
+    Raises:
+        ConfigError: fewer than one thread.
+    """
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def configured_device(config: Mapping[str, Any]) -> torch.device:
+    """The torch device of the configuration's ``device`` (default ``auto``).
+
+    Raises:
+        ConfigError: an unknown device, or a GPU asked for that this machine lacks.
+    """
+    from ramanseg.runtime import resolve_device
+
+    try:
+        return resolve_device(config.get("device", "auto"))
+    except ValueError as error:
+        raise ConfigError(f"device: {error}") from error
 
 
 def build_parser(modules: Sequence[str] | None = None) -> argparse.ArgumentParser:

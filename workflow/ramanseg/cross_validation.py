@@ -41,15 +41,16 @@ from ramanseg.catalog import model_label
 from ramanseg.errors import InputError
 from ramanseg.evaluate import (
     EvaluationSettings,
+    add_evaluation_arguments,
     check_reference_model,
     evaluate_models,
-    evaluation_settings,
     read_patients,
+    settings_and_truth_from_args,
 )
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
 from ramanseg.predictions import MASK_SUFFIX, parse_prediction_path
-from ramanseg.preprocessed import PreprocessedSource, files_by_sample
+from ramanseg.preprocessed import PreprocessedSource
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +279,6 @@ def run_evaluate_cv(
 
 def add_commands(subparsers: Any) -> None:
     """Add ``evaluate-cv`` to the ``ramanseg`` command line."""
-    from ramanseg.cli import add_settings_arguments, settings_from_args
-
     parser = subparsers.add_parser(
         "evaluate-cv",
         help="the cross-validated results table: each fold's models on its held-out samples",
@@ -287,41 +286,19 @@ def add_commands(subparsers: Any) -> None:
         "and write the cross-validated results table (patient bootstrap intervals, paired "
         "comparisons with the reference model) and its per-sample metrics.",
     )
-    parser.add_argument(
-        "--predictions",
-        required=True,
-        nargs="+",
-        metavar="FILE",
-        help="the folds' predicted masks "
+    add_evaluation_arguments(
+        parser,
+        predictions_help="the folds' predicted masks "
         "(results/predictions/cv/fold<k>/<model>/<sample>.mask.tif)",
+        samples="held-out",
+        writes="_per_sample, _comparisons and _folds as .csv .parquet",
     )
-    parser.add_argument("--models", nargs="+", required=True, help="models, in table order")
-    for option, name in (("--truth", "mask.tif"), ("--classes", "classes.tif"),
-                         ("--foregrounds", "foreground.tif")):  # fmt: skip
-        parser.add_argument(
-            option,
-            nargs="+",
-            metavar="FILE",
-            required=option == "--truth",
-            help=f"the held-out samples' preprocessed {name}",
-        )
-    parser.add_argument("--split", required=True, type=Path, help="results/split/split.json")
     parser.add_argument(
         "--samples", required=True, type=Path, metavar="SHEET", help="the sample sheet"
     )
-    parser.add_argument(
-        "--out-prefix",
-        required=True,
-        type=Path,
-        help="output path without extension (writes .csv .parquet .md, _per_sample, "
-        "_comparisons and _folds as .csv .parquet)",
-    )
-    add_settings_arguments(parser)
 
     def run(args: Any) -> int:
-        truth = files_by_sample(
-            masks=args.truth, classes=args.classes, foregrounds=args.foregrounds
-        )
+        settings, truth = settings_and_truth_from_args(args)
         run_evaluate_cv(
             args.predictions,
             args.models,
@@ -329,7 +306,7 @@ def add_commands(subparsers: Any) -> None:
             args.split,
             args.samples,
             args.out_prefix,
-            evaluation_settings(settings_from_args(args)),
+            settings,
         )
         return 0
 

@@ -43,6 +43,7 @@ with the table by :mod:`ramanseg.evaluation_report`.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,7 @@ from ramanseg.figures import figure_bytes, table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
 from ramanseg.predictions import MASK_SUFFIX, masks_by_model, read_predicted_mask
 from ramanseg.preprocessed import (
+    PreprocessedFiles,
     PreprocessedSource,
     files_by_sample,
     files_of,
@@ -502,24 +504,24 @@ def run_evaluate(
     return table
 
 
-def add_commands(subparsers: Any) -> None:
-    """Add ``evaluate`` to the ``ramanseg`` command line."""
-    from ramanseg.cli import add_settings_arguments, settings_from_args
+def add_evaluation_arguments(
+    parser: argparse.ArgumentParser, *, predictions_help: str, samples: str, writes: str
+) -> None:
+    """Add the options every evaluation command takes (``evaluate``, ``evaluate-cv``,
+    ``evaluate-seeds``): ``--predictions``, ``--models``, the ground truth (``--truth``,
+    ``--classes``, ``--foregrounds``), ``--split``, ``--out-prefix`` and the settings.
 
-    parser = subparsers.add_parser(
-        "evaluate",
-        help="per-sample Dice, sensitivity, specificity and the results table (section 4)",
-        description="Compare every model's test-set predictions with the ground truth and "
-        "write the per-sample metrics, the results table (with patient bootstrap confidence "
-        "intervals and paired comparisons with a reference model) beside the paper's "
-        "numbers, and its figures.",
-    )
+    Args:
+        parser: the command's parser.
+        predictions_help: what the ``--predictions`` files are.
+        samples: whose ground truth it is, e.g. ``"test"`` (``"the test samples'
+            preprocessed mask.tif"``).
+        writes: the files ``--out-prefix`` names besides ``.csv .parquet .md``.
+    """
+    from ramanseg.cli import add_settings_arguments
+
     parser.add_argument(
-        "--predictions",
-        required=True,
-        nargs="+",
-        metavar="FILE",
-        help="every model's predicted masks (results/predictions/<model>/<sample>.mask.tif)",
+        "--predictions", required=True, nargs="+", metavar="FILE", help=predictions_help
     )
     parser.add_argument("--models", nargs="+", required=True, help="models, in table order")
     for option, name in (("--truth", "mask.tif"), ("--classes", "classes.tif"),
@@ -529,9 +531,55 @@ def add_commands(subparsers: Any) -> None:
             nargs="+",
             metavar="FILE",
             required=option == "--truth",
-            help=f"the test samples' preprocessed {name}",
+            help=f"the {samples} samples' preprocessed {name}",
         )
     parser.add_argument("--split", required=True, type=Path, help="results/split/split.json")
+    parser.add_argument(
+        "--out-prefix",
+        required=True,
+        type=Path,
+        help=f"output path without extension (writes .csv .parquet .md, {writes})",
+    )
+    add_settings_arguments(parser)
+
+
+def settings_and_truth_from_args(
+    args: argparse.Namespace,
+) -> tuple[EvaluationSettings, dict[str, PreprocessedFiles]]:
+    """The settings and the ground-truth files of :func:`add_evaluation_arguments`' options.
+
+    Args:
+        args: the parsed command line.
+
+    Raises:
+        ConfigError: bad evaluation settings.
+        InputError: a ground-truth file of the wrong kind, or two of one kind for one
+            sample.
+    """
+    from ramanseg.cli import settings_from_args
+
+    settings = evaluation_settings(settings_from_args(args))
+    truth = files_by_sample(masks=args.truth, classes=args.classes, foregrounds=args.foregrounds)
+    return settings, truth
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``evaluate`` to the ``ramanseg`` command line."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="per-sample Dice, sensitivity, specificity and the results table (section 4)",
+        description="Compare every model's test-set predictions with the ground truth and "
+        "write the per-sample metrics, the results table (with patient bootstrap confidence "
+        "intervals and paired comparisons with a reference model) beside the paper's "
+        "numbers, and its figures.",
+    )
+    add_evaluation_arguments(
+        parser,
+        predictions_help="every model's predicted masks "
+        "(results/predictions/<model>/<sample>.mask.tif)",
+        samples="test",
+        writes="_per_sample, _comparisons (.csv .parquet), _dice, _paired, _forest (.png .pdf)",
+    )
     parser.add_argument(
         "--samples",
         required=True,
@@ -548,20 +596,9 @@ def add_commands(subparsers: Any) -> None:
         metavar="MD",
         help="Markdown appended to <prefix>.md (results_cv.md, results_seeds.md)",
     )
-    parser.add_argument(
-        "--out-prefix",
-        required=True,
-        type=Path,
-        help="output path without extension (writes .csv .parquet .md, _per_sample, "
-        "_comparisons (.csv .parquet), _dice, _paired, _forest (.png .pdf))",
-    )
-    add_settings_arguments(parser)
 
     def run(args: Any) -> int:
-        settings = evaluation_settings(settings_from_args(args))
-        truth = files_by_sample(
-            masks=args.truth, classes=args.classes, foregrounds=args.foregrounds
-        )
+        settings, truth = settings_and_truth_from_args(args)
         run_evaluate(
             masks_by_model(args.predictions),
             args.models,

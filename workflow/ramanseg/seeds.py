@@ -34,11 +34,16 @@ import pandas as pd
 
 from ramanseg.catalog import model_label
 from ramanseg.errors import InputError
-from ramanseg.evaluate import METRICS, evaluate_models, evaluation_settings
+from ramanseg.evaluate import (
+    METRICS,
+    add_evaluation_arguments,
+    evaluate_models,
+    settings_and_truth_from_args,
+)
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
 from ramanseg.predictions import parse_prediction_path
-from ramanseg.preprocessed import PreprocessedSource, files_by_sample
+from ramanseg.preprocessed import PreprocessedSource
 
 log = logging.getLogger(__name__)
 
@@ -235,16 +240,17 @@ def run_evaluate_seeds(
 
 def add_commands(subparsers: Any) -> None:
     """Add ``evaluate-seeds`` to the ``ramanseg`` command line."""
-    from ramanseg.cli import add_settings_arguments, settings_from_args
-
     parser = subparsers.add_parser(
         "evaluate-seeds",
         help="the spread of each model's test metrics over its training seeds",
         description="Evaluate the test predictions of every model trained with each seed "
         "and write, per model, each seed's test Dice and the mean ± sd over the seeds.",
     )
-    parser.add_argument(
-        "--predictions", required=True, nargs="+", metavar="FILE", help="the seeds' predicted masks"
+    add_evaluation_arguments(
+        parser,
+        predictions_help="the seeds' predicted masks",
+        samples="test",
+        writes="_runs and _per_sample as .csv .parquet",
     )
     parser.add_argument(
         "--seeds",
@@ -253,30 +259,9 @@ def add_commands(subparsers: Any) -> None:
         type=int,
         help="the training seed of each --predictions file, in the same order",
     )
-    parser.add_argument("--models", nargs="+", required=True, help="models, in table order")
-    for option, name in (("--truth", "mask.tif"), ("--classes", "classes.tif"),
-                         ("--foregrounds", "foreground.tif")):  # fmt: skip
-        parser.add_argument(
-            option,
-            nargs="+",
-            metavar="FILE",
-            required=option == "--truth",
-            help=f"the test samples' preprocessed {name}",
-        )
-    parser.add_argument("--split", required=True, type=Path, help="results/split/split.json")
-    parser.add_argument(
-        "--out-prefix",
-        required=True,
-        type=Path,
-        help="output path without extension (writes .csv .parquet .md, _runs and "
-        "_per_sample as .csv .parquet)",
-    )
-    add_settings_arguments(parser)
 
     def run(args: Any) -> int:
-        truth = files_by_sample(
-            masks=args.truth, classes=args.classes, foregrounds=args.foregrounds
-        )
+        settings, truth = settings_and_truth_from_args(args)
         run_evaluate_seeds(
             args.predictions,
             args.seeds,
@@ -284,7 +269,7 @@ def add_commands(subparsers: Any) -> None:
             truth,
             args.split,
             args.out_prefix,
-            evaluation_settings(settings_from_args(args)).pixels,
+            settings.pixels,
         )
         return 0
 

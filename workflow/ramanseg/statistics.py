@@ -33,6 +33,10 @@ Paired comparisons of a model against a reference model use the same samples for
   values (all differences 0) give p = 1: the statistic equals its expectation under the
   null hypothesis.
 
+The package's other bootstrap, over independent rows (the spectra stage's test spectra,
+:func:`ramanseg.spectra.metrics.bootstrap_metrics`), draws its rows with :func:`row_draws`
+and takes the same :func:`percentile_interval`.
+
 Every function is deterministic for a given seed: the replicates depend only on the seed,
 the number of resamples and the set of patients (sorted), not on the order of the rows.
 """
@@ -40,7 +44,7 @@ the number of resamples and the set of patients (sorted), not on the order of th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,6 +112,13 @@ class Comparison:
     p_value: float
 
 
+def _check_draws(resamples: int, units: int, unit: str) -> None:
+    if resamples < 1:
+        raise ValueError(f"the bootstrap needs at least one resample, got {resamples}")
+    if units < 1:
+        raise ValueError(f"the bootstrap needs at least one {unit}")
+
+
 def patient_draws(n_patients: int, resamples: int, seed: int) -> np.ndarray:
     """How often each patient is drawn in each bootstrap replicate.
 
@@ -124,10 +135,7 @@ def patient_draws(n_patients: int, resamples: int, seed: int) -> np.ndarray:
     Raises:
         ValueError: no patients, or fewer than one resample.
     """
-    if resamples < 1:
-        raise ValueError(f"the bootstrap needs at least one resample, got {resamples}")
-    if n_patients < 1:
-        raise ValueError("the bootstrap needs at least one patient")
+    _check_draws(resamples, n_patients, "patient")
     rng = np.random.default_rng(seed)
     return rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=resamples)
 
@@ -176,19 +184,65 @@ def _interval(
     if not n_samples:
         return Interval(math.nan, math.nan, math.nan, 0, 0)
     estimate = float(values[defined].mean())
-    kept = replicates[np.isfinite(replicates)]
-    if n_patients < 2 or not kept.size:
+    low, high = percentile_interval(replicates, level)
+    if n_patients < 2 or math.isnan(low):
         # Every replicate is the one patient: the point itself (its floating-point sums
         # may differ from the mean in the last bit, which must not look like a spread).
         return Interval(estimate, estimate, estimate, n_samples, n_patients)
-    tail = 50.0 * (1.0 - level)
-    low, high = np.percentile(kept, [tail, 100.0 - tail])
-    return Interval(estimate, float(low), float(high), n_samples, n_patients)
+    return Interval(estimate, low, high, n_samples, n_patients)
 
 
 def _check_level(level: float) -> None:
     if not 0.0 < level < 1.0:
         raise ValueError(f"the confidence level must be between 0 and 1, got {level}")
+
+
+def percentile_interval(replicates: Sequence[float], level: float) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates (every bootstrap of the package).
+
+    Args:
+        replicates: the statistic in each replicate (NaN or infinite: undefined in that
+            replicate, left out).
+        level: the confidence level, e.g. 0.95 (the 2.5th and 97.5th percentiles).
+
+    Returns:
+        ``(low, high)``; ``(NaN, NaN)`` when no replicate is defined.
+
+    Raises:
+        ValueError: a level outside (0, 1).
+    """
+    _check_level(level)
+    replicates = np.asarray(replicates, dtype=np.float64)
+    kept = replicates[np.isfinite(replicates)]
+    if not kept.size:
+        return math.nan, math.nan
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(kept, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def row_draws(n_rows: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """The rows of each replicate of a bootstrap over independent rows (not patients).
+
+    For rows that are independent of one another, such as the spectra of the spectra
+    stage's test sets; the results table's samples are not (:func:`patient_draws`).
+
+    Args:
+        n_rows: the number of rows.
+        resamples: the number of replicates (at least 1).
+        seed: the random seed (same seed, same replicates).
+
+    Yields:
+        int array ``(n_rows,)`` per replicate: as many rows as there are, drawn with
+        replacement.
+
+    Raises:
+        ValueError: no rows, or fewer than one resample.
+    """
+    _check_draws(resamples, n_rows, "row")
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        yield rng.integers(0, n_rows, n_rows)
 
 
 def patient_bootstrap_interval(

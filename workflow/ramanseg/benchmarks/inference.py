@@ -105,7 +105,7 @@ def bench_inference(
     """
     import torch
 
-    from ramanseg.runtime import resolve_device
+    from ramanseg.cli import configured_device
 
     if not models:
         raise ValueError("bench-inference needs at least one model")
@@ -117,10 +117,7 @@ def bench_inference(
     # Everything is checked before the first (slow) measurement.
     nnunet = read_nnunet_timing(nnunet_json) if nnunet_json is not None else None
     _check_trained(models_dir, models)
-    try:
-        device = resolve_device(config.get("device", "auto"))
-    except ValueError as error:
-        raise ConfigError(f"device: {error}") from error
+    device = configured_device(config)
     result: dict[str, Any] = {
         "image_size": size,
         "repeats": repeats,
@@ -253,7 +250,7 @@ def format_table(result: Mapping[str, Any]) -> str:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``bench-inference`` to the ``ramanseg`` command line."""
-    from ramanseg.cli import add_settings_arguments
+    from ramanseg.cli import add_settings_arguments, add_torch_threads_argument
 
     parser = subparsers.add_parser(
         "bench-inference",
@@ -274,27 +271,20 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--size", type=int, default=512, help="image side (default: 512)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (default: 3)")
     parser.add_argument("--out", required=True, metavar="JSON", help="the result file")
-    parser.add_argument(
-        "--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: its own)"
-    )
+    add_torch_threads_argument(parser)
     add_settings_arguments(parser)
     parser.set_defaults(func=run_bench_inference)
 
 
 def run_bench_inference(args: argparse.Namespace) -> int:
     """``ramanseg bench-inference``."""
-    from ramanseg.cli import settings_from_args
+    from ramanseg.cli import set_torch_threads, settings_from_args
 
     config = settings_from_args(args)
     for option, value in (("--size", args.size), ("--repeats", args.repeats)):
         if value < 1:
             raise ConfigError(f"{option} must be at least 1, got {value}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     try:
         result = bench_inference(
             args.models_dir,

@@ -34,7 +34,7 @@ from ramanseg.hsrs.phasor import (
     gmm_segment,
     match_clusters,
 )
-from ramanseg.hsrs.stack import HsrsStack
+from ramanseg.hsrs.stack import HsrsStack, check_labelled_stacks
 
 CURSORS_MODEL = "phasor_cursors"
 #: The class that pixels below the intensity threshold take, where a dataset has it.
@@ -119,17 +119,8 @@ def analyse_dataset(
         ValueError: no stacks, an unlabelled stack, stacks with different classes, or a
             class without training pixels in a fold.
     """
-    if not stacks:
-        raise ValueError(f"dataset {dataset!r} has no stacks")
-    class_names = stacks[0].class_names
-    for stack in stacks:
-        if stack.labels is None:
-            raise ValueError(f"dataset {dataset!r}: a stack without labels ({stack.source})")
-        if stack.class_names != class_names:
-            raise ValueError(
-                f"dataset {dataset!r}: the stacks' classes differ: {list(class_names)} and "
-                f"{list(stack.class_names)}"
-            )
+    # Phasors are computed stack by stack, so the band counts are not checked here.
+    class_names = check_labelled_stacks(dataset, stacks, same_bands=False)
     n_classes = len(class_names)
     phasors = tuple(
         compute_phasor(s.cube, settings.harmonics, settings.median_filter) for s in stacks

@@ -67,20 +67,13 @@ def run_phasor(args: argparse.Namespace) -> int:
     from ramanseg.hsrs.dice import COLUMNS
     from ramanseg.hsrs.figures import phasor_plot, segmentation_figure
     from ramanseg.hsrs.phasor import PhasorSettings
-    from ramanseg.hsrs.stack import read_hsrs_stack
+    from ramanseg.hsrs.stack import read_labelled_stacks
 
     settings = PhasorSettings.from_config(settings_from_args(args))
     check_output_folder(args.outdir)
-    stacks = [
-        read_hsrs_stack(path, fix=f"rerun the rule that writes {path}") for path in args.stacks
-    ]
-    for path, stack in zip(args.stacks, stacks, strict=True):
-        if stack.labels is None:
-            raise InputError(
-                "the stack has no labels to place cursors from and score against",
-                path=path,
-                fix="give hsrs-phasor labelled stacks",
-            )
+    stacks = read_labelled_stacks(
+        args.stacks, "hsrs-phasor", "to place cursors from and score against"
+    )
     try:
         analysis = analyse_dataset(args.dataset, stacks, settings)
     except ValueError as error:
@@ -198,7 +191,7 @@ def run_fit_phasor(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the HSRS stage's commands."""
-    from ramanseg.cli import add_settings_arguments
+    from ramanseg.cli import add_settings_arguments, add_split_data_arguments
 
     parser = subparsers.add_parser(
         "hsrs-cells",
@@ -253,19 +246,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "bands from the training samples' tissue pixels; write them as JSON and predict a "
         "split subset in the shared prediction format.",
     )
-    for option, name in (
-        ("--stacks", "stack.ome.tif"),
-        ("--masks", "mask.tif"),
-        ("--foregrounds", "foreground.tif"),
-    ):
-        parser.add_argument(
-            option,
-            required=True,
-            nargs="+",
-            metavar="FILE",
-            help=f"the samples' preprocessed {name} (results/preprocessed/<sample>/{name})",
-        )
-    parser.add_argument("--split", required=True, metavar="JSON", help="split.json")
+    add_split_data_arguments(parser)
     parser.add_argument(
         "--model-out", required=True, metavar="JSON", help="results/models/phasor/model.json"
     )

@@ -130,68 +130,37 @@ class HsrsModelSettings:
 def run_train(args: argparse.Namespace) -> int:
     """``ramanseg hsrs-train``: cross-validate one model on one HSRS dataset."""
     import pandas as pd
-    import torch
 
-    from ramanseg.cli import settings_from_args
-    from ramanseg.figures import figure_bytes, table_bytes
-    from ramanseg.fileio import check_output_folder, json_bytes, prefixed, write_files
-    from ramanseg.hsrs.dice import COLUMNS
-    from ramanseg.hsrs.figures import segmentation_figure
-    from ramanseg.hsrs.stack import read_hsrs_stack
-    from ramanseg.hsrs.training import cross_validate
+    from ramanseg.cli import configured_device, set_torch_threads, settings_from_args
+    from ramanseg.figures import table_bytes
+    from ramanseg.fileio import check_output_folder, write_files
+    from ramanseg.hsrs.stack import read_labelled_stacks
+    from ramanseg.hsrs.training import cross_validate, out_of_fold_files
 
-    settings = HsrsModelSettings.from_config(settings_from_args(args))
+    config = settings_from_args(args)
+    settings = HsrsModelSettings.from_config(config)
     if args.model not in settings.model_names:
         raise ConfigError(
             f"hsrs-train: unknown model {args.model!r}; the configured models are "
             f"{settings.model_names}"
         )
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
+    configured_device(config)  # a bad device is a configuration error, before any work
     check_output_folder(args.outdir)
-    stacks = [
-        read_hsrs_stack(path, fix=f"rerun the rule that writes {path}") for path in args.stacks
-    ]
-    for path, stack in zip(args.stacks, stacks, strict=True):
-        if stack.labels is None:
-            raise InputError(
-                "the stack has no labels to train on and score against",
-                path=path,
-                fix="give hsrs-train labelled stacks",
-            )
+    stacks = read_labelled_stacks(args.stacks, "hsrs-train", "to train on and score against")
     try:
         result = cross_validate(args.dataset, args.model, stacks, settings)
     except ValueError as error:
         raise InputError(str(error), path=args.stacks[0], fix="check the dataset") from error
-    outdir = Path(args.outdir)
-    first = stacks[0]
-    figure = segmentation_figure(
-        first.cube.mean(axis=0),
-        first.labels,
-        {args.model: result.predictions[0]},
-        first.class_names,
-        f"{args.dataset}: {Path(args.stacks[0]).stem}, out-of-fold",
-    )
-    folds = [
-        {"stack": str(args.stacks[b.stack]), "y": [b.y0, b.y1], "x": [b.x0, b.x1], "fold": int(f)}
-        for b, f in zip(result.blocks, result.fold_of_block, strict=True)
-    ]
-    write_files(
-        {
-            outdir / "dice.csv": table_bytes(pd.DataFrame(result.rows, columns=list(COLUMNS)))[
-                ".csv"
-            ],
-            outdir / "training_log.csv": table_bytes(pd.DataFrame(result.log))[".csv"],
-            outdir / "folds.json": json_bytes({"model": args.model, "blocks": folds}),
-            **prefixed(outdir / "segmentation", figure_bytes(figure)),
-        }
-    )
+    files = out_of_fold_files(args.outdir, args.dataset, args.model, args.stacks, stacks, result)
+    files[Path(args.outdir) / "training_log.csv"] = table_bytes(pd.DataFrame(result.log))[".csv"]
+    write_files(files)
     return 0
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``hsrs-train``."""
-    from ramanseg.cli import add_settings_arguments
+    from ramanseg.cli import add_settings_arguments, add_torch_threads_argument
 
     parser = subparsers.add_parser(
         "hsrs-train",
@@ -209,6 +178,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--outdir", required=True, metavar="DIR", help="results/hsrs/models/<dataset>/<model>"
     )
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch")
+    add_torch_threads_argument(parser)
     add_settings_arguments(parser)
     parser.set_defaults(func=run_train)

@@ -45,6 +45,7 @@ import numpy as np
 
 from ramanseg.config import ConfigError, require
 from ramanseg.errors import InputError
+from ramanseg.hsrs.stack import check_labelled_stacks, read_labelled_stacks
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,8 @@ NNUNET = "nnunet"
 #: nnU-Net's channel name for "no normalisation" (the cube is already scaled per stack).
 NO_NORMALIZATION = "noNorm"
 FILE_ENDING = ".tif"
+#: What the stacks' labels are for (the message of a stack without them).
+LABELS_PURPOSE = "to train on and score against"
 
 
 def hsrs_nnunet_config(config: Mapping[str, Any], dataset: str) -> dict:
@@ -146,21 +149,14 @@ def export_hsrs_dataset(
     import tifffile
 
     from ramanseg.fileio import atomic_path
-    from ramanseg.hsrs.training import (
-        assign_folds,
-        check_labelled_stacks,
-        make_blocks,
-        prepare_cube,
-    )
+    from ramanseg.hsrs.training import block_folds
     from ramanseg.nnunet.dataset import dataset_name
 
     class_names = check_labelled_stacks(dataset, stacks)
     ignore = len(class_names)
     if ignore > 254:
         raise ValueError(f"dataset {dataset!r} has {ignore} classes; uint8 labels hold 254")
-    cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
-    blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
-    fold_of = assign_folds(len(blocks), settings.folds, settings.seed)
+    cubes, blocks, fold_of = block_folds(stacks, settings)
     labels = block_case_labels(stacks, blocks, fold_of, settings.buffer)
     bands = cubes[0].shape[0]
     target = Path(raw_root) / dataset_name(dataset_id)
@@ -224,24 +220,18 @@ def predict_held_out(dataset: str, stacks: Sequence, settings, nnunet, model_dir
     Returns:
         A :class:`~ramanseg.hsrs.training.CrossValidationResult` (no training log).
     """
-    from ramanseg.hsrs.dice import dice_rows
-    from ramanseg.hsrs.phasor import dice_per_class
     from ramanseg.hsrs.training import (
         IGNORE,
         CrossValidationResult,
-        assign_folds,
-        check_labelled_stacks,
-        make_blocks,
-        prepare_cube,
+        block_folds,
+        held_out_dice_rows,
     )
     from ramanseg.nnunet.run import load_ensemble
     from ramanseg.runtime import resolve_device
 
     class_names = check_labelled_stacks(dataset, stacks)
     device = resolve_device(nnunet.device)
-    cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
-    blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
-    fold_of = assign_folds(len(blocks), settings.folds, settings.seed)
+    cubes, blocks, fold_of = block_folds(stacks, settings)
     predictions = [np.full(stack.shape, IGNORE, dtype=np.int16) for stack in stacks]
     rows = []
     for fold in range(settings.folds):
@@ -259,29 +249,8 @@ def predict_held_out(dataset: str, stacks: Sequence, settings, nnunet, model_dir
             predictions[block.stack][block.slices] = labels
             truth.append(stacks[block.stack].labels[block.slices].ravel())
             predicted.append(labels.ravel())
-        dice = dice_per_class(np.concatenate(predicted), np.concatenate(truth), len(class_names))
-        rows += dice_rows(dataset, NNUNET, f"block_fold{fold}", class_names, dice)
-        logger.info(
-            "%s nnunet fold %d: Dice %s",
-            dataset,
-            fold,
-            ", ".join(f"{c} {d:.3f}" for c, d in zip(class_names, dice, strict=True)),
-        )
+        rows += held_out_dice_rows(dataset, NNUNET, fold, class_names, truth, predicted)
     return CrossValidationResult(predictions, fold_of, blocks, rows, [])
-
-
-def _read_labelled_stacks(paths: Sequence[str], command: str) -> list:
-    from ramanseg.hsrs.stack import read_hsrs_stack
-
-    stacks = [read_hsrs_stack(path, fix=f"rerun the rule that writes {path}") for path in paths]
-    for path, stack in zip(paths, stacks, strict=True):
-        if stack.labels is None:
-            raise InputError(
-                "the stack has no labels to train on and score against",
-                path=path,
-                fix=f"give {command} labelled stacks",
-            )
-    return stacks
 
 
 def _settings(args: argparse.Namespace):
@@ -301,7 +270,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ramanseg.nnunet.environment import nnunet_folders
 
     settings, nnunet = _settings(args)
-    stacks = _read_labelled_stacks(args.stacks, "hsrs-nnunet-export")
+    stacks = read_labelled_stacks(args.stacks, "hsrs-nnunet-export", LABELS_PURPOSE)
     try:
         export_hsrs_dataset(
             args.dataset,
@@ -317,18 +286,14 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_predict(args: argparse.Namespace) -> int:
     """``ramanseg hsrs-nnunet-predict``: out-of-fold predictions and Dice rows."""
-    import pandas as pd
-
-    from ramanseg.figures import figure_bytes, table_bytes
-    from ramanseg.fileio import check_output_folder, json_bytes, prefixed, write_files
-    from ramanseg.hsrs.dice import COLUMNS
-    from ramanseg.hsrs.figures import segmentation_figure
+    from ramanseg.fileio import check_output_folder, write_files
+    from ramanseg.hsrs.training import out_of_fold_files
     from ramanseg.nnunet.environment import nnunet_folders
     from ramanseg.nnunet.run import trained_model_dir
 
     settings, nnunet = _settings(args)
     check_output_folder(args.outdir)
-    stacks = _read_labelled_stacks(args.stacks, "hsrs-nnunet-predict")
+    stacks = read_labelled_stacks(args.stacks, "hsrs-nnunet-predict", LABELS_PURPOSE)
     model_dir = trained_model_dir(
         nnunet.dataset_id, nnunet.trainer, nnunet.planner, nnunet.configuration
     )
@@ -354,39 +319,17 @@ def run_predict(args: argparse.Namespace) -> int:
             path=exported,
             fix="rerun hsrs-nnunet-export, nnunet-plan and nnunet-train",
         )
-    outdir = Path(args.outdir)
-    first = stacks[0]
-    figure = segmentation_figure(
-        first.cube.mean(axis=0),
-        first.labels,
-        {NNUNET: result.predictions[0]},
-        first.class_names,
-        f"{args.dataset}: {Path(args.stacks[0]).stem}, out-of-fold",
-    )
-    folds = [
-        {"stack": str(args.stacks[b.stack]), "y": [b.y0, b.y1], "x": [b.x0, b.x1], "fold": int(f)}
-        for b, f in zip(result.blocks, result.fold_of_block, strict=True)
-    ]
     prediction = nnunet.fast_prediction
+    details = {
+        "nnunet_dataset": nnunet.dataset,
+        "predictor": {
+            "mirroring": prediction.mirroring,
+            "tile_step_size": prediction.tile_step_size,
+            "folds": "each fold predicts its own held-out blocks",
+        },
+    }
     write_files(
-        {
-            outdir / "dice.csv": table_bytes(pd.DataFrame(result.rows, columns=list(COLUMNS)))[
-                ".csv"
-            ],
-            outdir / "folds.json": json_bytes(
-                {
-                    "model": NNUNET,
-                    "nnunet_dataset": nnunet.dataset,
-                    "predictor": {
-                        "mirroring": prediction.mirroring,
-                        "tile_step_size": prediction.tile_step_size,
-                        "folds": "each fold predicts its own held-out blocks",
-                    },
-                    "blocks": folds,
-                }
-            ),
-            **prefixed(outdir / "segmentation", figure_bytes(figure)),
-        }
+        out_of_fold_files(args.outdir, args.dataset, NNUNET, args.stacks, stacks, result, details)
     )
     return 0
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,3 +213,64 @@ def read_hsrs_stack(path: str | Path, fix: str = "rewrite the stack") -> HsrsSta
         ).validate()
     except ValueError as error:
         raise InputError(f"the HSRS stack is invalid: {error}", path=path, fix=fix) from error
+
+
+def read_labelled_stacks(
+    paths: Sequence[str | Path], command: str, purpose: str
+) -> list[HsrsStack]:
+    """Read the stacks a command learns from or scores against: each must have labels.
+
+    Args:
+        paths: the ``.npz`` files.
+        command: the command, for the fix (``"give hsrs-train labelled stacks"``).
+        purpose: what the labels are for, e.g. ``"to train on and score against"``.
+
+    Returns:
+        The stacks, in the order of ``paths``.
+
+    Raises:
+        InputError: a stack :func:`read_hsrs_stack` refuses, or one without labels.
+    """
+    stacks = [read_hsrs_stack(path, fix=f"rerun the rule that writes {path}") for path in paths]
+    for path, stack in zip(paths, stacks, strict=True):
+        if stack.labels is None:
+            raise InputError(
+                f"the stack has no labels {purpose}",
+                path=path,
+                fix=f"give {command} labelled stacks",
+            )
+    return stacks
+
+
+def check_labelled_stacks(
+    dataset: str, stacks: Sequence[HsrsStack], same_bands: bool = True
+) -> tuple[str, ...]:
+    """The class names of a dataset's stacks, checked to be labelled and alike.
+
+    Args:
+        dataset: the dataset's name (for the messages).
+        stacks: the stacks.
+        same_bands: also require the same number of bands (the trained models, whose
+            input is the bands).
+
+    Raises:
+        ValueError: no stacks, an unlabelled stack, or stacks whose classes (or band
+            counts) differ.
+    """
+    if not stacks:
+        raise ValueError(f"dataset {dataset!r} has no stacks")
+    first = stacks[0]
+    for stack in stacks:
+        if stack.labels is None:
+            raise ValueError(f"dataset {dataset!r}: a stack without labels ({stack.source})")
+        if stack.class_names != first.class_names:
+            raise ValueError(
+                f"dataset {dataset!r}: the stacks' classes differ: {list(first.class_names)} "
+                f"and {list(stack.class_names)}"
+            )
+        if same_bands and stack.n_bands != first.n_bands:
+            raise ValueError(
+                f"dataset {dataset!r}: the stacks' band counts differ: {first.n_bands} and "
+                f"{stack.n_bands} bands"
+            )
+    return first.class_names

@@ -20,8 +20,10 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ from torch import nn
 from ramanseg.hsrs.dice import dice_rows
 from ramanseg.hsrs.models import UNET_2D, HsrsModelSettings
 from ramanseg.hsrs.phasor import dice_per_class
-from ramanseg.hsrs.stack import HsrsStack
+from ramanseg.hsrs.stack import HsrsStack, check_labelled_stacks
 from ramanseg.models.hybrid_unet import HybridUNet, hybrid_unet_kwargs
 from ramanseg.models.unet import UNet
 from ramanseg.runtime import configure_reproducibility, resolve_device
@@ -140,6 +142,28 @@ def prepare_cube(cube: np.ndarray, max_bands: int | None) -> np.ndarray:
         cube = np.stack([group.mean(axis=0) for group in np.array_split(cube, max_bands)])
     scale = float(np.percentile(cube, 99))
     return cube / scale if scale > 0 else cube
+
+
+def block_folds(
+    stacks: Sequence[HsrsStack], settings: HsrsModelSettings
+) -> tuple[list[np.ndarray], list[Block], np.ndarray]:
+    """What every cross-validated model of a dataset shares: the network inputs
+    (:func:`prepare_cube`), the spatial blocks (:func:`make_blocks`) and each block's fold
+    (:func:`assign_folds`), so that the hybrid U-Net and nnU-Net hold out the same blocks.
+
+    Args:
+        stacks: the dataset's stacks.
+        settings: ``hsrs.models`` (``max_bands``, ``block_size``, ``folds``, ``seed``).
+
+    Returns:
+        The cubes (one per stack), the blocks and the fold of each block.
+
+    Raises:
+        ValueError: fewer blocks than folds.
+    """
+    cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
+    blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
+    return cubes, blocks, assign_folds(len(blocks), settings.folds, settings.seed)
 
 
 def build_model(name: str, settings: HsrsModelSettings, bands: int, classes: int) -> nn.Module:
@@ -277,32 +301,6 @@ def _train_fold(
     return log
 
 
-def check_labelled_stacks(dataset: str, stacks: Sequence[HsrsStack]) -> tuple[str, ...]:
-    """The class names of a dataset's stacks, checked to be labelled and alike.
-
-    Args:
-        dataset: the dataset's name (for the messages).
-        stacks: the stacks.
-
-    Raises:
-        ValueError: no stacks, an unlabelled stack, or stacks whose classes or band
-            counts differ.
-    """
-    if not stacks:
-        raise ValueError(f"dataset {dataset!r} has no stacks")
-    class_names = stacks[0].class_names
-    for stack in stacks:
-        if stack.labels is None:
-            raise ValueError(f"dataset {dataset!r}: a stack without labels ({stack.source})")
-        if stack.class_names != class_names or stack.n_bands != stacks[0].n_bands:
-            raise ValueError(
-                f"dataset {dataset!r}: the stacks differ in their classes or band counts "
-                f"({list(class_names)}, {stacks[0].n_bands} bands and "
-                f"{list(stack.class_names)}, {stack.n_bands} bands)"
-            )
-    return class_names
-
-
 def cross_validate(
     dataset: str, name: str, stacks: Sequence[HsrsStack], settings: HsrsModelSettings
 ) -> CrossValidationResult:
@@ -323,9 +321,7 @@ def cross_validate(
     """
     class_names = check_labelled_stacks(dataset, stacks)
     device = resolve_device(settings.device)
-    cubes = [prepare_cube(stack.cube, settings.max_bands) for stack in stacks]
-    blocks = make_blocks([stack.shape for stack in stacks], settings.block_size)
-    fold_of = assign_folds(len(blocks), settings.folds, settings.seed)
+    cubes, blocks, fold_of = block_folds(stacks, settings)
     predictions = [np.full(stack.shape, IGNORE, dtype=np.int16) for stack in stacks]
     rows, log = [], []
     for fold in range(settings.folds):
@@ -346,13 +342,85 @@ def cross_validate(
                 predictions[block.stack][block.slices] = labels_of_block
                 truth.append(stacks[block.stack].labels[block.slices].ravel())
                 predicted.append(labels_of_block.ravel())
-        dice = dice_per_class(np.concatenate(predicted), np.concatenate(truth), len(class_names))
-        rows += dice_rows(dataset, name, f"block_fold{fold}", class_names, dice)
-        logger.info(
-            "%s %s fold %d: Dice %s",
-            dataset,
-            name,
-            fold,
-            ", ".join(f"{c} {d:.3f}" for c, d in zip(class_names, dice, strict=True)),
-        )
+        rows += held_out_dice_rows(dataset, name, fold, class_names, truth, predicted)
     return CrossValidationResult(predictions, fold_of, blocks, rows, log)
+
+
+def held_out_dice_rows(
+    dataset: str,
+    name: str,
+    fold: int,
+    class_names: Sequence[str],
+    truth: Sequence[np.ndarray],
+    predicted: Sequence[np.ndarray],
+) -> list[dict]:
+    """The Dice table's rows of one fold, over all its held-out blocks' pixels (logged).
+
+    Args:
+        dataset: the dataset's name.
+        name: the model's name.
+        fold: the fold.
+        class_names: the classes.
+        truth: the true labels of each held-out block (flat).
+        predicted: the predicted labels of each held-out block (flat), in the same order.
+    """
+    dice = dice_per_class(np.concatenate(predicted), np.concatenate(truth), len(class_names))
+    logger.info(
+        "%s %s fold %d: Dice %s",
+        dataset,
+        name,
+        fold,
+        ", ".join(f"{c} {d:.3f}" for c, d in zip(class_names, dice, strict=True)),
+    )
+    return dice_rows(dataset, name, f"block_fold{fold}", class_names, dice)
+
+
+def out_of_fold_files(
+    outdir: str | Path,
+    dataset: str,
+    name: str,
+    stack_paths: Sequence[str | Path],
+    stacks: Sequence[HsrsStack],
+    result: CrossValidationResult,
+    details: Mapping[str, Any] | None = None,
+) -> dict[Path, bytes]:
+    """What a cross-validated HSRS model writes to its folder (``hsrs-train``,
+    ``hsrs-nnunet-predict``): ``dice.csv``, ``folds.json`` and ``segmentation.{png,pdf}``.
+
+    Args:
+        outdir: the model's folder, ``results/hsrs/models/<dataset>/<model>``.
+        dataset: the dataset's name.
+        name: the model's name.
+        stack_paths: the stacks' files (named in ``folds.json``).
+        stacks: the stacks; the first one's out-of-fold prediction is drawn.
+        result: the cross-validation's predictions, folds and Dice rows.
+        details: more keys of ``folds.json``, after ``model`` and before ``blocks``.
+
+    Returns:
+        File path -> bytes, for :func:`ramanseg.fileio.write_files`.
+    """
+    import pandas as pd
+
+    from ramanseg.figures import figure_bytes, table_bytes
+    from ramanseg.fileio import json_bytes, prefixed
+    from ramanseg.hsrs.dice import COLUMNS
+    from ramanseg.hsrs.figures import segmentation_figure
+
+    outdir = Path(outdir)
+    first = stacks[0]
+    figure = segmentation_figure(
+        first.cube.mean(axis=0),
+        first.labels,
+        {name: result.predictions[0]},
+        first.class_names,
+        f"{dataset}: {Path(stack_paths[0]).stem}, out-of-fold",
+    )
+    blocks = [
+        {"stack": str(stack_paths[b.stack]), "y": [b.y0, b.y1], "x": [b.x0, b.x1], "fold": int(f)}
+        for b, f in zip(result.blocks, result.fold_of_block, strict=True)
+    ]
+    return {
+        outdir / "dice.csv": table_bytes(pd.DataFrame(result.rows, columns=list(COLUMNS)))[".csv"],
+        outdir / "folds.json": json_bytes({"model": name, **(details or {}), "blocks": blocks}),
+        **prefixed(outdir / "segmentation", figure_bytes(figure)),
+    }

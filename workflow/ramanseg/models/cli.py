@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ramanseg.cli import (
+    add_settings_arguments,
+    add_split_data_arguments,
+    add_torch_threads_argument,
+    configured_device,
+    set_torch_threads,
+    settings_from_args,
+)
 from ramanseg.config import ConfigError, require
 from ramanseg.errors import InputError
 from ramanseg.fileio import write_json
 
 if TYPE_CHECKING:
-    import torch
-
     from ramanseg.models.data import Sample
     from ramanseg.models.training import ModelEntry
 
@@ -31,15 +36,6 @@ SUBSETS = ("train", "val", "test")
 BLEND_MODES = ("gaussian", "linear", "constant")
 
 
-def _device(config: Mapping[str, Any]) -> torch.device:
-    from ramanseg.runtime import resolve_device
-
-    try:
-        return resolve_device(config.get("device", "auto"))
-    except ValueError as error:
-        raise ConfigError(f"device: {error}") from error
-
-
 def _entry(name: str) -> ModelEntry:
     from ramanseg.models.training import get_model_entry
 
@@ -47,15 +43,6 @@ def _entry(name: str) -> ModelEntry:
         return get_model_entry(name)
     except ValueError as error:
         raise ConfigError(f"--model: {error}") from error
-
-
-def _set_threads(threads: int | None) -> None:
-    import torch
-
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
 
 
 def _split(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,14 +90,13 @@ def _check_channels(samples: list[Sample], in_channels: int, names: list[str], w
 
 def run_train_model(args: argparse.Namespace) -> int:
     """``ramanseg train-model``: train a registered model on the training split."""
-    from ramanseg.cli import settings_from_args
     from ramanseg.models.training import TrainingSettings, configure_reproducibility, train
 
     config = settings_from_args(args)
-    _set_threads(args.threads)
+    set_torch_threads(args.threads)
     entry = _entry(args.model)
     settings = TrainingSettings.from_config(config)
-    device = _device(config)
+    device = configured_device(config)
     split = _split(args)
     train_samples = _samples(args, split["train"], "training")
     val_samples = _samples(args, split["val"], "validation") if split["val"] else []
@@ -145,19 +131,18 @@ def run_train_model(args: argparse.Namespace) -> int:
 
 def run_predict_model(args: argparse.Namespace) -> int:
     """``ramanseg predict-model``: sliding-window prediction of a split's samples."""
-    from ramanseg.cli import settings_from_args
     from ramanseg.models.inference import predict_samples
     from ramanseg.models.training import load_trained_model
 
     config = settings_from_args(args)
-    _set_threads(args.threads)
+    set_torch_threads(args.threads)
     _entry(args.model)
     if not 0.0 <= args.overlap < 1.0:
         raise ConfigError(f"--overlap must lie in [0, 1), got {args.overlap}")
     for option, value in (("--patch-size", args.patch_size), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be positive, got {value}")
-    device = _device(config)
+    device = configured_device(config)
     model, metadata = load_trained_model(args.weights, device)
     if metadata["model"] != args.model:
         raise InputError(
@@ -194,7 +179,6 @@ def run_predict_model(args: argparse.Namespace) -> int:
 
 def run_fit_baseline(args: argparse.Namespace) -> int:
     """``ramanseg fit-baseline``: fit the per-pixel logistic regression and predict."""
-    from ramanseg.cli import settings_from_args
     from ramanseg.models.baseline import fit_pixel_baseline, predict_baseline, save_baseline
 
     config = settings_from_args(args)
@@ -221,26 +205,12 @@ def run_fit_baseline(args: argparse.Namespace) -> int:
 def _add_data_arguments(parser: argparse.ArgumentParser, *, labels: bool = True) -> None:
     """``--stacks`` (and with ``labels`` ``--masks``, ``--foregrounds``), ``--split``,
     ``--threads``."""
-    files = [("--stacks", "stack.ome.tif")]
-    if labels:
-        files += [("--masks", "mask.tif"), ("--foregrounds", "foreground.tif")]
-    for option, name in files:
-        parser.add_argument(
-            option,
-            required=True,
-            nargs="+",
-            metavar="FILE",
-            help=f"the samples' preprocessed {name} (results/preprocessed/<sample>/{name})",
-        )
-    parser.add_argument("--split", required=True, metavar="JSON", help="split.json")
-    parser.add_argument(
-        "--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: its own)"
-    )
+    add_split_data_arguments(parser, labels=labels)
+    add_torch_threads_argument(parser)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``train-model``, ``predict-model`` and ``fit-baseline``."""
-    from ramanseg.cli import add_settings_arguments
 
     models_help = "the model: a name in ramanseg.models.training.MODEL_REGISTRY (unet, unetr, ...)"
 

@@ -85,19 +85,15 @@ def bootstrap_metrics(
         One row per metric: metric, value, ci_low, ci_high. A resample where a metric is
         undefined (AUC of one class) is left out of that metric's interval.
     """
-    rng = np.random.default_rng(seed)
+    from ramanseg.statistics import percentile_interval, row_draws
+
     point = point_metrics(y, probabilities)
-    samples = {name: [] for name in METRICS}
-    for _ in range(resamples):
-        rows = rng.integers(0, len(y), len(y))
-        for name, value in point_metrics(y[rows], probabilities[rows]).items():
-            samples[name].append(value)
-    tail = (1.0 - level) / 2.0 * 100.0
+    replicates = [
+        point_metrics(y[rows], probabilities[rows]) for rows in row_draws(len(y), resamples, seed)
+    ]
     table = []
     for name in METRICS:
-        values = np.asarray(samples[name])
-        values = values[np.isfinite(values)]
-        low, high = np.percentile(values, [tail, 100.0 - tail]) if len(values) else (np.nan, np.nan)
+        low, high = percentile_interval([replicate[name] for replicate in replicates], level)
         table.append({"metric": name, "value": point[name], "ci_low": low, "ci_high": high})
     return pd.DataFrame(table)
 
