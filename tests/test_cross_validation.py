@@ -231,7 +231,7 @@ def test_cli_nnunet_fold_predictions(tmp_path, capsys):
 # Repeated seeds
 
 
-def _seeds_cli(data, paths, seeds) -> int:
+def _seeds_cli(data, paths, seeds, models=("unet",), reference="unet") -> int:
     return main(
         [
             "evaluate-seeds",
@@ -240,45 +240,79 @@ def _seeds_cli(data, paths, seeds) -> int:
             "--seeds",
             *map(str, seeds),
             "--models",
-            "unet",
+            *models,
             *_truth_args(data["preprocessed"], "T"),
             "--split",
             str(data["split"]),
             "--out-prefix",
             str(data["root"] / "evaluation" / "results_seeds"),
+            "--settings",
+            json.dumps({"evaluate": {"reference_model": reference}}),
         ]
     )
 
 
-def test_the_spread_over_seeds(data):
-    # Seed 0 is the main run (results/predictions/unet), seeds 1 and 2 their own folders.
-    rows = {0: 2, 1: 4, 2: 3}  # Dice 1, 2/3, 4/5
-    paths = [
+def _seed_predictions(data, model, rows):
+    """One prediction of sample T per seed ({seed: predicted tumour rows}); seed 0 is the
+    main run (results/predictions/<model>), the others have their own folders."""
+    return [
         write_prediction(
-            data["root"] / "predictions" / ("" if seed == 0 else f"seed{seed}") / "unet",
+            data["root"] / "predictions" / ("" if seed == 0 else f"seed{seed}") / model,
             "T",
             _prediction(count),
         )[0]
         for seed, count in rows.items()
     ]
-    assert _seeds_cli(data, paths, list(rows)) == 0
+
+
+def test_the_spread_over_seeds_and_the_difference_paired_by_seed(data):
+    # Dice 1, 2/3, 4/5 for U-Net; nnU-Net (the reference) 2/3, 2/3, 1.
+    unet, nnunet = {0: 2, 1: 4, 2: 3}, {0: 4, 1: 4, 2: 2}
+    paths = _seed_predictions(data, "unet", unet) + _seed_predictions(data, "nnunet", nnunet)
+    assert _seeds_cli(data, paths, [*unet, *nnunet], ("nnunet", "unet"), "nnunet") == 0
     out = data["root"] / "evaluation"
     table = pd.read_csv(out / "results_seeds.csv").set_index("model")
     dice = np.array([100.0, 200 / 3, 80.0])
     assert table.loc["unet", "seeds"] == "0 1 2"
-    assert [table.loc["unet", f"dice_seed{seed}"] for seed in rows] == pytest.approx(dice)
+    assert [table.loc["unet", f"dice_seed{seed}"] for seed in unet] == pytest.approx(dice)
     assert table.loc["unet", "dice_mean"] == pytest.approx(dice.mean())
     assert table.loc["unet", "dice_sd"] == pytest.approx(dice.std(ddof=1))
     assert table.loc["unet", "dice_min"] == pytest.approx(200 / 3)
+    # Paired by seed: U-Net minus nnU-Net trained with the same seed.
+    difference = dice - np.array([200 / 3, 200 / 3, 100.0])
+    assert table.loc["unet", "dice_diff_mean"] == pytest.approx(difference.mean(), abs=1e-4)
+    assert table.loc["unet", "dice_diff_sd"] == pytest.approx(difference.std(ddof=1), abs=1e-4)
+    assert (table.loc["unet", "seeds_higher"], table.loc["unet", "n_paired_seeds"]) == (1, 3)
+    assert table.loc["nnunet", "dice_diff_mean"] == 0 and table.loc["nnunet", "seeds_higher"] == 0
     runs = pd.read_csv(out / "results_seeds_runs.csv")
-    assert list(runs["seed"]) == [0, 1, 2] and list(runs["n_samples"]) == [1, 1, 1]
+    assert list(runs["seed"]) == [0, 1, 2, 0, 1, 2] and set(runs["n_samples"]) == {1}
     markdown = (out / "results_seeds.md").read_text()
     assert markdown.startswith(SEEDS_HEADING)
     assert (
         f"| U-Net | 0 1 2 | 100.0, 66.7, 80.0 | {dice.mean():.1f} ± {dice.std(ddof=1):.1f} |"
-        in (markdown)
+        in markdown
     )
+    assert (
+        f"| {difference.mean():+.1f} ± {difference.std(ddof=1):.1f} (1 of 3 higher) |" in markdown
+    )
+    assert "| Dice − nnU-Net, paired by seed |" in markdown
     assert "nnU-Net is retrained in all its folds per seed" in markdown
+
+
+def test_identical_models_differ_by_zero_in_every_seed(data):
+    rows = {0: 2, 1: 4}
+    paths = _seed_predictions(data, "unet", rows) + _seed_predictions(data, "nnunet", rows)
+    assert _seeds_cli(data, paths, [*rows, *rows], ("nnunet", "unet"), "nnunet") == 0
+    table = pd.read_csv(data["root"] / "evaluation" / "results_seeds.csv").set_index("model")
+    assert table.loc["unet", "dice_diff_mean"] == 0 and table.loc["unet", "dice_diff_sd"] == 0
+    assert table.loc["unet", "seeds_higher"] == 0
+
+
+def test_a_reference_that_is_not_repeated_is_refused(data, capsys):
+    paths = _seed_predictions(data, "unet", {0: 2, 1: 4})
+    assert _seeds_cli(data, paths, [0, 1], ("unet",), "nnunet") == 2
+    assert "evaluate.reference_model is 'nnunet'" in capsys.readouterr().err
+    assert not (data["root"] / "evaluation").exists()
 
 
 def test_one_seed_has_no_spread(data):

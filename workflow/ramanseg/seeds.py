@@ -16,6 +16,11 @@ deviation over the seeds (``ddof = 1``: the seeds are a sample of the seeds one 
 have chosen), and the same for sensitivity and specificity. A difference between two
 models smaller than their spread over seeds is not a difference between the models.
 
+Each model is also compared with the reference model (``evaluate.reference_model``) seed
+by seed: with seed *k* both were trained with the same seed and predict the same test
+samples, so their difference of mean Dice is paired. The table gives its mean ± standard
+deviation over the seeds and in how many seeds the model scored higher.
+
 A seed equal to the global ``seed`` is the main run itself (``results/models/<model>``);
 the others are ``results/models/seed<k>/<model>`` (nnU-Net's:
 ``results/nnunet/seed<k>/trained``), predicted into ``results/predictions/seed<k>/<model>/``.
@@ -37,6 +42,7 @@ from ramanseg.errors import InputError
 from ramanseg.evaluate import (
     METRICS,
     add_evaluation_arguments,
+    check_reference_model,
     evaluate_models,
     settings_and_truth_from_args,
 )
@@ -147,6 +153,57 @@ def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seed_differences(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Per model: its mean Dice minus the reference model's, seed by seed (paired).
+
+    Args:
+        runs: the output of :func:`seed_runs`.
+        reference: the reference model; one of ``runs``' models.
+
+    Returns:
+        One row per model: ``model``, ``reference``, ``dice_diff_mean`` and
+        ``dice_diff_sd`` (over the seeds both models were trained with, ``ddof = 1``;
+        NaN with one seed), ``dice_diff_min``, ``dice_diff_max``, ``n_paired_seeds`` and
+        ``seeds_higher`` (seeds where the model's mean Dice exceeds the reference's);
+        percentage points. The reference's own row has differences of 0.
+
+    Raises:
+        ValueError: ``reference`` is not among the models of ``runs``.
+    """
+    dice = runs.pivot(index="seed", columns="model", values="dice_mean")
+    if reference not in dice.columns:
+        raise ValueError(f"the reference model {reference!r} has no runs")
+    rows = []
+    for model in dict.fromkeys(runs["model"]):
+        difference = (dice[model] - dice[reference]).to_numpy(dtype=np.float64)
+        difference = difference[np.isfinite(difference)]
+        rows.append(
+            {
+                "model": model,
+                "reference": reference,
+                "dice_diff_mean": float(difference.mean()) if difference.size else math.nan,
+                "dice_diff_sd": (
+                    float(difference.std(ddof=1)) if difference.size > 1 else math.nan
+                ),
+                "dice_diff_min": float(difference.min()) if difference.size else math.nan,
+                "dice_diff_max": float(difference.max()) if difference.size else math.nan,
+                "n_paired_seeds": int(difference.size),
+                "seeds_higher": int((difference > 0).sum()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _difference(row: dict[str, Any]) -> str:
+    if row["model"] == row["reference"]:
+        return "reference"
+    mean, sd = row["dice_diff_mean"], row["dice_diff_sd"]
+    if not math.isfinite(mean):
+        return "n/a"
+    spread = f" ± {sd:.1f}" if math.isfinite(sd) else ""
+    return f"{mean:+.1f}{spread} ({row['seeds_higher']} of {row['n_paired_seeds']} higher)"
+
+
 def _mean_sd(mean: float, sd: float) -> str:
     if not math.isfinite(mean):
         return "n/a"
@@ -154,28 +211,39 @@ def _mean_sd(mean: float, sd: float) -> str:
 
 
 def markdown_seeds(summary: pd.DataFrame, n_samples: int) -> str:
-    """The repeated-seeds table as a section of results.md (a heading, the table, notes)."""
+    """The repeated-seeds table as a section of results.md (a heading, the table, notes).
+
+    Args:
+        summary: :func:`seed_summary`'s table with :func:`seed_differences`' columns.
+        n_samples: the number of test samples.
+    """
+    reference = model_label(str(summary["reference"].iloc[0]))
     header = [
         "Model",
         "seeds",
         "Dice per seed",
         *(f"{METRIC_LABELS[m]} (over seeds)" for m in METRICS),
+        f"Dice − {reference}, paired by seed",
     ]
     lines = [
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---", "---", "---"] + ["---:"] * len(METRICS)) + "|",
+        "|" + "|".join(["---", "---", "---"] + ["---:"] * (len(METRICS) + 1)) + "|",
     ]
     for row in summary.to_dict("records"):
         per_seed = ", ".join(f"{row[f'dice_seed{seed}']:.1f}" for seed in str(row["seeds"]).split())
         cells = [str(row["label"]), str(row["seeds"]), per_seed]
         cells += [_mean_sd(row[f"{m}_mean"], row[f"{m}_sd"]) for m in METRICS]
+        cells.append(_difference(row))
         lines.append("| " + " | ".join(cells) + " |")
     note = (
         f"Each seed's number is the mean over the {n_samples} test samples (percent); "
         "mean ± standard deviation over the seeds (ddof = 1). Only the training seed "
         "changes (initial weights, patches, augmentation; the per-pixel baselines' "
         "training pixels); the split is the same. nnU-Net is retrained in all its folds "
-        "per seed, and each seed's number is that seed's fold ensemble."
+        "per seed, and each seed's number is that seed's fold ensemble. The last column "
+        f"compares each model with {reference} trained with the same seed: the difference "
+        "of their mean Dice, mean ± standard deviation over the seeds (percentage points), "
+        "and in how many seeds the model scored higher."
     )
     return f"{HEADING}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
 
@@ -188,6 +256,7 @@ def run_evaluate_seeds(
     split: str | Path,
     out_prefix: str | Path,
     pixels: str = "tissue",
+    reference: str | None = None,
 ) -> pd.DataFrame:
     """Evaluate every seed's test predictions and write the spread over the seeds.
 
@@ -203,14 +272,20 @@ def run_evaluate_seeds(
         split: ``results/split/split.json`` (the test samples).
         out_prefix: e.g. ``results/evaluation/results_seeds``.
         pixels: ``evaluate.pixels``.
+        reference: ``evaluate.reference_model``, the model every other is compared with
+            seed by seed; by default the first of ``models``.
 
     Returns:
         The per-model table.
 
     Raises:
+        ConfigError: a reference model that is not among ``models``.
         InputError: a missing or bad prediction or ground truth, or a bad split.
     """
     from ramanseg.split import read_split
+
+    reference = models[0] if reference is None else reference
+    check_reference_model(reference, models)
 
     samples = list(read_split(split)["test"])
     grouped = predictions_by_seed(predictions, seeds)
@@ -225,7 +300,7 @@ def run_evaluate_seeds(
     per_sample = per_sample.iloc[np.lexsort((per_sample["seed"], rank))].reset_index(drop=True)
     runs = seed_runs(per_sample)
     runs.insert(1, "label", [model_label(model) for model in runs["model"]])
-    summary = seed_summary(runs)
+    summary = seed_summary(runs).merge(seed_differences(runs, reference), on="model")
     markdown = markdown_seeds(summary, len(samples))
     write_files(
         {
@@ -270,6 +345,7 @@ def add_commands(subparsers: Any) -> None:
             args.split,
             args.out_prefix,
             settings.pixels,
+            settings.reference_model,
         )
         return 0
 
