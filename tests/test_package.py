@@ -167,3 +167,55 @@ def test_a_model_folder_without_weights_cannot_be_packaged(tmp_path, config):
 def test_inspect_reads_the_manifest_without_extracting(package):
     manifest = inspect_package(package)
     assert list(manifest["models"]) == ["unet"] and manifest["channels"]
+
+
+def with_nnunet(package: Path, target: Path, dataset_json: bytes | None) -> Path:
+    """A copy of ``package`` that also holds an nnU-Net model (no folds) whose
+    ``dataset.json`` is ``dataset_json`` (``None``: left out, and off the manifest's list)."""
+    manifest = json.loads(zipfile.ZipFile(package).read(MANIFEST_NAME))
+    members = {"models/nnunet/plans.json": b"{}", "models/nnunet/dataset.json": dataset_json}
+    members = {name: data for name, data in members.items() if data is not None}
+    manifest["models"]["nnunet"] = {"kind": "nnunet", "folds": [], "files": sorted(members)}
+    rewrite(package, target, {MANIFEST_NAME: json.dumps(manifest).encode()})
+    with zipfile.ZipFile(target, "a") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return target
+
+
+def nnunet_dataset_json(channels: list[str]) -> bytes:
+    """nnU-Net's dataset.json for ``channels`` (only what the package reads of it)."""
+    return json.dumps({"channel_names": {str(i): name for i, name in enumerate(channels)}}).encode()
+
+
+def test_an_nnunet_model_is_checked_against_the_packages_channels(
+    tmp_path, config, package, capsys
+):
+    names = ChannelLayout.from_config(config).names
+    good = with_nnunet(package, tmp_path / "good.zip", nnunet_dataset_json(names))
+    extracted = read_package(good, tmp_path / "out")
+    assert extracted.models["nnunet"].kind == "nnunet"
+    # nnU-Net trained on fewer channels than the package lists.
+    fewer = with_nnunet(package, tmp_path / "fewer.zip", nnunet_dataset_json(names[:2]))
+    error = refused(tmp_path, fewer, capsys)
+    assert f"nnU-Net model trained on 2 channels, but its channel list has {len(names)}" in error
+    assert "snakemake package" in error  # the fix
+
+
+@pytest.mark.parametrize(
+    ("dataset_json", "problem"),
+    [
+        (None, "dataset.json does not exist"),
+        (b"{not json", "dataset.json cannot be read"),
+        (b'{"labels": {"background": 0}}', "has no channel_names object"),
+        (b'{"channel_names": {"1": "a", "2": "b"}}', "has no channel_names object"),
+        (b'["a", "b"]', "has no channel_names object"),
+    ],
+)
+def test_an_nnunet_model_without_a_readable_dataset_json_is_refused(
+    tmp_path, package, capsys, dataset_json, problem
+):
+    bad = with_nnunet(package, tmp_path / "bad.zip", dataset_json)
+    error = refused(tmp_path, bad, capsys)
+    assert "has no readable nnU-Net dataset.json" in error and problem in error
+    assert "snakemake package" in error  # the fix

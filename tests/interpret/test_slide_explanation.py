@@ -2,7 +2,7 @@
 
 A tiny RamanSeg (see tests/models/test_ramanseg_training) trained with projection on the
 tiny synthetic data; its residual head is on (two layers), so the head's part of the
-tumour logit is not zero.
+tumour margin is not zero.
 """
 
 from __future__ import annotations
@@ -18,14 +18,20 @@ import torch.nn.functional as F
 
 from ramanseg.cli import main
 from ramanseg.errors import InputError
-from ramanseg.interpret.slide_explanation import explain, explain_slide, tumour_regions
-from ramanseg.models.inference import sliding_window_probability
+from ramanseg.interpret.slide_explanation import (
+    explain,
+    explain_slide,
+    region_contributions,
+    tumour_regions,
+)
+from ramanseg.models.inference import model_predictor, sliding_window_probability
 from ramanseg.models.prototypes.patches import (
     PATCHES_NAME,
     projection_records,
     read_prototype_patches,
     write_prototype_patches,
 )
+from ramanseg.models.ramanseg import RamanSeg
 from ramanseg.models.registry import load_trained_model
 from ramanseg.models.unet import UNet
 from ramanseg.preprocessed import read_stack
@@ -171,7 +177,12 @@ def blended(model, image, patch_size, window_map):
         return sliding_window_probability(predict, image, patch_size).astype(np.float64)
 
 
-def test_contributions_add_up_to_each_regions_tumour_logit(trained):
+def margin(output, similarities):
+    """The decision margin of the network's own latent logits: tumour minus background."""
+    return output.latent_logits[:, 1] - output.latent_logits[:, 0]
+
+
+def test_contributions_add_up_to_each_regions_tumour_margin(trained):
     model, metadata = load_trained_model(trained["model_dir"])
     patch_size = metadata["patch_size"]
     patches = read_prototype_patches(trained["model_dir"] / PATCHES_NAME)
@@ -180,9 +191,9 @@ def test_contributions_add_up_to_each_regions_tumour_logit(trained):
     regions, table = explanation.regions, explanation.contributions
     assert regions["region"].tolist() == [1, 2] and regions["area_px"].tolist() == [100, 30]
     assert explanation.skipped == 1 and explanation.min_area == model.stride**2
-    # The closed form: the tumour logit, blended over the windows, summed over the region.
-    logit = blended(model, image, patch_size, lambda out, s: out.latent_logits[:, 1])
-    weight = model.readout.weight[1, :, 0, 0]
+    # The closed form: the margin, blended over the windows, summed over the region.
+    logit_margin = blended(model, image, patch_size, margin)
+    weight = model.readout.weight[1, :, 0, 0] - model.readout.weight[0, :, 0, 0]
     for region in regions.itertuples():
         inside = explanation.labels == region.region
         rows = table[table["region"] == region.region]
@@ -190,13 +201,81 @@ def test_contributions_add_up_to_each_regions_tumour_logit(trained):
         assert rows["contribution"].is_monotonic_decreasing
         assert rows["prototype"].is_unique and len(rows) == model.prototype_layer.num_prototypes
         total = rows["contribution"].sum() + region.head_correction
-        assert total == pytest.approx(region.tumour_evidence, rel=1e-9)
-        assert region.tumour_evidence == pytest.approx(logit[inside].sum(), rel=1e-4, abs=1e-4)
-        # Each contribution on its own: similarity x last-layer weight, blended and summed.
-        top = int(rows.iloc[0]["prototype"])
-        own = blended(model, image, patch_size, lambda out, s, j=top: weight[j] * s[:, j])
-        assert rows.iloc[0]["contribution"] == pytest.approx(own[inside].sum(), rel=1e-4)
+        assert total == pytest.approx(region.tumour_margin, rel=1e-9)
+        expected = logit_margin[inside].sum()
+        assert region.tumour_margin == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        # Each contribution on its own, the first (most for tumour) and the last (most for
+        # background): similarity x weight difference, blended and summed.
+        for row in (rows.iloc[0], rows.iloc[-1]):
+            j = int(row["prototype"])
+            own = blended(model, image, patch_size, lambda out, s, j=j: weight[j] * s[:, j])
+            assert row["contribution"] == pytest.approx(own[inside].sum(), rel=1e-4)
+        # Similarities are positive, so a contribution has its weight difference's sign.
+        signs = weight.detach().numpy()[rows["prototype"].to_numpy()]
+        assert (rows["contribution"].to_numpy() * signs >= 0).all()
     assert (regions["head_correction"] != 0).all()  # the head is on: its part is reported
+
+
+def random_ramanseg(**kwargs) -> RamanSeg:
+    """A small randomly initialised RamanSeg whose head and readout are not at their init."""
+    torch.manual_seed(0)
+    model = RamanSeg(
+        in_channels=len(CHANNELS), prototypes_per_class=3, prototype_channels=8,
+        addon_channels=8, stride=4, base_channels=8, max_channels=16, **kwargs,
+    )  # fmt: skip
+    with torch.no_grad():
+        model.head.convs[-1].weight.normal_(0, 0.05)  # the head's last conv starts at zero
+        model.readout.weight.normal_(0, 1)
+    return model.eval()
+
+
+def test_contributions_add_up_to_the_margin_of_the_models_own_output():
+    """With logits upsampled, the pixel margin is the forward output's own, ``logits``."""
+    model = random_ramanseg(upsample="logits")
+    image = np.random.default_rng(1).random((len(CHANNELS), 24, 40), dtype=np.float32)
+    mask = np.zeros((24, 40), np.uint8)
+    mask[2:20, 5:17] = mask[4:9, 30:38] = 1
+    labels, _ = tumour_regions(mask, 1)
+    contributions, head = region_contributions(model, image, labels, 16)
+
+    def pixel_margin(output, similarities):
+        return output.logits[:, 1] - output.logits[:, 0]
+
+    def predict(batch):
+        return pixel_margin(model(batch), None)
+
+    with torch.no_grad():
+        expected = sliding_window_probability(predict, image, 16).astype(np.float64)
+    for r in range(2):
+        summed = expected[labels == r + 1].sum()
+        assert contributions[r].sum() + head[r] == pytest.approx(summed, rel=1e-4, abs=1e-3)
+    assert (head != 0).all()
+
+
+def test_the_explanation_depends_only_on_what_the_prediction_depends_on():
+    """Adding one vector to both readout rows leaves every softmax, and so every
+    prediction, as it was; the margin's contributions must not move either (the tumour
+    logit's would)."""
+    model = random_ramanseg()
+    image = np.random.default_rng(2).random((len(CHANNELS), 24, 24), dtype=np.float32)
+    labels = np.zeros((24, 24), np.int32)
+    labels[4:16, 6:20] = 1
+    before = region_contributions(model, image, labels, 16)
+    probability = sliding_window_probability(model_predictor(model, torch.device("cpu")), image, 16)
+    with torch.no_grad():
+        model.readout.weight += torch.randn(1, *model.readout.weight.shape[1:]) * 3
+    after = region_contributions(model, image, labels, 16)
+    shifted = sliding_window_probability(model_predictor(model, torch.device("cpu")), image, 16)
+    np.testing.assert_allclose(shifted, probability, atol=1e-5)
+    np.testing.assert_allclose(after[0], before[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(after[1], before[1], rtol=1e-4, atol=1e-4)
+
+
+def test_only_a_two_class_model_has_a_margin_to_explain():
+    model = random_ramanseg(num_classes=3)
+    labels = np.ones((16, 16), np.int32)
+    with pytest.raises(ValueError, match="two-class"):
+        region_contributions(model, np.zeros((len(CHANNELS), 16, 16), np.float32), labels, 16)
 
 
 def test_explain_slide_writes_the_figure_and_table(trained, tmp_path, monkeypatch):
@@ -216,9 +295,9 @@ def test_explain_slide_writes_the_figure_and_table(trained, tmp_path, monkeypatc
     sums = table.groupby("region").agg(
         contribution=("contribution", "sum"),
         head=("head_correction", "first"),
-        evidence=("tumour_evidence", "first"),
+        margin=("tumour_margin", "first"),
     )
-    np.testing.assert_allclose(sums["contribution"] + sums["head"], sums["evidence"], rtol=1e-5)
+    np.testing.assert_allclose(sums["contribution"] + sums["head"], sums["margin"], rtol=1e-5)
     assert main(argv) == 0 and (tmp_path / "te0.png").read_bytes() == figure  # deterministic
 
 

@@ -20,7 +20,12 @@ import pytest
 import tifffile
 
 from ramanseg.errors import InputError
-from ramanseg.nnunet.dataset import dataset_name, export_raw_dataset, nnunet_splits
+from ramanseg.nnunet.dataset import (
+    dataset_name,
+    export_raw_dataset,
+    nnunet_splits,
+    read_dataset_channels,
+)
 from ramanseg.predictions import read_prediction
 
 pytestmark = pytest.mark.workflow
@@ -114,6 +119,20 @@ def test_export_writes_channels_labels_and_our_folds(tmp_path):
     stack = tifffile.imread(preprocessed / "S1" / "stack.ome.tif")
     np.testing.assert_array_equal(channel, stack[2])
     assert json.loads((target / "splits_final.json").read_text()) == nnunet_splits(SPLIT)
+
+
+def test_the_exported_channels_read_back_and_a_bad_dataset_json_is_named(tmp_path):
+    preprocessed = _write_preprocessed(tmp_path / "pre")
+    target = export_raw_dataset(preprocessed, SPLIT, _settings(), tmp_path / "raw", 987)
+    names = [channel["name"] for channel in _settings()["channels"]]
+    assert read_dataset_channels(target, fix="-") == names
+    assert read_dataset_channels(target / "dataset.json", fix="-") == names
+    with pytest.raises(InputError, match="does not exist") as caught:
+        read_dataset_channels(tmp_path, fix="export it again")
+    assert caught.value.path == tmp_path / "dataset.json" and caught.value.fix == "export it again"
+    (target / "dataset.json").write_text('{"channel_names": ["a"]}')
+    with pytest.raises(InputError, match="has no channel_names object"):
+        read_dataset_channels(target, fix="-")
 
 
 def test_export_rejects_a_fold_outside_training(tmp_path):

@@ -490,11 +490,12 @@ def read_package_folder(folder: str | Path, *, source: str | Path | None = None)
 
 
 def _check_nnunet_channels(model_dir: Path, count: int, where: Path) -> None:
+    from ramanseg.nnunet.dataset import read_dataset_channels
+
     try:
-        dataset = json.loads((model_dir / "dataset.json").read_text(encoding="utf-8"))
-        trained = len(dataset["channel_names"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise _refuse(where, f"has no readable nnU-Net dataset.json ({error})") from None
+        trained = len(read_dataset_channels(model_dir, fix=REPACKAGE))
+    except InputError as error:
+        raise _refuse(where, f"has no readable nnU-Net dataset.json ({error.problem})") from None
     if trained != count:
         raise _refuse(
             where,

@@ -1,20 +1,28 @@
 """RamanSeg's "this looks like that" on a new slide: which prototypes drive each tumour region.
 
-RamanSeg's tumour logit at a latent cell is a sum over its prototypes (no bias)::
+A two-class softmax decides by the *margin* ``logit_t - logit_b`` (the log-odds of tumour), not
+by the tumour logit alone: what the background prototypes add to the background logit votes
+against tumour as much as what the tumour prototypes add to the tumour logit votes for it, and
+adding the same vector to both rows of the readout changes the tumour logit but not a single
+prediction. RamanSeg's margin at a latent cell is a sum over its prototypes (no bias)::
 
-    logit_t = sum_j w[t, j] * head_j,     head_j = s_j + correction_j
+    logit_t - logit_b = sum_j (w[t, j] - w[b, j]) * head_j,     head_j = s_j + correction_j
 
 with ``s_j`` prototype ``j``'s log similarity, ``w`` the readout (the last layer) and
 ``correction`` the residual head's learned correction (zero for ``head_layers: 0``; see
 :class:`~ramanseg.models.ramanseg.PrototypeHead`). Prototype ``j``'s *contribution* to a
-region is ``w[t, j] * s_j``, similarity times last-layer weight to the tumour class, summed
-over the region's pixels; the head's part, ``sum_j w[t, j] * correction_j``, mixes every
-prototype's similarity in a neighbourhood, so it is reported on its own and attributed to
-no prototype. The contributions and the head's part add up exactly to the region's *tumour
-evidence*: the sum over its pixels of the tumour logit as the prediction computes it,
-window by window (:func:`ramanseg.models.inference.sliding_window_probability`: the
-training patch size, overlapping windows blended with the same weights), each window's
-latent logit upsampled bilinearly to its pixels (a linear map, so the sum splits exactly).
+region is ``(w[t, j] - w[b, j]) * s_j``, similarity times the difference of its last-layer
+weights to the two classes, summed over the region's pixels: positive for evidence of tumour,
+negative for evidence of background. The head's part, ``sum_j (w[t, j] - w[b, j]) *
+correction_j``, mixes every prototype's similarity in a neighbourhood, so it is reported on
+its own and attributed to no prototype. The contributions and the head's part add up exactly
+to the region's *tumour margin*: the sum over its pixels of the margin of the network's latent
+logits, window by window as the prediction runs them
+(:func:`ramanseg.models.inference.sliding_window_probability`: the training patch size,
+overlapping windows blended with the same weights), each window's latent margin upsampled
+bilinearly to its pixels (a linear map, so the sum splits exactly). At a latent cell the margin
+is exactly the log-odds of the tumour probability; the prediction upsamples and blends the
+probabilities themselves, so a pixel's margin here is the blend of its cells' log-odds.
 
 Regions are the 8-connected components of the predicted tumour mask; those smaller than a
 latent cell (``stride**2`` pixels) by default are skipped, since no prototype sees them on
@@ -52,8 +60,8 @@ from ramanseg.models.ramanseg import RamanSeg
 
 log = logging.getLogger(__name__)
 
-#: The class whose logit is explained: the foreground (tumour) of the binary models.
-TUMOUR_CLASS = 1
+#: The two classes of the binary models, whose logit margin (tumour minus background) is explained.
+BACKGROUND_CLASS, TUMOUR_CLASS = 0, 1
 #: Prototypes shown per region, and regions shown in the figure, by default.
 TOP_K = 3
 MAX_REGIONS = 8
@@ -67,10 +75,12 @@ class SlideExplanation:
         sample_id: the slide.
         labels: int32 ``(Y, X)``: region ``r`` (1 the largest) where explained, 0 elsewhere.
         regions: one row per region: ``region``, ``area_px``, ``centroid_y``,
-            ``centroid_x``, ``tumour_evidence`` (the region's summed tumour logit),
-            ``head_correction`` (the head's part of it, attributed to no prototype).
+            ``centroid_x``, ``tumour_margin`` (the region's summed tumour-minus-background
+            logit margin), ``head_correction`` (the head's part of it, attributed to no
+            prototype).
         contributions: one row per region and prototype, by region, then by decreasing
-            contribution: ``region``, ``rank`` (1 the largest), ``prototype``,
+            contribution to the margin (positive: evidence of tumour, negative: of
+            background): ``region``, ``rank`` (1 the largest), ``prototype``,
             ``prototype_class``, ``contribution``, ``source_sample``.
         skipped: tumour components smaller than ``min_area`` (not explained).
         min_area: the smallest region explained, in pixels.
@@ -115,7 +125,7 @@ def region_contributions(
     blend: str = "gaussian",
     batch_size: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each prototype's contribution to each region's tumour logit, window by window.
+    """Each prototype's contribution to each region's tumour margin, window by window.
 
     The windows and their blending are those of
     :func:`~ramanseg.models.inference.sliding_window_probability`; each pixel's value is
@@ -133,9 +143,17 @@ def region_contributions(
 
     Returns:
         ``(contributions, head)``: float64 ``(R, P)``, ``sum over the region of
-        w[t, j] * s_j``, and ``(R,)``, the head's part; their sum over ``j`` plus the head's
-        part is the region's summed tumour logit.
+        (w[t, j] - w[b, j]) * s_j``, and ``(R,)``, the head's part; their sum over ``j`` plus
+        the head's part is the region's summed margin ``logit_t - logit_b``.
+
+    Raises:
+        ValueError: a model of other than two classes (no single margin to explain).
     """
+    if model.num_classes != 2:
+        raise ValueError(
+            f"the explanation needs a two-class (background / tumour) RamanSeg, got "
+            f"{model.num_classes} classes"
+        )
     device = next(model.parameters()).device
     regions = int(labels.max(initial=0))
     num = model.prototype_layer.num_prototypes
@@ -151,7 +169,8 @@ def region_contributions(
     weight_sum = np.zeros(padded.shape[1:], dtype=np.float64)
     for y, x in corners:
         weight_sum[y : y + patch_size, x : x + patch_size] += weights
-    readout = model.readout.weight[TUMOUR_CLASS, :, 0, 0].view(1, num, 1, 1)
+    weight = model.readout.weight[:, :, 0, 0]
+    readout = (weight[TUMOUR_CLASS] - weight[BACKGROUND_CLASS]).view(1, num, 1, 1)
     sums = torch.zeros((regions + 1, num + 1), dtype=torch.float64)
     for start in range(0, len(corners), batch_size):
         chunk = corners[start : start + batch_size]
@@ -193,7 +212,7 @@ def _tables(
             "area_px": np.asarray(areas, dtype=np.int64),
             "centroid_y": [float(c[0]) for c in centres],
             "centroid_x": [float(c[1]) for c in centres],
-            "tumour_evidence": contributions.sum(axis=1) + head,
+            "tumour_margin": contributions.sum(axis=1) + head,
             "head_correction": head,
         }
     )
@@ -278,7 +297,9 @@ def explanation_figure(
         return figure
     table = explanation.contributions
     for r, region in enumerate(explanation.regions.head(shown).itertuples()):
-        top = table[(table["region"] == region.region) & (table["rank"] <= top_k)]
+        rows_of_region = table[table["region"] == region.region]
+        top = rows_of_region[rows_of_region["rank"] <= top_k]
+        against = rows_of_region["contribution"].clip(upper=0).sum()
         for column in range(top_k):
             ax = figure.add_subplot(grid[r, 1 + column])
             ax.set_xticks([])
@@ -286,7 +307,8 @@ def explanation_figure(
             if column == 0:
                 ax.set_ylabel(
                     f"region {region.region}\n{region.area_px} px\n"
-                    f"evidence {_number(region.tumour_evidence)}\n"
+                    f"margin {_number(region.tumour_margin)}\n"
+                    f"against {_number(against)}\n"
                     f"head {_number(region.head_correction)}",
                     fontsize=7,
                 )
@@ -316,7 +338,8 @@ def explanation_figure(
     more = len(explanation.regions) - shown
     figure.suptitle(
         f"{explanation.sample_id}: the {top_k} prototypes contributing most to each tumour "
-        "region's logit (similarity x last-layer weight, summed over the region)"
+        "region's margin, tumour minus background logit\n(similarity x (tumour - background "
+        "last-layer weight), summed over the region; 'against': all negative contributions)"
         + (f"; {more} smaller regions in the table only" if more > 0 else "")
         + (
             f"; {explanation.skipped} under {explanation.min_area} px skipped"
@@ -385,7 +408,7 @@ def explain_slide(
         mask: RamanSeg's predicted mask of the slide (a 2-D TIFF of 0 and 1).
         out: the figure (``.png`` or ``.pdf``).
         table: where to write the contributions as CSV (one row per region and
-            prototype, with the region's area, tumour evidence and head part), if wanted.
+            prototype, with the region's area, tumour margin and head part), if wanted.
         top_k: prototypes shown per region.
         min_area: the smallest region explained, in pixels (default ``stride**2``).
         max_regions: regions shown in the figure (the largest).
@@ -486,8 +509,9 @@ def add_commands(subparsers: Any) -> None:
         "explain-slide",
         help="RamanSeg's 'this looks like that' for each predicted tumour region of a slide",
         description="For each predicted tumour region of a slide, the RamanSeg prototypes "
-        "contributing most to its tumour logit (similarity x last-layer weight, summed over "
-        "the region), shown beside their source patches from the training set.",
+        "contributing most to its tumour-minus-background logit margin (similarity x the "
+        "difference of the last-layer weights to the two classes, summed over the region), "
+        "shown beside their source patches from the training set.",
     )
     parser.add_argument(
         "--model-dir",

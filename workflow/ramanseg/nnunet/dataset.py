@@ -8,6 +8,9 @@ Layout written (``DatasetXXX_RamanSeg`` below ``nnUNet_raw``)::
     imagesTs/<sample>_0000.tif ...                     the test samples
     splits_final.json                                  our patient-grouped folds
 
+nnU-Net copies ``dataset.json`` into every trained model folder; :func:`read_dataset_channels`
+reads either copy back.
+
 Training cases are the split's train and validation samples (nnU-Net's cross-validation
 runs over them); ``splits_final.json`` is copied into the preprocessed dataset folder
 before training so that nnU-Net's folds are ours and never mix patients.
@@ -23,11 +26,13 @@ import numpy as np
 import tifffile
 
 from ramanseg.config import channel_names
+from ramanseg.errors import InputError
 from ramanseg.fileio import atomic_path
 from ramanseg.preprocessed import PreprocessedSource, files_of, read_mask, read_stack
 
 DATASET_SUFFIX = "RamanSeg"
 FILE_ENDING = ".tif"
+DATASET_JSON = "dataset.json"
 
 
 def dataset_name(dataset_id: int) -> str:
@@ -106,6 +111,46 @@ def export_raw_dataset(
             # 2-D multi-channel TIFFs, one per channel: nnU-Net's natural-image reader.
             "overwrite_image_reader_writer": "NaturalImage2DIO",
         }
-        (tmp / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
+        (tmp / DATASET_JSON).write_text(json.dumps(dataset_json, indent=2))
         (tmp / "splits_final.json").write_text(json.dumps(nnunet_splits(split), indent=2))
     return target
+
+
+def read_dataset_channels(folder: str | Path, *, fix: str) -> list[str]:
+    """The input channels an nnU-Net dataset or trained model was made for.
+
+    Read from its ``dataset.json`` with nnU-Net's own loader (batchgenerators' ``load_json``,
+    as nnU-Net's predictor reads it); ``channel_names`` maps each channel's index, as a
+    string, to its name.
+
+    Args:
+        folder: an nnU-Net raw dataset folder or trained model folder, or its
+            ``dataset.json``.
+        fix: what to tell the user about a missing or bad file.
+
+    Returns:
+        The channel names in nnU-Net's channel order.
+
+    Raises:
+        InputError: a missing or unreadable file, or one without a ``channel_names`` object
+            whose keys are ``"0"`` to ``"n-1"``.
+    """
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+
+    path = Path(folder)
+    if path.name != DATASET_JSON:
+        path = path / DATASET_JSON
+    try:
+        dataset = load_json(str(path))
+    except FileNotFoundError:
+        raise InputError(f"nnU-Net's {DATASET_JSON} does not exist", path=path, fix=fix) from None
+    except (OSError, ValueError) as error:  # ValueError: not UTF-8, or not JSON
+        raise InputError(f"{DATASET_JSON} cannot be read ({error})", path=path, fix=fix) from None
+    names = dataset.get("channel_names") if isinstance(dataset, dict) else None
+    if not isinstance(names, dict) or sorted(names) != sorted(map(str, range(len(names)))):
+        raise InputError(
+            f'{DATASET_JSON} has no channel_names object {{"0": name, "1": name, ...}}',
+            path=path,
+            fix=fix,
+        )
+    return [str(names[str(index)]) for index in range(len(names))]
