@@ -318,6 +318,36 @@ def test_a_slide_without_tumour_says_so(trained, tmp_path, caplog):
     assert pd.read_csv(tmp_path / "none.csv").empty
 
 
+def test_a_region_the_margin_does_not_carry_is_marked(trained, tmp_path, caplog):
+    # A "predicted" region where the model's own margin is negative (the 8 x 8 block of
+    # lowest blended margin): the explanation cannot carry it, and says so.
+    model, metadata = load_trained_model(trained["model_dir"])
+    stack = trained["preprocessed"] / "te0" / "stack.ome.tif"
+    image, _ = read_stack(stack, "te0")
+    logit_margin = blended(model, image, metadata["patch_size"], margin)
+    sums = np.lib.stride_tricks.sliding_window_view(logit_margin, (8, 8)).sum(axis=(2, 3))
+    y, x = np.unravel_index(np.argmin(sums), sums.shape)
+    assert sums[y, x] < 0  # the tiny model sees background somewhere on the slide
+    mask = np.zeros(logit_margin.shape, np.uint8)
+    mask[y : y + 8, x : x + 8] = 1
+    tifffile.imwrite(tmp_path / "mask.tif", mask)
+    with caplog.at_level("WARNING"):
+        explanation = explain_slide(
+            trained["model_dir"], stack, tmp_path / "mask.tif", tmp_path / "contrary.png"
+        )
+    assert explanation.regions["tumour_margin"].iloc[0] == pytest.approx(sums[y, x], rel=1e-4)
+    assert "region(s) 1 have a summed margin <= 0" in caplog.text
+    # The model's own prediction on its regions is carried: no warning.
+    caplog.clear()
+    own = (logit_margin > 0).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "own.tif", own)
+    with caplog.at_level("WARNING"):
+        result = explain_slide(
+            trained["model_dir"], stack, tmp_path / "own.tif", tmp_path / "own.png"
+        )
+    assert (result.regions["tumour_margin"] > 0).all() and "margin <= 0" not in caplog.text
+
+
 def test_explain_slide_bad_inputs(trained, tmp_path, monkeypatch):
     register_commands(monkeypatch, "ramanseg.interpret.slide_explanation")
     model_dir = trained["model_dir"]

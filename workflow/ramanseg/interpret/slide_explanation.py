@@ -305,12 +305,18 @@ def explanation_figure(
             ax.set_xticks([])
             ax.set_yticks([])
             if column == 0:
+                # A predicted region whose summed margin is not positive: the explanation
+                # does not carry its prediction (near the threshold, blended probabilities
+                # and blended log-odds can disagree); said, not hidden.
+                contrary = region.tumour_margin <= 0
                 ax.set_ylabel(
                     f"region {region.region}\n{region.area_px} px\n"
                     f"margin {_number(region.tumour_margin)}\n"
                     f"against {_number(against)}\n"
-                    f"head {_number(region.head_correction)}",
+                    f"head {_number(region.head_correction)}"
+                    + ("\nmargin <= 0: borderline,\nnot explained" if contrary else ""),
                     fontsize=7,
+                    color="red" if contrary else "black",
                 )
             if column >= len(top):
                 ax.set_axis_off()
@@ -498,6 +504,16 @@ def explain_slide(
             explanation.skipped,
             out,
         )
+        contrary = explanation.regions[explanation.regions["tumour_margin"] <= 0]
+        if not contrary.empty:
+            log.warning(
+                "%s: predicted tumour region(s) %s have a summed margin <= 0: the prototypes "
+                "do not explain their prediction (borderline pixels, where the blended "
+                "probabilities and the blended log-odds disagree); marked in red in %s",
+                sample_id,
+                ", ".join(str(r) for r in contrary["region"]),
+                out,
+            )
     return explanation
 
 
