@@ -46,6 +46,7 @@ try:
     RESULTS = results_dir(config, Path.cwd(), Path(workflow.basedir) / "resources")
 except ConfigError as error:
     stop(str(error))
+
 #: The paper's own numbers, shipped with the workflow (not in the working directory).
 PAPER_RESULTS = Path(workflow.basedir) / "resources" / "paper_results.csv"
 #: The report captions, shipped with the workflow.
