@@ -48,7 +48,7 @@ def test_every_rule_runs_on_every_variant_of_the_input_contract(tmp_path):
     data = workdir / "resources" / "phantom_variants"
     sheet = pd.read_csv(data / "samples.tsv", sep="\t", dtype=str, keep_default_na=False)
     sheet = sheet.set_index("sample_id", drop=False)
-    results = workdir / "results"
+    results = workdir / "results_variants"  # config/variants.yaml: results_dir
     split = json.loads((results / "split" / "split.json").read_text())
     assert sorted(split["train"] + split["val"] + split["test"]) == sorted(sheet.index)
 

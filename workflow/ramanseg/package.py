@@ -540,7 +540,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--models", required=True, nargs="+", help="the models to package")
     parser.add_argument(
-        "--models-dir", type=Path, default=Path("results/models"), help="our models' folders"
+        "--models-dir", required=True, type=Path, help="our models' folders (results/models)"
     )
     parser.add_argument(
         "--nnunet-model-dir", type=Path, help="nnU-Net's trained model folder (for nnunet)"

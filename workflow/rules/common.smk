@@ -17,6 +17,7 @@ from ramanseg.nnunet.settings import NnunetSettings
 from ramanseg.phantom import phantom_samplesheet
 from ramanseg.predictions import MASK_SUFFIX, PROBABILITY_SUFFIX
 from ramanseg.repeats import CV_MODELS, SEED_MODELS, RepeatSettings
+from ramanseg.results_dir import results_dir
 from ramanseg.samplesheet import read_samplesheet
 from ramanseg.split import fold_split, make_split
 
@@ -39,7 +40,13 @@ try:
 except ConfigError as error:
     stop(str(error))
 
-RESULTS = Path("results")
+#: Every output's folder (config key `results_dir`; ramanseg.results_dir): `results` in
+#: the demo, so that its paths and commands are those of every run before the key existed.
+try:
+    RESULTS = results_dir(config, Path.cwd(), Path(workflow.basedir) / "resources")
+except ConfigError as error:
+    stop(str(error))
+
 #: The paper's own numbers, shipped with the workflow (not in the working directory).
 PAPER_RESULTS = Path(workflow.basedir) / "resources" / "paper_results.csv"
 #: The report captions, shipped with the workflow.

@@ -23,7 +23,7 @@ def other_mode_target(target):
             "key `model_package` is empty. Fix: name the package and the slides' sample "
             f"sheet: `snakemake {target} --config model_package=path/to/models.zip "
             "predict_samplesheet=slides.tsv` (`snakemake package` writes "
-            "results/package/models.zip; README: Segment new slides)"
+            f"{RESULTS / 'package' / 'models.zip'}; README: Segment new slides)"
         )
 
     def refuse(wildcards):
