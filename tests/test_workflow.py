@@ -69,7 +69,9 @@ def test_the_data_target_stops_after_preprocessing_and_qc_figures():
 def test_dry_run_plans_the_paper_settings_on_paper_scale_synthetic_data():
     result = snakemake("-n", "--forceall", "--configfile", "config/paper.yaml")
     jobs = planned_jobs(result.stdout)
-    assert jobs["preprocess"] == 32 and jobs["phantom"] == 1 and jobs["nnunet_train"] == 5
+    assert jobs["preprocess"] == 32 and jobs["phantom"] == 1
+    # nnU-Net's 5 folds once per seed of `seeds: [0, 1, 2]`.
+    assert jobs["nnunet_train"] == 5 * 3 and jobs["nnunet_predict"] == 3
     # The paper's settings reach the jobs: nnU-Net's standard trainer, on a GPU.
     detail = snakemake("-n", "--forceall", "-p", "--configfile", "config/paper.yaml").stdout
     assert '"trainer": "nnUNetTrainer"' in detail
