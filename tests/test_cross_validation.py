@@ -296,6 +296,10 @@ def test_the_spread_over_seeds_and_the_difference_paired_by_seed(data):
         f"| {difference.mean():+.1f} ± {difference.std(ddof=1):.1f} (1 of 3 higher) |" in markdown
     )
     assert "| Dice − nnU-Net, paired by seed |" in markdown
+    # Four predicted rows of four label every pixel tumour: those seeds are one-sided.
+    assert table.loc["unet", "one_sided_seeds"] == "1"
+    assert table.loc["nnunet", "one_sided_seeds"] == "0 1"
+    assert "**ONE-SIDED PREDICTION**" in markdown and "U-Net, seed 1 labels most" in markdown
     assert "nnU-Net is retrained in all its folds per seed" in markdown
 
 

@@ -346,6 +346,21 @@ def test_cli_writes_the_table_beside_the_paper_deterministically(fake_run):
     assert {name: (out.parent / name).read_bytes() for name in names} == first
 
 
+def test_a_model_that_labels_all_tissue_tumour_is_flagged(fake_run, caplog):
+    everything = np.ones((6, 6), np.float32)
+    for sample in ("A", "B"):
+        write_prediction(fake_run["predictions"] / "logreg", sample, everything)
+    with caplog.at_level("WARNING"):
+        assert _cli(fake_run) == 0
+    table = pd.read_csv(fake_run["out"].parent / "results.csv").set_index("model")
+    assert table.loc["logreg", "one_sided"] == "tumour"
+    assert pd.isna(table.loc["nnunet", "one_sided"])  # written as "" in the CSV
+    markdown = (fake_run["out"].parent / "results.md").read_text()
+    assert "**ONE-SIDED PREDICTION**" in markdown
+    assert "Per-pixel logistic regression labels most non-tumour pixels tumour" in markdown
+    assert "ONE-SIDED PREDICTION: Per-pixel logistic regression" in caplog.text
+
+
 def test_missing_prediction_names_the_model_and_its_rule(fake_run, capsys):
     (fake_run["predictions"] / "logreg" / "B.mask.tif").unlink()
     assert _cli(fake_run) == 2

@@ -456,6 +456,7 @@ def run_evaluate(
         read_paper_results,
         table_with_statistics,
     )
+    from ramanseg.one_sided import one_sided_note, one_sided_runs, with_one_sided_column
     from ramanseg.split import read_split
 
     settings = settings or EvaluationSettings()
@@ -467,9 +468,12 @@ def run_evaluate(
     per_sample = evaluate_models(predictions, models, truth, samples, settings.pixels)
     per_sample.insert(2, "patient", [patient_of[sample] for sample in per_sample["sample"]])
     table, comparisons = table_with_statistics(per_sample, patient_of, settings, paper_table)
+    flagged = one_sided_runs(per_sample)
+    table = with_one_sided_column(table, flagged)
     markdown = markdown_results(
         table, settings.pixels, settings.confidence_level, settings.resamples, settings.seed
     )
+    markdown += "\n" + note + "\n" if (note := one_sided_note(flagged)) else ""
     for section in map(Path, sections):
         if not section.is_file():
             raise InputError(

@@ -48,6 +48,7 @@ from ramanseg.evaluate import (
 )
 from ramanseg.figures import table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
+from ramanseg.one_sided import one_sided_note, one_sided_runs
 from ramanseg.predictions import parse_prediction_path
 from ramanseg.preprocessed import PreprocessedSource
 
@@ -301,7 +302,13 @@ def run_evaluate_seeds(
     runs = seed_runs(per_sample)
     runs.insert(1, "label", [model_label(model) for model in runs["model"]])
     summary = seed_summary(runs).merge(seed_differences(runs, reference), on="model")
+    flagged = one_sided_runs(per_sample, ("model", "seed"))
+    summary["one_sided_seeds"] = [
+        " ".join(str(seed) for seed in flagged.loc[flagged["model"] == model, "seed"])
+        for model in summary["model"]
+    ]
     markdown = markdown_seeds(summary, len(samples))
+    markdown += "\n" + note + "\n" if (note := one_sided_note(flagged)) else ""
     write_files(
         {
             **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),
