@@ -300,6 +300,8 @@ def test_the_spread_over_seeds_and_the_difference_paired_by_seed(data):
     assert table.loc["unet", "one_sided_seeds"] == "1"
     assert table.loc["nnunet", "one_sided_seeds"] == "0 1"
     assert "**ONE-SIDED PREDICTION**" in markdown and "U-Net, seed 1 labels most" in markdown
+    for suffix, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF")):
+        assert (out / f"results_seeds_dice{suffix}").read_bytes().startswith(magic)
     assert "nnU-Net is retrained in all its folds per seed" in markdown
 
 

@@ -189,3 +189,4 @@ def test_tiny_repeated_seeds_run(tmp_path):
     assert set(table["seeds"]) == {"0 1"} and table["dice_sd"].notna().all()
     markdown = (results / "evaluation" / "results_seeds.md").read_text()
     assert markdown.startswith("## Repeated seeds") and "nnU-Net |" in markdown
+    assert (results / "evaluation" / "results_seeds_dice.png").read_bytes().startswith(b"\x89PNG")

@@ -32,7 +32,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -46,11 +46,14 @@ from ramanseg.evaluate import (
     evaluate_models,
     settings_and_truth_from_args,
 )
-from ramanseg.figures import table_bytes
+from ramanseg.figures import figure_bytes, new_figure, table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
 from ramanseg.one_sided import one_sided_note, one_sided_runs
 from ramanseg.predictions import parse_prediction_path
 from ramanseg.preprocessed import PreprocessedSource
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +252,63 @@ def markdown_seeds(summary: pd.DataFrame, n_samples: int) -> str:
     return f"{HEADING}\n\n" + "\n".join(lines) + f"\n\n{note}\n"
 
 
+def seeds_figure(runs: pd.DataFrame, flagged: pd.DataFrame, reference: str) -> Figure:
+    """Each seed's mean test Dice across the models: one line per seed (the runs of one
+    seed are paired, as the table's last column pairs them), the mean over the seeds as a
+    bar, and a one-sided run (:mod:`ramanseg.one_sided`) as a red cross.
+
+    Args:
+        runs: :func:`seed_runs`' table with its ``label`` column.
+        flagged: :func:`ramanseg.one_sided.one_sided_runs` by model and seed.
+        reference: the reference model (marked on its axis label).
+    """
+    from matplotlib.lines import Line2D
+
+    from ramanseg.evaluation_report import PATIENT_COLOURS
+
+    models = list(dict.fromkeys(runs["model"]))
+    labels = [
+        f"{model_label(m)}\n(reference)" if m == reference else model_label(m) for m in models
+    ]
+    dice = runs.pivot(index="seed", columns="model", values="dice_mean")[models]
+    figure = new_figure(max(5.5, 1.0 * len(models) + 2.5), 4.2)
+    axis = figure.subplots()
+    positions = np.arange(len(models))
+    colours = {
+        seed: PATIENT_COLOURS[index % len(PATIENT_COLOURS)] for index, seed in enumerate(dice.index)
+    }
+    for seed, values in dice.iterrows():
+        axis.plot(positions, values.to_numpy(dtype=float), marker="o", markersize=4,
+                  linewidth=1.0, alpha=0.8, color=colours[seed])  # fmt: skip
+    axis.scatter(positions, dice.mean(axis=0).to_numpy(dtype=float), marker="_", s=900,
+                 linewidths=2.5, color="black", zorder=3)  # fmt: skip
+    column = {model: index for index, model in enumerate(models)}
+    pairs = zip(flagged["model"], flagged["seed"], strict=True)
+    crosses = [(column[model], dice.loc[seed, model]) for model, seed in pairs]
+    if crosses:
+        x, y = zip(*crosses, strict=True)
+        axis.scatter(x, y, marker="x", s=80, linewidths=2, color="red", zorder=4)
+    handles = [Line2D([], [], color=colours[s], marker="o", markersize=4) for s in dice.index]
+    handles.append(Line2D([], [], color="black", marker="_", markersize=14, linewidth=0))
+    names = [f"seed {seed}" for seed in dice.index] + ["mean over seeds"]
+    if crosses:
+        handles.append(Line2D([], [], color="red", marker="x", linewidth=0, markersize=7))
+        names.append("one-sided run")
+    axis.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                frameon=False)  # fmt: skip
+    axis.set_xticks(positions)
+    axis.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    axis.set_xlim(-0.4, len(models) - 0.6)
+    axis.set_ylim(0, 105)
+    axis.set_ylabel("mean test Dice of the tumour class (%)")
+    axis.grid(True, axis="y", alpha=0.3)
+    axis.set_title(
+        f"Test Dice per training seed ({len(dice)} seeds); each line joins one seed's runs",
+        fontsize=10,
+    )
+    return figure
+
+
 def run_evaluate_seeds(
     predictions: Sequence[str | Path],
     seeds: Sequence[int],
@@ -262,8 +322,9 @@ def run_evaluate_seeds(
     """Evaluate every seed's test predictions and write the spread over the seeds.
 
     Writes, after everything is computed: ``<prefix>.csv`` / ``.parquet`` / ``.md`` (per
-    model, :func:`seed_summary`), ``<prefix>_runs.csv`` / ``.parquet`` (per model and seed)
-    and ``<prefix>_per_sample.csv`` / ``.parquet``.
+    model, :func:`seed_summary`), ``<prefix>_runs.csv`` / ``.parquet`` (per model and seed),
+    ``<prefix>_per_sample.csv`` / ``.parquet`` and ``<prefix>_dice.png`` / ``.pdf``
+    (:func:`seeds_figure`).
 
     Args:
         predictions: every seed's predicted masks of the test samples.
@@ -314,6 +375,10 @@ def run_evaluate_seeds(
             **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),
             **prefixed(with_suffix(out_prefix, "_runs"), table_bytes(runs)),
             **prefixed(out_prefix, table_bytes(summary, markdown, float_format="%.4f")),
+            **prefixed(
+                with_suffix(out_prefix, "_dice"),
+                figure_bytes(seeds_figure(runs, flagged, reference)),
+            ),
         }
     )
     log.info("repeated seeds:\n%s", markdown)
@@ -332,7 +397,7 @@ def add_commands(subparsers: Any) -> None:
         parser,
         predictions_help="the seeds' predicted masks",
         samples="test",
-        writes="_runs and _per_sample as .csv .parquet",
+        writes="_runs and _per_sample as .csv .parquet, _dice as .png .pdf",
     )
     parser.add_argument(
         "--seeds",

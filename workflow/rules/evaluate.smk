@@ -335,6 +335,12 @@ rule evaluate_seeds:
         runs_parquet=RESULTS / "evaluation" / "results_seeds_runs.parquet",
         per_sample=RESULTS / "evaluation" / "results_seeds_per_sample.csv",
         per_sample_parquet=RESULTS / "evaluation" / "results_seeds_per_sample.parquet",
+        figure=report(
+            RESULTS / "evaluation" / "results_seeds_dice.png",
+            caption="../report/results_seeds_dice.rst",
+            category="3. Results",
+        ),
+        figure_pdf=RESULTS / "evaluation" / "results_seeds_dice.pdf",
     params:
         # The seed of each mask, in the order of input.masks.
         seeds=[seed for seed, model in SEED_RUNS for sample in TEST_SAMPLES],
