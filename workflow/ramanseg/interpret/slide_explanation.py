@@ -50,7 +50,7 @@ from ramanseg.figures import figure_bytes, new_figure, table_bytes
 from ramanseg.fileio import write_files
 from ramanseg.interpret.prototypes import PROTOTYPE_CLASS_NAMES
 from ramanseg.models.data import pad_to_min_size
-from ramanseg.models.inference import blending_weights, window_starts
+from ramanseg.models.inference import blending_weights, window_corners
 from ramanseg.models.prototypes.patches import (
     PATCHES_NAME,
     PrototypePatches,
@@ -160,12 +160,7 @@ def region_contributions(
     weights = blending_weights(patch_size, blend)
     padded = pad_to_min_size(np.asarray(image, dtype=np.float32), patch_size)
     padded_labels = pad_to_min_size(np.asarray(labels, dtype=np.int32), patch_size)
-    stride = max(1, round(patch_size * (1 - overlap)))
-    corners = [
-        (y, x)
-        for y in window_starts(padded.shape[1], patch_size, stride)
-        for x in window_starts(padded.shape[2], patch_size, stride)
-    ]
+    corners = window_corners(padded.shape[1:], patch_size, overlap)
     weight_sum = np.zeros(padded.shape[1:], dtype=np.float64)
     for y, x in corners:
         weight_sum[y : y + patch_size, x : x + patch_size] += weights

@@ -116,6 +116,25 @@ def window_starts(length: int, patch_size: int, stride: int) -> list[int]:
     return starts
 
 
+def window_corners(
+    shape: tuple[int, int], patch_size: int, overlap: float
+) -> list[tuple[int, int]]:
+    """The (y, x) corners of the sliding windows over a padded image of ``shape``.
+
+    Args:
+        shape: the padded image's (Y, X), each at least ``patch_size``.
+        patch_size: the window side P.
+        overlap: fraction of a window shared with its neighbour; the stride is
+            ``max(1, round(P * (1 - overlap)))``.
+    """
+    stride = max(1, round(patch_size * (1 - overlap)))
+    return [
+        (y, x)
+        for y in window_starts(shape[0], patch_size, stride)
+        for x in window_starts(shape[1], patch_size, stride)
+    ]
+
+
 def blending_weights(patch_size: int, mode: str = "gaussian") -> np.ndarray:
     """Per-pixel weights of one window, highest at its centre, strictly positive.
 
@@ -187,12 +206,7 @@ def sliding_window_probability(
     weights = blending_weights(patch_size, blend)
     height, width = image.shape[1:]
     padded = pad_to_min_size(np.asarray(image, dtype=np.float32), patch_size)
-    stride = max(1, round(patch_size * (1 - overlap)))
-    corners = [
-        (y, x)
-        for y in window_starts(padded.shape[1], patch_size, stride)
-        for x in window_starts(padded.shape[2], patch_size, stride)
-    ]
+    corners = window_corners(padded.shape[1:], patch_size, overlap)
     # float64 accumulators: the weighted average then reproduces a constant prediction
     # to the last bit of float32.
     total = np.zeros(padded.shape[1:], dtype=np.float64)
