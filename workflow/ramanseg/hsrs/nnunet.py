@@ -336,19 +336,13 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``hsrs-nnunet-export`` and ``hsrs-nnunet-predict``."""
-    from ramanseg.cli import add_settings_arguments
+    from ramanseg.nnunet.cli import add_common_arguments
 
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--dataset", required=True, help="the HSRS dataset (cells, celegans)")
         parser.add_argument("--stacks", required=True, nargs="+", metavar="NPZ")
-        parser.add_argument(
-            "--nnunet-dir",
-            required=True,
-            type=Path,
-            help="results/hsrs/nnunet/<dataset>: nnU-Net's raw, preprocessed, trained folders",
-        )
-        parser.add_argument("--threads", type=int, default=1, help="processes nnU-Net may use")
-        add_settings_arguments(parser)
+        # --nnunet-dir (results/hsrs/nnunet/<dataset>), --threads and the settings.
+        add_common_arguments(parser)
 
     parser = subparsers.add_parser(
         "hsrs-nnunet-export",
