@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -423,6 +423,57 @@ PATIENT_COLOURS = (
 )  # fmt: skip
 
 
+def lines_across_models(
+    axis: Any,
+    values: pd.DataFrame,
+    line_colours: Sequence[str],
+    labels: Sequence[str],
+    legend: Sequence[tuple[Any, str]],
+    mean_label: str = "mean",
+    legend_after: Sequence[tuple[Any, str]] = (),
+) -> np.ndarray:
+    """Draw paired values across the models: one line per row of ``values``, its column
+    mean as a black bar, the models on the x axis and a Dice axis from 0 to 105.
+
+    Args:
+        axis: the Matplotlib axes.
+        values: one row per line (a sample, a seed), one column per model, in order.
+        line_colours: the colour of each row's line.
+        labels: the x tick label of each model.
+        legend: the legend's entries before the mean's, as (handle, name).
+        mean_label: the mean bar's name in the legend.
+        legend_after: entries after the mean's (marks the caller draws itself).
+
+    Returns:
+        The models' x positions.
+    """
+    from matplotlib.lines import Line2D
+
+    positions = np.arange(values.shape[1])
+    for (_, row), colour in zip(values.iterrows(), line_colours, strict=True):
+        axis.plot(positions, row.to_numpy(dtype=float), marker="o", markersize=4,
+                  linewidth=1.0, alpha=0.8, color=colour)  # fmt: skip
+    axis.scatter(positions, values.mean(axis=0).to_numpy(dtype=float), marker="_", s=900,
+                 linewidths=2.5, color="black", zorder=3)  # fmt: skip
+    mean = Line2D([], [], color="black", marker="_", markersize=14, linewidth=0)
+    handles, names = zip(*[*legend, (mean, mean_label), *legend_after], strict=True)
+    axis.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                frameon=False)  # fmt: skip
+    axis.set_xticks(positions)
+    axis.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
+    axis.set_xlim(-0.4, len(positions) - 0.6)
+    axis.set_ylim(0, 105)
+    axis.grid(True, axis="y", alpha=0.3)
+    return positions
+
+
+def legend_line(colour: str) -> Any:
+    """A legend handle for a line of :func:`lines_across_models`."""
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color=colour, marker="o", markersize=4)
+
+
 def paired_figure(per_sample: pd.DataFrame, table: pd.DataFrame, reference: str) -> Figure:
     """Every test sample's Dice across the models: one line per sample, one colour per patient.
 
@@ -442,44 +493,14 @@ def paired_figure(per_sample: pd.DataFrame, table: pd.DataFrame, reference: str)
     patient_of = per_sample.drop_duplicates("sample").set_index("sample")["patient"]
     patients = sorted(set(patient_of))
     colour = {p: PATIENT_COLOURS[i % len(PATIENT_COLOURS)] for i, p in enumerate(patients)}
-    positions = np.arange(len(models))
-    for sample, values in dice.iterrows():
-        axis.plot(
-            positions,
-            values.to_numpy(dtype=float),
-            marker="o",
-            markersize=4,
-            linewidth=1.0,
-            alpha=0.8,
-            color=colour[patient_of[sample]],
-        )
-    axis.scatter(
-        positions,
-        dice.mean(axis=0).to_numpy(dtype=float),
-        marker="_",
-        s=900,
-        linewidths=2.5,
-        color="black",
-        zorder=3,
+    lines_across_models(
+        axis,
+        dice,
+        [colour[patient_of[sample]] for sample in dice.index],
+        labels,
+        [(legend_line(colour[p]), f"patient {p}") for p in patients],
     )
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=colour[p], marker="o", markersize=4) for p in patients]
-    handles.append(Line2D([], [], color="black", marker="_", markersize=14, linewidth=0))
-    axis.legend(
-        handles,
-        [f"patient {p}" for p in patients] + ["mean"],
-        fontsize=7,
-        loc="center left",
-        bbox_to_anchor=(1.01, 0.5),
-        frameon=False,
-    )
-    axis.set_xticks(positions)
-    axis.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
-    axis.set_xlim(-0.4, len(models) - 0.6)
-    axis.set_ylim(0, 105)
     axis.set_ylabel("Dice of the tumour class (%)")
-    axis.grid(True, axis="y", alpha=0.3)
     axis.set_title(
         f"Per-sample test Dice, {_count(len(dice), 'sample')} of "
         f"{_count(len(patients), 'patient')}; each line joins one sample",

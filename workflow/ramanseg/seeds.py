@@ -258,13 +258,13 @@ def seeds_figure(runs: pd.DataFrame, flagged: pd.DataFrame, reference: str) -> F
     bar, and a one-sided run (:mod:`ramanseg.one_sided`) as a red cross.
 
     Args:
-        runs: :func:`seed_runs`' table with its ``label`` column.
+        runs: :func:`seed_runs`' table.
         flagged: :func:`ramanseg.one_sided.one_sided_runs` by model and seed.
         reference: the reference model (marked on its axis label).
     """
     from matplotlib.lines import Line2D
 
-    from ramanseg.evaluation_report import PATIENT_COLOURS
+    from ramanseg.evaluation_report import PATIENT_COLOURS, legend_line, lines_across_models
 
     models = list(dict.fromkeys(runs["model"]))
     labels = [
@@ -273,35 +273,18 @@ def seeds_figure(runs: pd.DataFrame, flagged: pd.DataFrame, reference: str) -> F
     dice = runs.pivot(index="seed", columns="model", values="dice_mean")[models]
     figure = new_figure(max(5.5, 1.0 * len(models) + 2.5), 4.2)
     axis = figure.subplots()
-    positions = np.arange(len(models))
-    colours = {
-        seed: PATIENT_COLOURS[index % len(PATIENT_COLOURS)] for index, seed in enumerate(dice.index)
-    }
-    for seed, values in dice.iterrows():
-        axis.plot(positions, values.to_numpy(dtype=float), marker="o", markersize=4,
-                  linewidth=1.0, alpha=0.8, color=colours[seed])  # fmt: skip
-    axis.scatter(positions, dice.mean(axis=0).to_numpy(dtype=float), marker="_", s=900,
-                 linewidths=2.5, color="black", zorder=3)  # fmt: skip
+    colours = [PATIENT_COLOURS[index % len(PATIENT_COLOURS)] for index in range(len(dice))]
+    legend = [(legend_line(c), f"seed {seed}") for c, seed in zip(colours, dice.index, strict=True)]
     column = {model: index for index, model in enumerate(models)}
     pairs = zip(flagged["model"], flagged["seed"], strict=True)
     crosses = [(column[model], dice.loc[seed, model]) for model, seed in pairs]
+    marker = Line2D([], [], color="red", marker="x", linewidth=0, markersize=7)
+    cross = [(marker, "one-sided run")] if crosses else []
+    lines_across_models(axis, dice, colours, labels, legend, "mean over seeds", cross)
     if crosses:
         x, y = zip(*crosses, strict=True)
         axis.scatter(x, y, marker="x", s=80, linewidths=2, color="red", zorder=4)
-    handles = [Line2D([], [], color=colours[s], marker="o", markersize=4) for s in dice.index]
-    handles.append(Line2D([], [], color="black", marker="_", markersize=14, linewidth=0))
-    names = [f"seed {seed}" for seed in dice.index] + ["mean over seeds"]
-    if crosses:
-        handles.append(Line2D([], [], color="red", marker="x", linewidth=0, markersize=7))
-        names.append("one-sided run")
-    axis.legend(handles, names, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5),
-                frameon=False)  # fmt: skip
-    axis.set_xticks(positions)
-    axis.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)
-    axis.set_xlim(-0.4, len(models) - 0.6)
-    axis.set_ylim(0, 105)
     axis.set_ylabel("mean test Dice of the tumour class (%)")
-    axis.grid(True, axis="y", alpha=0.3)
     axis.set_title(
         f"Test Dice per training seed ({len(dice)} seeds); each line joins one seed's runs",
         fontsize=10,
