@@ -30,6 +30,23 @@ def _config(tmp_path, **keys):
     return str(path)
 
 
+def _tiny_run(tmp_path, target, **keys):
+    """Run the workflow up to ``target`` on the tiny configuration with ``keys`` set; the
+    working directory."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    tiny = tiny_config(tmp_path)
+    tiny.write_text(yaml.safe_dump({**yaml.safe_load(tiny.read_text()), **keys}))
+    snakemake(
+        "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir),
+        "--configfile", str(REPO / "config" / "config.yaml"), str(tiny),
+        "--cores", "2",
+        target,
+    )  # fmt: skip
+    return workdir
+
+
 def test_the_demo_plans_no_repeated_training():
     jobs = planned_jobs(snakemake("-n", "--forceall").stdout)
     assert not REPEAT_RULES & set(jobs)
@@ -109,18 +126,7 @@ def test_impossible_repeats_stop_the_dry_run(tmp_path, keys, message):
 def test_tiny_cross_validated_run(tmp_path):
     # Only the cross-validated table's jobs (the tiny demo test runs the others; the seeds
     # reuse the models' own rules, checked by the dry run above).
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    tiny = tiny_config(tmp_path)
-    config = yaml.safe_load(tiny.read_text())
-    tiny.write_text(yaml.safe_dump({**config, "cross_validation": True}))
-    snakemake(
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(REPO / "config" / "config.yaml"), str(tiny),
-        "--cores", "2",
-        "results/evaluation/results_cv.md",
-    )  # fmt: skip
+    workdir = _tiny_run(tmp_path, "results/evaluation/results_cv.md", cross_validation=True)
     evaluation = workdir / "results" / "evaluation"
     split = json.loads((workdir / "results" / "split" / "split.json").read_text())
     per_sample = pd.read_csv(evaluation / "results_cv_per_sample.csv")
@@ -148,18 +154,7 @@ def test_tiny_cross_validated_run(tmp_path):
 def test_tiny_repeated_seeds_run(tmp_path):
     # Only the repeated-seeds table's jobs: every model of the table, seeds 0 (the main
     # run) and 1, through the same rules as the demo's.
-    workdir = tmp_path / "run"
-    workdir.mkdir()
-    tiny = tiny_config(tmp_path)
-    config = yaml.safe_load(tiny.read_text())
-    tiny.write_text(yaml.safe_dump({**config, "seeds": [0, 1]}))
-    snakemake(
-        "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir),
-        "--configfile", str(REPO / "config" / "config.yaml"), str(tiny),
-        "--cores", "2",
-        "results/evaluation/results_seeds.md",
-    )  # fmt: skip
+    workdir = _tiny_run(tmp_path, "results/evaluation/results_seeds.md", seeds=[0, 1])
     results = workdir / "results"
     split = json.loads((results / "split" / "split.json").read_text())
     per_sample = pd.read_csv(results / "evaluation" / "results_seeds_per_sample.csv")
