@@ -260,7 +260,7 @@ def run_evaluate_cv(
     per_sample.insert(2, "fold", [fold_of[sample] for sample in per_sample["sample"]])
     per_sample.insert(3, "patient", [patient_of[sample] for sample in per_sample["sample"]])
     from ramanseg.evaluation_report import table_with_statistics
-    from ramanseg.one_sided import one_sided_note, one_sided_runs, with_one_sided_column
+    from ramanseg.one_sided import one_sided_runs, with_one_sided_column, with_one_sided_note
 
     table, comparisons = table_with_statistics(per_sample, patient_of, settings)
     table = table[[column for column in table.columns if not column.startswith("paper_")]]
@@ -268,7 +268,7 @@ def run_evaluate_cv(
     table = with_one_sided_column(table, flagged)
     folds = fold_table(per_sample)
     markdown = markdown_cv(table, fold_of, settings, folds)
-    markdown += "\n" + note + "\n" if (note := one_sided_note(flagged)) else ""
+    markdown = with_one_sided_note(markdown, flagged)
     write_files(
         {
             **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),

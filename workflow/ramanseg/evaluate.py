@@ -456,7 +456,7 @@ def run_evaluate(
         read_paper_results,
         table_with_statistics,
     )
-    from ramanseg.one_sided import one_sided_note, one_sided_runs, with_one_sided_column
+    from ramanseg.one_sided import one_sided_runs, with_one_sided_column, with_one_sided_note
     from ramanseg.split import read_split
 
     settings = settings or EvaluationSettings()
@@ -473,7 +473,7 @@ def run_evaluate(
     markdown = markdown_results(
         table, settings.pixels, settings.confidence_level, settings.resamples, settings.seed
     )
-    markdown += "\n" + note + "\n" if (note := one_sided_note(flagged)) else ""
+    markdown = with_one_sided_note(markdown, flagged)
     for section in map(Path, sections):
         if not section.is_file():
             raise InputError(

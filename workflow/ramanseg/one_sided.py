@@ -106,6 +106,12 @@ def one_sided_note(flagged: pd.DataFrame) -> str:
     )
 
 
+def with_one_sided_note(markdown: str, flagged: pd.DataFrame) -> str:
+    """``markdown`` with :func:`one_sided_note` appended as a paragraph, if there is one."""
+    note = one_sided_note(flagged)
+    return f"{markdown}\n{note}\n" if note else markdown
+
+
 def with_one_sided_column(table: pd.DataFrame, flagged: pd.DataFrame) -> pd.DataFrame:
     """``table`` (one row per model) with ``one_sided``: the flagged side, or ""."""
     side = dict(zip(flagged["model"], flagged["side"], strict=True))

@@ -48,7 +48,7 @@ from ramanseg.evaluate import (
 )
 from ramanseg.figures import figure_bytes, new_figure, table_bytes
 from ramanseg.fileio import prefixed, with_suffix, write_files
-from ramanseg.one_sided import one_sided_note, one_sided_runs
+from ramanseg.one_sided import one_sided_runs, with_one_sided_note
 from ramanseg.predictions import parse_prediction_path
 from ramanseg.preprocessed import PreprocessedSource
 
@@ -352,7 +352,7 @@ def run_evaluate_seeds(
         for model in summary["model"]
     ]
     markdown = markdown_seeds(summary, len(samples))
-    markdown += "\n" + note + "\n" if (note := one_sided_note(flagged)) else ""
+    markdown = with_one_sided_note(markdown, flagged)
     write_files(
         {
             **prefixed(with_suffix(out_prefix, "_per_sample"), table_bytes(per_sample)),
