@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import tifffile
 import yaml
@@ -142,6 +143,18 @@ def tiny_config(workdir: Path) -> Path:
     return path
 
 
+def check_intervals(table: pd.DataFrame) -> pd.DataFrame:
+    """Assert a results table is possible: Dice in [0, 100], each mean inside its patient
+    bootstrap interval, the reference model named, the one-sided column present; the rows
+    that have an interval."""
+    assert table["dice_mean"].between(0, 100).all()
+    with_ci = table.dropna(subset=["dice_ci_low", "dice_ci_high"])
+    assert (with_ci["dice_ci_low"] <= with_ci["dice_mean"] + 1e-9).all()
+    assert (with_ci["dice_mean"] <= with_ci["dice_ci_high"] + 1e-9).all()
+    assert (table["reference"] == "nnunet").all() and "one_sided" in table.columns
+    return with_ci
+
+
 def test_tiny_demo_runs_every_rule(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -187,6 +200,14 @@ def test_tiny_demo_runs_every_rule(tmp_path):
         assert written == expected, model
     for name in ("results_comparisons.csv", "results_paired.png", "results_forest.png"):
         assert (workdir / "results" / "evaluation" / name).is_file()
+    # Through the rule: every mean lies in its patient bootstrap interval, every Dice in
+    # [0, 100], and the table and its notes say how the intervals and marks were made.
+    table = pd.read_csv(workdir / "results" / "evaluation" / "results.csv")
+    with_ci = check_intervals(table)
+    markdown = (workdir / "results" / "evaluation" / "results.md").read_text()
+    assert "| Dice 95 % CI |" in markdown and "Dice vs nnU-Net: difference" in markdown
+    if with_ci.empty:  # one test patient
+        assert "one patient: no CI" in markdown
     results = (workdir / "results" / "evaluation" / "results.csv").read_text()
     for model in (
         "unet",

@@ -10,7 +10,7 @@ import yaml
 
 from ramanseg.catalog import EVALUATED_MODELS, TORCH_MODELS
 from tests.conftest import REPO
-from tests.test_workflow import planned_jobs, snakemake, tiny_config
+from tests.test_workflow import check_intervals, planned_jobs, snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow
 
@@ -147,6 +147,7 @@ def test_tiny_cross_validated_run(tmp_path):
         )
         assert not set(samples) & set(trained["train_samples"] + trained["val_samples"])
     assert (evaluation / "results_cv.md").read_text().startswith("## Cross-validated evaluation")
+    assert not check_intervals(pd.read_csv(evaluation / "results_cv.csv")).empty
     folds = pd.read_csv(evaluation / "results_cv_folds.csv")
     assert list(folds.columns[2:]) == ["dice_fold0", "dice_fold1"]
 
